@@ -1,0 +1,67 @@
+"""pmq: background jobs that never get lost.
+
+PostgreSQL holds every job; Redis dispatches them; job types come from
+plugins. What a plugin author or an application needs is importable from
+here, and nothing here loads a plugin or opens a connection on import.
+
+A plugin in full::
+
+    import attrs
+    from pmq_core import JobType, RetryPolicy, hookimpl
+
+    @attrs.frozen
+    class Greeting:
+        name: str
+
+    def greet(job):
+        print(f"hello, {job.payload.name}")
+
+    @hookimpl
+    def pmq_register_job_types():
+        return [JobType(name="greet", handler=greet, payload=Greeting,
+                        retry=RetryPolicy(max_attempts=3))]
+"""
+
+from pmq_core.client import AsyncClient, Client
+from pmq_core.config import Settings
+from pmq_core.errors import (
+    ConfigurationError,
+    DatabaseUnavailableError,
+    Fail,
+    JobCancelled,
+    JobNotFoundError,
+    PayloadError,
+    PluginError,
+    PmqError,
+    RedisUnavailableError,
+    Retry,
+    UnknownQueueError,
+)
+from pmq_core.hookspecs import hookimpl
+from pmq_core.jobtypes import JobType, RetryPolicy
+from pmq_core.models import Job, JobContext, JobStatus
+from pmq_core.schema import Migration
+
+__all__ = [
+    "AsyncClient",
+    "Client",
+    "ConfigurationError",
+    "DatabaseUnavailableError",
+    "Fail",
+    "Job",
+    "JobCancelled",
+    "JobContext",
+    "JobNotFoundError",
+    "JobStatus",
+    "JobType",
+    "Migration",
+    "PayloadError",
+    "PluginError",
+    "PmqError",
+    "RedisUnavailableError",
+    "Retry",
+    "RetryPolicy",
+    "Settings",
+    "UnknownQueueError",
+    "hookimpl",
+]

@@ -1,0 +1,266 @@
+"""Operating pmq: schema upgrades, queues, jobs, dead letters, health and
+statistics. The ``pmq`` command is a thin layer over this module, and so can
+an operator's own tooling be."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Iterable
+
+import psycopg
+import redis
+
+from pmq_core import dispatch, schema
+from pmq_core.config import Settings, redact_url
+from pmq_core.db import PG_DOWN, REDIS_DOWN, pg_connect, redis_client, resolve_servers, translated
+from pmq_core.errors import JobNotFoundError, UnknownQueueError
+from pmq_core.keys import Keys
+from pmq_core.models import Job, JobStatus, parse_job_id
+from pmq_core.plugins import Plugins
+from pmq_core.queries import q
+
+#: Oldest waiting job age (seconds) above which health says "warning".
+OLD_JOB_WARNING = 300.0
+
+
+def redis_warnings(rds: redis.Redis) -> list[str]:
+    """What in this Redis's configuration costs pmq time after a mishap."""
+    try:
+        config = rds.config_get("maxmemory-policy")
+        config.update(rds.config_get("save"))
+        config.update(rds.config_get("appendonly"))
+    except redis.ResponseError:
+        return []  # CONFIG is disabled (managed Redis): nothing to say
+    found = []
+    policy = config.get("maxmemory-policy", "noeviction")
+    if policy != "noeviction":
+        found.append(f"Redis maxmemory-policy is {policy!r}: under memory pressure it may evict job messages; "
+                     "nothing is lost (PostgreSQL holds every job) but evicted jobs wait "
+                     "for the migrator's resync (seconds) - set it to 'noeviction'")
+    if not config.get("save") and config.get("appendonly") == "no":
+        found.append("Redis keeps nothing on disk: after a restart every job waiting in Redis is "
+                     "handed over again from PostgreSQL (nothing is lost, but the resync takes a moment)")
+    return found
+
+
+class Admin:
+    """Operator actions on one pmq deployment."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = resolve_servers(settings)
+        assert self.settings.database_url and self.settings.redis_url
+        self.keys = Keys(self.settings.key_prefix)
+        self._conn: psycopg.Connection[Any] | None = None
+        self._redis: redis.Redis | None = None
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            assert self.settings.database_url
+            self._conn = pg_connect(self.settings.database_url)
+        return self._conn
+
+    @property
+    def redis(self) -> redis.Redis:
+        if self._redis is None:
+            assert self.settings.redis_url
+            self._redis = redis_client(self.settings.redis_url)
+        return self._redis
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+        if self._redis is not None:
+            self._redis.close()
+
+    def __enter__(self) -> Admin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _translated(self) -> Any:
+        return translated(self.settings.database_url, self.settings.redis_url)
+
+    # -- schema and job types ----------------------------------------------------
+
+    def upgrade(self, plugins: Plugins | None = None) -> list[schema.Migration]:
+        """Apply pending migrations, the plugins' included."""
+        extra = plugins.migrations() if plugins is not None else []
+        with self._translated():
+            return schema.upgrade(self.conn, extra)
+
+    def register_job_types(self, plugins: Plugins) -> list[str]:
+        """Make each loaded job type's queue exist, with its defaults."""
+        names = []
+        with self._translated(), self.conn.transaction():
+            for job_type in plugins.load().job_types.values():
+                self.conn.execute(q("upsert_queue"), {"name": job_type.name, "priority": job_type.priority,
+                                                      "max_attempts": job_type.retry.max_attempts})
+                names.append(job_type.name)
+        return names
+
+    # -- queues ------------------------------------------------------------------
+
+    def queues(self) -> list[dict[str, Any]]:
+        with self._translated():
+            rows = self.conn.execute(q("queue_overview")).fetchall()
+            names = [row["name"] for row in rows]  # type: ignore[call-overload]
+            depths = dispatch.band_depths(self.redis, self.keys, names)
+        return [{**row, "bands": depths[row["name"]]} for row in rows]  # type: ignore[dict-item, call-overload]
+
+    def set_active(self, name: str, active: bool) -> None:
+        """Pause (False) or resume (True) a queue. Pausing also takes back the
+        jobs already handed to Redis, so nothing more of it starts."""
+        with self._translated(), self.conn.transaction():
+            if not self.conn.execute(q("set_queue_active"), {"name": name, "active": active}).fetchone():
+                raise UnknownQueueError(f"unknown queue {name!r}")
+            if not active:
+                self.conn.execute(q("requeue_paused"), {"name": name})
+        if not active:
+            with self._translated():
+                self.redis.delete(*self.keys.bands(name))
+
+    # -- jobs --------------------------------------------------------------------
+
+    def jobs(self, queue: str | None = None, status: str | None = None, limit: int = 50) -> list[Job]:
+        if status is not None:
+            JobStatus(status)
+        with self._translated():
+            rows = self.conn.execute(q("list_jobs"), {"queue": queue, "status": status, "limit": limit}).fetchall()
+        return [Job.from_row(row) for row in rows]  # type: ignore[arg-type]
+
+    def job(self, job_id: uuid.UUID | str) -> tuple[Job, list[dict[str, Any]]]:
+        """A job and its attempt log."""
+        job_id = parse_job_id(job_id)
+        with self._translated():
+            row = self.conn.execute(q("get_job"), {"id": job_id}).fetchone()
+            if row is None:
+                raise JobNotFoundError(f"no job with id {job_id}")
+            logs = self.conn.execute(q("job_logs"), {"id": job_id}).fetchall()
+        return Job.from_row(row), logs  # type: ignore[arg-type, return-value]
+
+    def cancel(self, job_id: uuid.UUID | str) -> str | None:
+        """Cancel a job that has not finished; return the status it had, or
+        None when it had already finished. A running job is told to stop."""
+        job_id = parse_job_id(job_id)
+        with self._translated():
+            row = self.conn.execute(q("cancel_job"), {"id": job_id}).fetchone()
+            if row is None:
+                if self.conn.execute(q("get_job"), {"id": job_id}).fetchone() is None:
+                    raise JobNotFoundError(f"no job with id {job_id}")
+                return None
+            pipe = self.redis.pipeline(transaction=False)
+            dispatch.mark_status(pipe, self.keys, job_id, "cancelled")
+            if row["previous_status"] == "running":  # type: ignore[call-overload]
+                pipe.publish(self.keys.cancel_channel, str(job_id))
+            pipe.execute()
+        return row["previous_status"]  # type: ignore[call-overload, no-any-return]
+
+    # -- dead letters ------------------------------------------------------------
+
+    def dead(self, queue: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        with self._translated():
+            return self.conn.execute(q("list_dead"), {"queue": queue, "limit": limit}).fetchall()  # type: ignore[return-value]
+
+    def replay(self, ids: Iterable[uuid.UUID | str] | None = None, queue: str | None = None) -> list[uuid.UUID]:
+        """Send dead jobs back to the queue with their attempts reset: the
+        given ids, a queue's, or (neither given) all of them."""
+        return self._dead_action("replay_dead", ids, queue)
+
+    def purge(self, ids: Iterable[uuid.UUID | str] | None = None, queue: str | None = None) -> list[uuid.UUID]:
+        """Delete dead jobs (and their logs) for good; selection as in :meth:`replay`."""
+        return self._dead_action("purge_dead", ids, queue)
+
+    def _dead_action(self, query: str, ids: Iterable[uuid.UUID | str] | None, queue: str | None) -> list[uuid.UUID]:
+        id_list = [parse_job_id(i) for i in ids] if ids is not None else None
+        with self._translated():
+            rows = self.conn.execute(q(query), {"ids": id_list, "queue": queue}).fetchall()
+            pipe = self.redis.pipeline(transaction=False)
+            for row in rows:
+                pipe.lrem(self.keys.dead(row["queue_name"]), 0, str(row["id"]))  # type: ignore[call-overload]
+            pipe.execute()
+        if id_list and len(rows) < len(id_list):
+            found = {row["id"] for row in rows}  # type: ignore[call-overload]
+            missing = [str(i) for i in id_list if i not in found]
+            raise JobNotFoundError(f"not dead letters (no failed job with id): {', '.join(missing)}"
+                                   + (f"; {len(rows)} other(s) done" if rows else ""))
+        return [row["id"] for row in rows]  # type: ignore[call-overload]
+
+    # -- health and statistics ---------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """PostgreSQL, Redis, depth by band, dead letters, oldest job age,
+        live workers, and an overall verdict: healthy, warning or critical."""
+        report: dict[str, Any] = {"problems": [], "warnings": []}
+        report["postgres"] = {"url": redact_url(self.settings.database_url), "ok": True}
+        report["redis"] = {"url": redact_url(self.settings.redis_url), "ok": True}
+        try:
+            overview = self.conn.execute(q("queue_overview")).fetchall()
+            oldest = {r["queue_name"]: r["age"] for r in self.conn.execute(q("oldest_waiting")).fetchall()}  # type: ignore[call-overload]
+            workers = self.conn.execute(q("live_workers"), {"after": self.settings.rescue_after}).fetchall()
+            running = {r["worker_id"]: r["running"] for r in self.conn.execute(q("running_per_worker")).fetchall()}  # type: ignore[call-overload]
+        except (*PG_DOWN,) as exc:
+            report["postgres"].update(ok=False, error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            report["problems"].append("PostgreSQL is unreachable")
+            overview, oldest, workers, running = [], {}, [], {}
+        try:
+            depths = dispatch.band_depths(self.redis, self.keys, [r["name"] for r in overview])  # type: ignore[call-overload]
+            report["warnings"].extend(redis_warnings(self.redis))
+        except REDIS_DOWN as exc:
+            report["redis"].update(ok=False, error=str(exc))
+            report["problems"].append("Redis is unreachable")
+            depths = {r["name"]: {} for r in overview}  # type: ignore[call-overload]
+        served = {name for w in workers for name in w["queues"]}  # type: ignore[call-overload]
+        queues = []
+        for row in overview:
+            name = row["name"]  # type: ignore[call-overload]
+            waiting = row["waiting"] + row["in_redis"]  # type: ignore[call-overload]
+            entry = {"name": name, "active": row["is_active"], "waiting": waiting,  # type: ignore[call-overload]
+                     "running": row["running"], "dead": row["dead"], "bands": depths.get(name, {}),  # type: ignore[call-overload]
+                     "oldest_age": oldest.get(name), "served": name in served}
+            queues.append(entry)
+            if waiting and row["is_active"] and name not in served:  # type: ignore[call-overload]
+                report["warnings"].append(f"queue {name!r} has {waiting} waiting job(s) and no live worker serves it "
+                                          "(is its plugin loaded on a worker?)")
+        report["queues"] = queues
+        report["dead_letters"] = sum(e["dead"] for e in queues)
+        ages = [a for a in oldest.values() if a is not None]
+        report["oldest_job_age"] = max(ages) if ages else None
+        if report["oldest_job_age"] and report["oldest_job_age"] > OLD_JOB_WARNING:
+            report["warnings"].append(f"the oldest waiting job has waited {report['oldest_job_age']:.0f}s")
+        report["workers"] = [{
+            "id": str(w["id"]), "hostname": w["hostname"], "pid": w["pid"], "queues": w["queues"],  # type: ignore[call-overload]
+            "concurrency": w["concurrency"], "running": running.get(w["id"], 0),  # type: ignore[call-overload]
+            "utilisation": running.get(w["id"], 0) / w["concurrency"],  # type: ignore[call-overload]
+        } for w in workers]
+        report["status"] = "critical" if report["problems"] else "warning" if report["warnings"] else "healthy"
+        return report
+
+    def stats(self, minutes: int = 1) -> dict[str, Any]:
+        """Throughput, failures and processing times over the last minutes,
+        with depth by queue and band."""
+        with self._translated():
+            activity = self.conn.execute(q("recent_activity"), {"minutes": minutes}).fetchone() or {}
+            created = self.conn.execute(q("recent_created"), {"minutes": minutes}).fetchone() or {}
+            workers = self.conn.execute(q("live_workers"), {"after": self.settings.rescue_after}).fetchall()
+            running = self.conn.execute(q("running_per_worker")).fetchall()
+            queues = self.queues()
+        attempts = sum(activity.get(k) or 0 for k in ("succeeded", "retried", "failed"))  # type: ignore[union-attr]
+        capacity = sum(w["concurrency"] for w in workers)  # type: ignore[call-overload]
+        busy = sum(r["running"] for r in running if r["worker_id"] is not None)  # type: ignore[call-overload]
+        return {
+            "window_minutes": minutes,
+            "processed_per_minute": (activity.get("succeeded") or 0) / minutes,  # type: ignore[union-attr]
+            "created_per_minute": (created.get("created") or 0) / minutes,  # type: ignore[union-attr]
+            "failed": activity.get("failed") or 0,  # type: ignore[union-attr]
+            "retried": activity.get("retried") or 0,  # type: ignore[union-attr]
+            "error_rate": ((activity.get("failed") or 0) + (activity.get("retried") or 0)) / attempts if attempts else 0.0,  # type: ignore[union-attr]
+            "avg_seconds": activity.get("avg_seconds"),  # type: ignore[union-attr]
+            "p50_seconds": activity.get("p50_seconds"),  # type: ignore[union-attr]
+            "p95_seconds": activity.get("p95_seconds"),  # type: ignore[union-attr]
+            "active_workers": len(workers),
+            "utilisation": busy / capacity if capacity else 0.0,
+            "queues": [{"name": r["name"], "active": r["is_active"], "waiting": r["waiting"], "in_redis": r["in_redis"],
+                        "running": r["running"], "dead": r["dead"], "bands": r["bands"]} for r in queues],
+        }

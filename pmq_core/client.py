@@ -1,0 +1,395 @@
+"""Enqueueing jobs and looking after them, from any Python program.
+
+:class:`Client` is for threads and plain code, :class:`AsyncClient` for
+asyncio. Both write only to PostgreSQL (the migrator hands jobs to Redis), so
+an enqueue that returns has been committed, and an enqueue given the
+caller's own connection commits or rolls back with the caller's transaction.
+Everything is checked before anything is written: a bad payload, priority or
+time raises one error naming the problem, and no job of the call is stored.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Sequence
+
+import attrs
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+from pmq_core import payloads
+from pmq_core.config import Settings
+from pmq_core.db import resolve_servers, translated
+from pmq_core.errors import JobNotFoundError, PayloadError, UnknownQueueError
+from pmq_core.jobtypes import JobType, check_queue_name
+from pmq_core.models import Job, parse_job_id
+from pmq_core.plugins import Plugins
+from pmq_core.queries import q
+
+INT32 = 2**31 - 1
+#: Rows per COPY chunk in a bulk enqueue: bounds memory, not round trips.
+COPY_CHUNK = 10_000
+
+
+def _check_int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PayloadError(f"{name} must be a whole number, got {type(value).__name__} {value!r}")
+    if not low <= value <= INT32:
+        raise PayloadError(f"{name} must be between {low} and {INT32}, got {value}")
+    return value
+
+
+def _due_time(run_at: datetime | None, delay: float | timedelta | None) -> datetime | None:
+    if run_at is not None and delay is not None:
+        raise PayloadError("give run_at or delay, not both")
+    if run_at is not None:
+        if not isinstance(run_at, datetime):
+            raise PayloadError(f"run_at must be a datetime, got {type(run_at).__name__}")
+        if run_at.tzinfo is None or run_at.utcoffset() is None:
+            raise PayloadError("run_at must be timezone-aware (a naive time is ambiguous); "
+                               "use datetime.now(timezone.utc) or attach a tzinfo")
+        return run_at
+    if delay is not None:
+        seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+            raise PayloadError(f"delay must be a finite number of seconds, got {delay!r}")
+        if seconds < 0:
+            raise PayloadError(f"delay must not be negative, got {seconds}")
+        try:
+            return datetime.now(timezone.utc) + timedelta(seconds=seconds)
+        except OverflowError:
+            raise PayloadError(f"delay of {seconds} seconds is too far in the future") from None
+    return None
+
+
+@attrs.frozen
+class Prepared:
+    """Checked rows for one enqueue call, ready to write."""
+
+    queue: str
+    ids: list[uuid.UUID]
+    payloads: list[str]
+    priority: int | None
+    max_attempts: int | None
+    run_at: datetime | None
+    unique_keys: list[str | None]
+
+    def params(self) -> dict[str, Any]:
+        n = len(self.ids)
+        return {
+            "ids": self.ids, "queues": [self.queue] * n, "priorities": [self.priority] * n,
+            "payloads": self.payloads, "max_attempts": [self.max_attempts] * n,
+            "run_ats": [self.run_at] * n, "unique_keys": self.unique_keys,
+        }
+
+    def key_params(self) -> dict[str, Any]:
+        return {"queue": self.queue, "keys": [k for k in self.unique_keys if k]}
+
+    def merge(self, inserted: set[uuid.UUID], live: Iterable[dict[str, Any]]) -> list[uuid.UUID]:
+        """The ids to return when some jobs were skipped for their unique
+        key: the live job's id in their place."""
+        by_key = {row["unique_key"]: row["id"] for row in live}
+        return [i if i in inserted else by_key.get(k, i) for i, k in zip(self.ids, self.unique_keys)]
+
+    def copy_rows(self) -> Iterable[tuple[Any, ...]]:
+        for job_id, payload in zip(self.ids, self.payloads):
+            yield (job_id, self.queue, self.priority, payload, self.max_attempts, self.run_at or _NOW)
+
+
+_NOW = "now"  # COPY accepts the literal 'now' for a timestamptz.
+
+
+class _ClientBase:
+    """What both clients share: settings, plugins and the checks."""
+
+    def __init__(self, settings: Settings | None = None, *, plugins: Plugins | None = None) -> None:
+        self.settings = settings or Settings.load()
+        self.plugins = plugins if plugins is not None else Plugins(self.settings.plugins)
+        self._queues: set[str] = set()
+
+    def _resolved(self) -> Settings:
+        self.settings = resolve_servers(self.settings)
+        return self.settings
+
+    def _job_type(self, queue: str) -> JobType | None:
+        return self.plugins.job_type(queue)
+
+    def prepare(self, queue: str, items: Sequence[Any], *, priority: int | None, run_at: datetime | None,
+                delay: float | timedelta | None, max_attempts: int | None,
+                unique_key: str | None) -> Prepared:
+        """Check everything about one enqueue call; raise before any write."""
+        try:
+            check_queue_name(queue)
+        except ValueError as exc:
+            raise UnknownQueueError(str(exc)) from None
+        job_type = self._job_type(queue)
+        if priority is None and job_type is not None:
+            priority = job_type.priority
+        if priority is not None:
+            _check_int("priority", priority, -INT32)
+        if max_attempts is None and job_type is not None:
+            max_attempts = job_type.retry.max_attempts
+        if max_attempts is not None:
+            _check_int("max_attempts", max_attempts, 1)
+        due = _due_time(run_at, delay)
+        payload_class = job_type.payload if job_type else None
+        limit = self.settings.max_payload_bytes
+        texts = []
+        keys: list[str | None] = []
+        for index, item in enumerate(items):
+            try:
+                text = payloads.to_json({} if item is None else item, queue=queue,
+                                        payload_class=payload_class, limit=limit)
+            except PayloadError as exc:
+                raise PayloadError(f"job {index}: {exc}" if len(items) > 1 else str(exc)) from None
+            texts.append(text)
+            keys.append(self._unique_key(job_type, item, unique_key))
+        if unique_key is not None and len(items) > 1:
+            raise PayloadError("unique_key names one job; give unique keys through the job type for a bulk enqueue")
+        return Prepared(queue, [uuid.uuid4() for _ in texts], texts, priority, max_attempts, due, keys)
+
+    @staticmethod
+    def _unique_key(job_type: JobType | None, item: Any, explicit: str | None) -> str | None:
+        if explicit is not None:
+            if not isinstance(explicit, str) or not explicit:
+                raise PayloadError(f"unique_key must be a non-empty string, got {explicit!r}")
+            return explicit
+        if job_type is None or job_type.unique_key is None:
+            return None
+        data = item if isinstance(item, dict) else payloads._converter.unstructure(item)
+        return str(job_type.unique_key(data))
+
+    def _unknown(self, queue: str) -> UnknownQueueError:
+        return UnknownQueueError(
+            f"unknown queue {queue!r}: no job type declares it and job_queues has no such row; "
+            "load the plugin that declares it (pmq plugins) or create the queue"
+        )
+
+
+class Client(_ClientBase):
+    """Enqueue and manage jobs from synchronous code (thread-safe)."""
+
+    def __init__(self, settings: Settings | None = None, *, plugins: Plugins | None = None) -> None:
+        super().__init__(settings, plugins=plugins)
+        self._pool: ConnectionPool | None = None
+
+    @property
+    def pool(self) -> ConnectionPool:
+        if self._pool is None:
+            settings = self._resolved()
+            assert settings.database_url
+            pool = ConnectionPool(settings.database_url, min_size=1, max_size=8, open=False,
+                                  kwargs={"autocommit": True, "row_factory": dict_row,
+                                          "application_name": "pmq-client"})
+            with translated(settings.database_url):
+                pool.open(wait=True, timeout=10)
+            self._pool = pool
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- enqueue ---------------------------------------------------------------
+
+    def enqueue(self, queue: str, payload: Any = None, *, priority: int | None = None,
+                run_at: datetime | None = None, delay: float | timedelta | None = None,
+                max_attempts: int | None = None, unique_key: str | None = None,
+                conn: psycopg.Connection[Any] | None = None) -> uuid.UUID:
+        """Enqueue one job and return its id.
+
+        ``priority`` (lower runs sooner) and ``max_attempts`` default to the
+        job type's, then the queue's. ``run_at`` (timezone-aware) or ``delay``
+        (seconds) schedule it. With ``unique_key`` (or the job type's uniqueness
+        rule) and a live job holding that key, nothing is written and the live
+        job's id is returned. With ``conn``, the job is written on the caller's
+        connection and lives or dies with its transaction.
+        """
+        return self.enqueue_many(queue, [payload], priority=priority, run_at=run_at, delay=delay,
+                                 max_attempts=max_attempts, unique_key=unique_key, conn=conn)[0]
+
+    def enqueue_many(self, queue: str, payloads: Iterable[Any], *, priority: int | None = None,
+                     run_at: datetime | None = None, delay: float | timedelta | None = None,
+                     max_attempts: int | None = None, unique_key: str | None = None,
+                     conn: psycopg.Connection[Any] | None = None) -> list[uuid.UUID]:
+        """Enqueue many jobs of one queue in one round trip (COPY for large
+        batches); all are written or none. Returns their ids in order."""
+        items = list(payloads)
+        if not items:
+            return []
+        prepared = self.prepare(queue, items, priority=priority, run_at=run_at, delay=delay,
+                                max_attempts=max_attempts, unique_key=unique_key)
+        self._ensure_queue(queue)
+        settings = self.settings
+        with translated(settings.database_url):
+            if conn is not None:
+                ids = self._write(conn, prepared)
+            else:
+                with self.pool.connection() as own, own.transaction():
+                    ids = self._write(own, prepared)
+        if self.plugins.has_impls("pmq_jobs_enqueued"):
+            self.plugins.safe_call("pmq_jobs_enqueued", queue=queue, job_ids=ids)
+        return ids
+
+    def _write(self, conn: psycopg.Connection[Any], prepared: Prepared) -> list[uuid.UUID]:
+        uses_keys = any(k is not None for k in prepared.unique_keys)
+        try:
+            if len(prepared.ids) >= 64 and not uses_keys:
+                with conn.cursor() as cur:
+                    with cur.copy(q("copy_jobs")) as copy:
+                        for row in prepared.copy_rows():
+                            copy.write_row(row)
+                return prepared.ids
+            with conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(q("insert_jobs"), prepared.params())
+                inserted = {row["id"] for row in cur.fetchall()}
+                if len(inserted) == len(prepared.ids):
+                    return prepared.ids
+                cur.execute(q("live_jobs_by_unique_key"), prepared.key_params())
+                return prepared.merge(inserted, cur.fetchall())
+        except psycopg.errors.ForeignKeyViolation:
+            raise self._unknown(prepared.queue) from None
+
+    def _ensure_queue(self, queue: str) -> None:
+        if queue in self._queues:
+            return
+        with translated(self.settings.database_url), self.pool.connection() as conn:
+            job_type = self._job_type(queue)
+            if job_type is not None:
+                conn.execute(q("upsert_queue"), {"name": queue, "priority": job_type.priority,
+                                                 "max_attempts": job_type.retry.max_attempts})
+            else:
+                known = {row["name"] for row in conn.execute(q("queue_defaults")).fetchall()}  # type: ignore[call-overload]
+                self._queues |= known
+                if queue not in known:
+                    raise self._unknown(queue)
+        self._queues.add(queue)
+
+    # -- looking after jobs ------------------------------------------------------
+
+    def get_job(self, job_id: uuid.UUID | str) -> Job:
+        """The job's row; JobNotFoundError when there is none."""
+        job_id = parse_job_id(job_id)
+        with translated(self.settings.database_url), self.pool.connection() as conn:
+            row = conn.execute(q("get_job"), {"id": job_id}).fetchone()
+        if row is None:
+            raise JobNotFoundError(f"no job with id {job_id}")
+        return Job.from_row(row)  # type: ignore[arg-type]
+
+
+class AsyncClient(_ClientBase):
+    """Enqueue and manage jobs from asyncio code."""
+
+    def __init__(self, settings: Settings | None = None, *, plugins: Plugins | None = None) -> None:
+        super().__init__(settings, plugins=plugins)
+        self._pool: AsyncConnectionPool | None = None
+
+    async def pool(self) -> AsyncConnectionPool:
+        if self._pool is None:
+            settings = self._resolved()
+            assert settings.database_url
+            pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=8, open=False,
+                                       kwargs={"autocommit": True, "row_factory": dict_row,
+                                               "application_name": "pmq-client"})
+            with translated(settings.database_url):
+                await pool.open(wait=True, timeout=10)
+            self._pool = pool
+        return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def enqueue(self, queue: str, payload: Any = None, *, priority: int | None = None,
+                      run_at: datetime | None = None, delay: float | timedelta | None = None,
+                      max_attempts: int | None = None, unique_key: str | None = None,
+                      conn: psycopg.AsyncConnection[Any] | None = None) -> uuid.UUID:
+        """Enqueue one job; see :meth:`Client.enqueue`."""
+        ids = await self.enqueue_many(queue, [payload], priority=priority, run_at=run_at, delay=delay,
+                                      max_attempts=max_attempts, unique_key=unique_key, conn=conn)
+        return ids[0]
+
+    async def enqueue_many(self, queue: str, payloads: Iterable[Any], *, priority: int | None = None,
+                           run_at: datetime | None = None, delay: float | timedelta | None = None,
+                           max_attempts: int | None = None, unique_key: str | None = None,
+                           conn: psycopg.AsyncConnection[Any] | None = None) -> list[uuid.UUID]:
+        """Enqueue many jobs in one round trip; see :meth:`Client.enqueue_many`."""
+        items = list(payloads)
+        if not items:
+            return []
+        prepared = self.prepare(queue, items, priority=priority, run_at=run_at, delay=delay,
+                                max_attempts=max_attempts, unique_key=unique_key)
+        await self._ensure_queue(queue)
+        with translated(self.settings.database_url):
+            if conn is not None:
+                ids = await self._write(conn, prepared)
+            else:
+                async with (await self.pool()).connection() as own, own.transaction():
+                    ids = await self._write(own, prepared)
+        if self.plugins.has_impls("pmq_jobs_enqueued"):
+            self.plugins.safe_call("pmq_jobs_enqueued", queue=queue, job_ids=ids)
+        return ids
+
+    async def _write(self, conn: psycopg.AsyncConnection[Any], prepared: Prepared) -> list[uuid.UUID]:
+        uses_keys = any(k is not None for k in prepared.unique_keys)
+        try:
+            if len(prepared.ids) >= 64 and not uses_keys:
+                async with conn.cursor() as cur:
+                    async with cur.copy(q("copy_jobs")) as copy:
+                        for row in prepared.copy_rows():
+                            await copy.write_row(row)
+                return prepared.ids
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(q("insert_jobs"), prepared.params())
+                inserted = {row["id"] for row in await cur.fetchall()}
+                if len(inserted) == len(prepared.ids):
+                    return prepared.ids
+                await cur.execute(q("live_jobs_by_unique_key"), prepared.key_params())
+                return prepared.merge(inserted, await cur.fetchall())
+        except psycopg.errors.ForeignKeyViolation:
+            raise self._unknown(prepared.queue) from None
+
+    async def _ensure_queue(self, queue: str) -> None:
+        if queue in self._queues:
+            return
+        pool = await self.pool()
+        with translated(self.settings.database_url):
+            async with pool.connection() as conn:
+                job_type = self._job_type(queue)
+                if job_type is not None:
+                    await conn.execute(q("upsert_queue"), {"name": queue, "priority": job_type.priority,
+                                                           "max_attempts": job_type.retry.max_attempts})
+                else:
+                    rows = await (await conn.execute(q("queue_defaults"))).fetchall()
+                    known = {row["name"] for row in rows}  # type: ignore[call-overload]
+                    self._queues |= known
+                    if queue not in known:
+                        raise self._unknown(queue)
+        self._queues.add(queue)
+
+    async def get_job(self, job_id: uuid.UUID | str) -> Job:
+        job_id = parse_job_id(job_id)
+        pool = await self.pool()
+        with translated(self.settings.database_url):
+            async with pool.connection() as conn:
+                row = await (await conn.execute(q("get_job"), {"id": job_id})).fetchone()
+        if row is None:
+            raise JobNotFoundError(f"no job with id {job_id}")
+        return Job.from_row(row)  # type: ignore[arg-type]

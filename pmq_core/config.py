@@ -1,0 +1,184 @@
+"""Settings: what pmq connects to and how it behaves.
+
+Read, lowest precedence first, from the defaults below, ``[tool.pmq]`` in
+``pyproject.toml``, ``pmq.toml`` (both in the current directory) and ``PMQ_*``
+environment variables. Every field can be set in each place under its own
+name (``PMQ_`` + the name in capitals for the environment). A bad value is
+reported by its name and source, with everything else that is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+import attrs
+import cattrs
+
+from pmq_core.errors import ConfigurationError
+
+ENV_PREFIX = "PMQ_"
+
+
+def _default_data_dir() -> Path:
+    """Where embedded servers keep their data: ``$XDG_DATA_HOME/pmq`` or
+    ``~/.local/share/pmq``."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "pmq"
+
+
+def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be greater than 0, not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """Every setting of pmq, with its default."""
+
+    database_url: str | None = None
+    """PostgreSQL URL. Unset (with redis_url unset too): embedded servers."""
+    redis_url: str | None = None
+    """Redis URL. Unset (with database_url unset too): embedded servers."""
+    plugins: tuple[str, ...] | None = None
+    """Entry-point names of the plugins to load; None loads every installed one."""
+    key_prefix: str = "pmq:"
+    """Prefix of every Redis key pmq touches, so deployments can share a Redis."""
+    data_dir: Path = attrs.field(factory=_default_data_dir)
+    """Where embedded servers keep their data."""
+    max_payload_bytes: int = attrs.field(default=65536, validator=_positive)
+    """Largest payload accepted, as compact JSON in UTF-8."""
+    concurrency: int = attrs.field(default=10, validator=_positive)
+    """Jobs one worker process runs at once."""
+    migrate_batch: int = attrs.field(default=500, validator=_positive)
+    """Most jobs the migrator moves to Redis in one round trip."""
+    redis_depth: int = attrs.field(default=2000, validator=_positive)
+    """Most jobs kept waiting in Redis per queue; the rest wait in PostgreSQL,
+    where a later job of higher priority can still overtake them."""
+    poll_interval: float = attrs.field(default=2.0, validator=_positive)
+    """Seconds between migrator polls when no notification arrives."""
+    heartbeat_interval: float = attrs.field(default=5.0, validator=_positive)
+    """Seconds between a worker's heartbeats."""
+    rescue_after: float = attrs.field(default=30.0, validator=_positive)
+    """Seconds without a heartbeat after which a worker's jobs are rescued."""
+    redispatch_after: float = attrs.field(default=5.0, validator=_positive)
+    """Seconds a job may sit in migrated_to_redis before pmq checks that its
+    Redis message still exists (and migrates it again if not)."""
+    shutdown_grace: float = attrs.field(default=30.0, validator=_positive)
+    """Seconds a stopping worker lets its running jobs finish."""
+    retention_completed_days: int = attrs.field(default=183, validator=_positive)
+    """Age after which completed and cancelled jobs are deleted."""
+    retention_failed_days: int = attrs.field(default=365, validator=_positive)
+    """Age after which failed (dead) jobs are deleted."""
+    retention_logs_days: int = attrs.field(default=90, validator=_positive)
+    """Age after which job_logs rows are deleted."""
+
+    @property
+    def embedded(self) -> bool:
+        """True when pmq must start its own servers."""
+        return self.database_url is None and self.redis_url is None
+
+    @classmethod
+    def load(cls, directory: Path | None = None, environ: Mapping[str, str] | None = None,
+             **overrides: Any) -> Settings:
+        """Settings from files in ``directory`` (default: the current one),
+        the environment, then ``overrides`` (values that are None are ignored)."""
+        directory = directory or Path.cwd()
+        environ = os.environ if environ is None else environ
+        layers: list[tuple[str, dict[str, Any]]] = []
+        pyproject = directory / "pyproject.toml"
+        if pyproject.is_file():
+            section = _read_toml(pyproject).get("tool", {}).get("pmq")
+            if section:
+                layers.append(("[tool.pmq] in pyproject.toml", section))
+        pmq_toml = directory / "pmq.toml"
+        if pmq_toml.is_file():
+            layers.append(("pmq.toml", _read_toml(pmq_toml)))
+        env = {
+            key[len(ENV_PREFIX):].lower(): value
+            for key, value in environ.items()
+            if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX):].lower() in _FIELD_NAMES
+        }
+        if env:
+            layers.append(("environment (PMQ_*)", env))
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if given:
+            layers.append(("arguments", given))
+        merged: dict[str, Any] = {}
+        for source, layer in layers:
+            _check_layer(source, layer)
+            merged.update(layer)
+        return structure_settings(merged)
+
+
+_FIELD_NAMES = {a.name for a in attrs.fields(Settings)}
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"{path.name}: cannot read it: {exc}") from None
+
+
+def _check_layer(source: str, layer: dict[str, Any]) -> None:
+    unknown = sorted(set(layer) - _FIELD_NAMES)
+    if unknown:
+        raise ConfigurationError(
+            f"{source}: unknown setting(s) {', '.join(unknown)}; "
+            f"known settings are {', '.join(sorted(_FIELD_NAMES))}"
+        )
+
+
+def _split_names(value: Any, _type: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = tuple(str(item).strip() for item in items if str(item).strip())
+    return names
+
+
+def _float(value: Any, _type: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected a number, got {value!r}")
+    return float(value)
+
+
+def _int(value: Any, _type: Any) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError(f"expected a whole number, got {value!r}")
+    return int(value)
+
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+_converter.register_structure_hook(tuple[str, ...] | None, _split_names)
+_converter.register_structure_hook(float, _float)
+_converter.register_structure_hook(int, _int)
+_converter.register_structure_hook(Path, lambda v, _t: Path(os.path.expanduser(str(v))))
+_converter.register_structure_hook(str | None, lambda v, _t: None if v in (None, "") else str(v))
+
+
+def structure_settings(data: dict[str, Any]) -> Settings:
+    """Build :class:`Settings` from plain data, reporting every bad field."""
+    try:
+        return _converter.structure(data, Settings)
+    except cattrs.BaseValidationError as exc:
+        lines = "; ".join(cattrs.transform_error(exc, path="settings"))
+        raise ConfigurationError(f"invalid settings: {lines}") from None
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid settings: {exc}") from None
+
+
+def redact_url(url: str | None) -> str:
+    """A URL with its password replaced by ``***``, safe to print or log."""
+    if not url:
+        return "(unset)"
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

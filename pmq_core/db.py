@@ -1,0 +1,91 @@
+"""Connections to PostgreSQL and Redis, and the translation of their
+failures into pmq's errors (with passwords never shown)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import attrs
+import psycopg
+import redis
+from psycopg.rows import dict_row
+
+from pmq_core.config import Settings, redact_url
+from pmq_core.errors import ConfigurationError, DatabaseUnavailableError, RedisUnavailableError
+
+#: Errors that mean "the server is unreachable or went away": worth a reconnect.
+PG_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+
+
+def pg_connect(url: str, *, autocommit: bool = True, timeout: float = 10.0) -> psycopg.Connection:
+    """A dict-row connection, or DatabaseUnavailableError naming the server."""
+    try:
+        return psycopg.connect(url, autocommit=autocommit, row_factory=dict_row,  # type: ignore[arg-type]
+                               connect_timeout=max(1, int(timeout)), application_name="pmq")
+    except PG_DOWN as exc:
+        raise DatabaseUnavailableError(
+            f"cannot connect to PostgreSQL at {redact_url(url)}: {_first_line(exc)}"
+        ) from None
+    except psycopg.ProgrammingError as exc:
+        raise DatabaseUnavailableError(f"invalid PostgreSQL URL {redact_url(url)}: {_first_line(exc)}") from None
+
+
+async def apg_connect(url: str, *, autocommit: bool = True, timeout: float = 10.0) -> psycopg.AsyncConnection:
+    try:
+        return await psycopg.AsyncConnection.connect(
+            url, autocommit=autocommit, row_factory=dict_row,  # type: ignore[arg-type]
+            connect_timeout=max(1, int(timeout)), application_name="pmq")
+    except PG_DOWN as exc:
+        raise DatabaseUnavailableError(
+            f"cannot connect to PostgreSQL at {redact_url(url)}: {_first_line(exc)}"
+        ) from None
+
+
+def redis_client(url: str) -> redis.Redis:
+    try:
+        return redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+    except ValueError as exc:
+        raise RedisUnavailableError(f"invalid Redis URL {redact_url(url)}: {exc}") from None
+
+
+def aredis_client(url: str) -> redis.asyncio.Redis:
+    import redis.asyncio
+
+    try:
+        return redis.asyncio.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+    except ValueError as exc:
+        raise RedisUnavailableError(f"invalid Redis URL {redact_url(url)}: {exc}") from None
+
+
+@contextlib.contextmanager
+def translated(database_url: str | None = None, redis_url: str | None = None) -> Iterator[None]:
+    """Turn "server unreachable" errors into pmq's, naming the server."""
+    try:
+        yield
+    except PG_DOWN as exc:
+        raise DatabaseUnavailableError(
+            f"PostgreSQL at {redact_url(database_url)} is unavailable: {_first_line(exc)}; nothing was written"
+        ) from None
+    except REDIS_DOWN as exc:
+        raise RedisUnavailableError(f"Redis at {redact_url(redis_url)} is unavailable: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def resolve_servers(settings: Settings) -> Settings:
+    """Settings with server URLs filled in, starting embedded servers when
+    none are configured."""
+    if not settings.embedded:
+        if not settings.database_url or not settings.redis_url:
+            missing = "PMQ_DATABASE_URL" if not settings.database_url else "PMQ_REDIS_URL"
+            raise ConfigurationError(f"{missing} is not set: set both server URLs, or neither for embedded servers")
+        return settings
+    from pmq_core.embedded import ensure_running
+
+    database_url, redis_url = ensure_running(settings.data_dir)
+    return attrs.evolve(settings, database_url=database_url, redis_url=redis_url)

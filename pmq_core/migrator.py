@@ -1,0 +1,243 @@
+"""The migrator: moves due jobs from PostgreSQL into Redis, and keeps the
+system healthy.
+
+Exactly one migrator leads at a time: it holds a PostgreSQL advisory lock on
+its listening connection, so the lock goes the moment its process or its
+connection dies, and a standby, retrying every second, takes over. The
+leader wakes on ``LISTEN/NOTIFY`` (new jobs), at the next scheduled job's due
+time, or at the poll interval, whichever is first.
+
+Besides migrating, the leader does the housekeeping that must happen once:
+rescuing jobs of dead workers, handing over again jobs whose Redis message
+was lost (Redis restarted or wiped), enqueueing cron ticks, and pruning old
+rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+import redis
+
+from pmq_core import dispatch
+from pmq_core.client import Client
+from pmq_core.config import Settings
+from pmq_core.db import PG_DOWN, REDIS_DOWN, pg_connect, redis_client
+from pmq_core.keys import Keys
+from pmq_core.plugins import Plugins
+from pmq_core.queries import q
+from pmq_core.reconnect import Backoff
+
+log = logging.getLogger(__name__)
+
+#: Advisory lock key of the leading migrator ("pmq" + "lead").
+LEADER_LOCK = 0x706D71_4C44
+CHANNEL = "pmq_jobs_v1"
+#: Seconds between a standby's attempts to take the lead.
+STANDBY_RETRY = 1.0
+#: Seconds between housekeeping rounds (lost messages, cron).
+HOUSEKEEPING_EVERY = 1.0
+RETENTION_EVERY = 3600.0
+RETENTION_BATCH = 1000
+
+
+class Migrator:
+    """One migrator process (leader or standby)."""
+
+    def __init__(self, settings: Settings, plugins: Plugins) -> None:
+        self.settings = settings
+        self.plugins = plugins
+        self.keys = Keys(settings.key_prefix)
+        self.is_leader = threading.Event()
+        self.migrated = 0
+        self._last_depth: dict[str, int] = {}
+        self._next_housekeeping = 0.0
+        self._next_rescue = 0.0
+        self._next_retention = 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        """Lead or stand by until ``stop`` is set, reconnecting after server
+        failures with exponential backoff."""
+        backoff = Backoff()
+        while not stop.is_set():
+            try:
+                self._session(stop, backoff)
+            except (*PG_DOWN, *REDIS_DOWN) as exc:
+                self.is_leader.clear()
+                delay = backoff.next()
+                log.warning("migrator lost a server (%s); reconnecting in %.1fs", _brief(exc), delay)
+                stop.wait(delay)
+
+    def _session(self, stop: threading.Event, backoff: Backoff) -> None:
+        assert self.settings.database_url and self.settings.redis_url
+        with pg_connect(self.settings.database_url) as lock_conn, pg_connect(self.settings.database_url) as conn:
+            rds = redis_client(self.settings.redis_url)
+            try:
+                rds.ping()
+                backoff.reset()
+                while not stop.is_set():
+                    row = lock_conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (LEADER_LOCK,)).fetchone()
+                    if row and row["ok"]:  # type: ignore[call-overload]
+                        break
+                    stop.wait(STANDBY_RETRY)
+                if stop.is_set():
+                    return
+                lock_conn.execute(f"LISTEN {CHANNEL}")
+                self.is_leader.set()
+                log.info("migrator leads")
+                self._next_housekeeping = self._next_rescue = self._next_retention = 0.0
+                while not stop.is_set():
+                    wait = self.tick(conn, rds)
+                    if wait > 0:
+                        for _ in lock_conn.notifies(timeout=wait, stop_after=1):
+                            pass
+            finally:
+                self.is_leader.clear()
+                rds.close()
+
+    # -- one round -----------------------------------------------------------
+
+    def tick(self, conn: psycopg.Connection[Any], rds: redis.Redis) -> float:
+        """Migrate what is due and do any housekeeping that is due; return
+        how long to wait before the next round."""
+        queues = [row["name"] for row in conn.execute(q("active_queues")).fetchall()]  # type: ignore[call-overload]
+        moved, full = self.migrate(conn, rds, queues)
+        now = time.monotonic()
+        if now >= self._next_housekeeping:
+            self._next_housekeeping = now + HOUSEKEEPING_EVERY
+            self.redispatch_lost(conn, rds)
+            self.enqueue_cron(conn)
+        if now >= self._next_rescue:
+            self._next_rescue = now + min(self.settings.heartbeat_interval, self.settings.rescue_after / 2)
+            self.rescue(conn, rds)
+        if now >= self._next_retention:
+            self._next_retention = now + RETENTION_EVERY
+            self.prune(conn)
+        if full:
+            return 0.0
+        if moved:
+            return 0.005
+        wait = min(self.settings.poll_interval, max(0.0, self._next_housekeeping - time.monotonic()))
+        due = conn.execute(q("next_due_at")).fetchone()
+        next_due = due["next_due_at"] if due else None  # type: ignore[call-overload]
+        if next_due is not None:
+            wait = min(wait, max(0.001, (next_due - datetime.now(timezone.utc)).total_seconds()))
+        return wait
+
+    def migrate(self, conn: psycopg.Connection[Any], rds: redis.Redis, queues: list[str]) -> tuple[int, bool]:
+        """Move due jobs of ``queues`` into Redis, within each queue's room.
+
+        Returns the number moved, and whether a batch came back full (more
+        are probably due). Redis is written after PostgreSQL commits: a
+        crash in between leaves jobs in migrated_to_redis without a
+        message, which :meth:`redispatch_lost` repairs.
+        """
+        if not queues:
+            return 0, False
+        depths = dispatch.band_depths(rds, self.keys, queues)
+        budgets: dict[str, int] = {}
+        for queue in queues:
+            depth = sum(depths[queue].values())
+            room = min(self.settings.migrate_batch, self.settings.redis_depth - depth)
+            if room > 0:
+                budgets[queue] = room
+            self._last_depth[queue] = depth
+        if not budgets:
+            return 0, False
+        with conn.transaction():
+            rows = conn.execute(q("migrate_due"), {"queues": list(budgets), "limits": list(budgets.values())}).fetchall()
+        if not rows:
+            return 0, False
+        pipe = rds.pipeline(transaction=True)
+        dispatch.push_jobs(pipe, self.keys, rows)  # type: ignore[arg-type]
+        pipe.execute()
+        self.migrated += len(rows)
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row["queue_name"]] = counts.get(row["queue_name"], 0) + 1  # type: ignore[call-overload]
+        full = any(counts.get(queue, 0) >= room for queue, room in budgets.items())
+        return len(rows), full
+
+    # -- housekeeping --------------------------------------------------------
+
+    def redispatch_lost(self, conn: psycopg.Connection[Any], rds: redis.Redis) -> int:
+        """Hand over again jobs whose Redis message is gone (Redis restarted,
+        wiped, or a worker died between popping and claiming)."""
+        stale = conn.execute(q("stale_migrated"), {"after": self.settings.redispatch_after, "limit": 5000}).fetchall()
+        if not stale:
+            return 0
+        present = dispatch.queued_message_ids(rds, self.keys, {row["queue_name"] for row in stale})  # type: ignore[call-overload]
+        lost = [row["id"] for row in stale if str(row["id"]) not in present]  # type: ignore[call-overload]
+        if not lost:
+            return 0
+        count = len(conn.execute(q("requeue_migrated"), {"ids": lost}).fetchall())
+        if count:
+            log.warning("%d job(s) had lost their Redis message; handing them over again", count)
+        return count
+
+    def rescue(self, conn: psycopg.Connection[Any], rds: redis.Redis) -> int:
+        """Take back jobs held by workers that stopped heartbeating."""
+        after = self.settings.rescue_after
+        with conn.transaction():
+            rows = conn.execute(q("rescue_jobs"), {
+                "after": after, "message": f"worker lost: no heartbeat for {after:g}s",
+            }).fetchall()
+            conn.execute(q("forget_dead_workers"), {"after": after * 2})
+        if rows:
+            log.warning("rescued %d job(s) from dead workers", len(rows))
+            pipe = rds.pipeline(transaction=False)
+            for row in rows:
+                dispatch.mark_status(pipe, self.keys, row["id"], row["status"])  # type: ignore[call-overload]
+                if row["status"] == "failed":  # type: ignore[call-overload]
+                    pipe.lpush(self.keys.dead(row["queue_name"]), str(row["id"]))  # type: ignore[call-overload]
+            pipe.execute()
+        return len(rows)
+
+    def enqueue_cron(self, conn: psycopg.Connection[Any]) -> int:
+        """Enqueue each cron job type's latest tick, once per tick across all
+        migrators (the tick is claimed in PostgreSQL in the same transaction)."""
+        from croniter import croniter
+
+        scheduled = [jt for jt in self.plugins.load().job_types.values() if jt.cron]
+        enqueued = 0
+        if not scheduled:
+            return 0
+        client = Client(self.settings, plugins=self.plugins)
+        now = datetime.now(timezone.utc)
+        for job_type in scheduled:
+            tick = croniter(job_type.cron, now).get_prev(datetime)
+            with conn.transaction():
+                if conn.execute(q("claim_cron_tick"), {"queue": job_type.name, "tick": tick}).fetchone():
+                    client.enqueue(job_type.name, dict(job_type.cron_payload), conn=conn,
+                                   unique_key=f"cron:{tick.isoformat()}")
+                    enqueued += 1
+        return enqueued
+
+    def prune(self, conn: psycopg.Connection[Any]) -> dict[str, int]:
+        """Delete rows past retention, a batch per transaction."""
+        removed = {"completed": 0, "cancelled": 0, "failed": 0, "job_logs": 0}
+        plan = [("completed", self.settings.retention_completed_days),
+                ("cancelled", self.settings.retention_completed_days),
+                ("failed", self.settings.retention_failed_days)]
+        for status, days in plan:
+            while True:
+                cur = conn.execute(q("prune_jobs"), {"status": status, "days": days, "batch": RETENTION_BATCH})
+                removed[status] += cur.rowcount
+                if cur.rowcount < RETENTION_BATCH:
+                    break
+        while True:
+            cur = conn.execute(q("prune_logs"), {"days": self.settings.retention_logs_days, "batch": RETENTION_BATCH})
+            removed["job_logs"] += cur.rowcount
+            if cur.rowcount < RETENTION_BATCH:
+                break
+        return removed
+
+
+def _brief(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"

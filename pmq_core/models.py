@@ -1,0 +1,116 @@
+"""The records pmq reads back: a job's row, and the running job a handler sees."""
+
+from __future__ import annotations
+
+import enum
+import threading
+import uuid
+from datetime import datetime
+from typing import Any, Mapping
+
+import attrs
+
+
+class JobStatus(str, enum.Enum):
+    """The states of ``jobs.status`` (a contract: other programs read them)."""
+
+    QUEUED = "queued"
+    MIGRATED_TO_REDIS = "migrated_to_redis"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    RETRY_SCHEDULED = "retry_scheduled"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+@attrs.frozen(kw_only=True)
+class Job:
+    """One row of ``jobs``, as read back."""
+
+    id: uuid.UUID
+    queue_name: str
+    status: JobStatus
+    priority: int
+    payload: dict[str, Any]
+    attempt_count: int
+    max_attempts: int
+    run_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    failed_at: datetime | None
+    last_error_message: str | None
+    created_at: datetime
+    updated_at: datetime
+    worker_id: uuid.UUID | None = None
+    unique_key: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Job:
+        fields = {a.name for a in attrs.fields(cls)}
+        data = {k: v for k, v in row.items() if k in fields}
+        data["status"] = JobStatus(data["status"])
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data (ids and times as strings)."""
+        out: dict[str, Any] = {}
+        for key, value in attrs.asdict(self, recurse=False).items():
+            if isinstance(value, uuid.UUID):
+                value = str(value)
+            elif isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, JobStatus):
+                value = value.value
+            out[key] = value
+        return out
+
+
+@attrs.define(kw_only=True, eq=False)
+class JobContext:
+    """The running job, as its handler sees it.
+
+    ``payload`` is an instance of the job type's payload class when it
+    declares one, else the dict. ``attempt`` counts from 1. A sync handler
+    that may run long should check :attr:`cancelled` now and then: it is set
+    when an operator cancels the job or its timeout passes. An async handler
+    is cancelled outright.
+    """
+
+    id: uuid.UUID
+    queue: str
+    payload: Any
+    attempt: int
+    max_attempts: int
+    priority: int
+    created_at: datetime
+    started_at: datetime
+    raw_payload: dict[str, Any]
+    _cancel_event: threading.Event = attrs.field(factory=threading.Event, alias="cancel_event")
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job should stop (cancelled, timed out or shutting down hard)."""
+        return self._cancel_event.is_set()
+
+    def cancel(self) -> None:
+        self._cancel_event.set()
+
+    @property
+    def is_last_attempt(self) -> bool:
+        return self.attempt >= self.max_attempts
+
+
+def parse_job_id(value: uuid.UUID | str) -> uuid.UUID:
+    """A job id from its text, or JobNotFoundError when it is not a UUID."""
+    from pmq_core.errors import JobNotFoundError
+
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise JobNotFoundError(f"{value!r} is not a job id (a UUID)") from None

@@ -1,0 +1,93 @@
+"""Payloads: JSON objects, small, checked before anything is written.
+
+A payload is stored as ``jsonb`` and handed back to a handler as a dict or, when
+the job type declares a payload class, as an instance of it. Nothing here can
+make code run: payloads are data, never pickles.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import attrs
+import cattrs
+
+from pmq_core.errors import PayloadError
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+
+
+def _find_non_finite(value: Any, path: str) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _find_non_finite(item, f"{path}.{key}")
+            if found:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _find_non_finite(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def to_json(payload: Any, *, queue: str, payload_class: type | None, limit: int) -> str:
+    """The payload as compact JSON text, or PayloadError naming every problem.
+
+    ``payload`` is a dict, or an instance of ``payload_class``. With a payload
+    class, a dict is first structured into it, so that a typo or a wrong type
+    is caught here rather than in the worker.
+    """
+    if payload_class is not None:
+        if isinstance(payload, payload_class):
+            data = _converter.unstructure(payload)
+        elif isinstance(payload, dict):
+            try:
+                _converter.structure(payload, payload_class)
+            except cattrs.BaseValidationError as exc:
+                problems = "; ".join(cattrs.transform_error(exc, path="payload"))
+                raise PayloadError(f"invalid payload for {queue!r}: {problems}") from None
+            except (TypeError, ValueError) as exc:
+                raise PayloadError(f"invalid payload for {queue!r}: {exc}") from None
+            data = payload
+        else:
+            raise PayloadError(
+                f"invalid payload for {queue!r}: expected a dict or a {payload_class.__name__}, "
+                f"got {type(payload).__name__}"
+            )
+    elif attrs.has(type(payload)):
+        data = _converter.unstructure(payload)
+    else:
+        data = payload
+    if not isinstance(data, dict):
+        raise PayloadError(f"invalid payload for {queue!r}: must be a JSON object (a dict), got {type(data).__name__}")
+    bad = _find_non_finite(data, "payload")
+    if bad:
+        raise PayloadError(f"invalid payload for {queue!r}: {bad} is NaN or infinite, which JSON cannot hold")
+    try:
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise PayloadError(f"invalid payload for {queue!r}: not JSON-serialisable: {exc}") from None
+    if "\x00" in text:
+        raise PayloadError(f"invalid payload for {queue!r}: contains a NUL character, which PostgreSQL cannot store")
+    try:
+        size = len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise PayloadError(f"invalid payload for {queue!r}: contains a lone surrogate, which is not valid unicode") from None
+    if size > limit:
+        raise PayloadError(
+            f"invalid payload for {queue!r}: {size} bytes is over the limit of {limit} bytes; "
+            "store large data elsewhere and put its key in the payload"
+        )
+    return text
+
+
+def structure(data: dict[str, Any], payload_class: type | None) -> Any:
+    """A stored payload as its handler receives it."""
+    if payload_class is None:
+        return data
+    return _converter.structure(data, payload_class)

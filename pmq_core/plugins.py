@@ -1,0 +1,185 @@
+"""Finding, loading and checking plugins.
+
+Plugins are found through the ``pmq`` entry-point group and loaded lazily,
+once, on first need: importing pmq_core loads nothing. Loading order is the
+entry points' order, sorted by name, then objects registered in code. Any
+failure stops loading with one message naming the plugin and its
+distribution.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from typing import Any, Iterable
+
+import attrs
+import pluggy
+
+from pmq_core import hookspecs
+from pmq_core.errors import PluginError
+from pmq_core.jobtypes import JobType
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "pmq"
+
+
+@attrs.frozen
+class PluginInfo:
+    """One loaded plugin: where it comes from and what it provides."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    hooks: tuple[str, ...]
+    job_types: tuple[JobType, ...]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "hooks": list(self.hooks),
+            "job_types": [jt.describe() for jt in self.job_types],
+        }
+
+
+def installed_entry_points() -> list[importlib.metadata.EntryPoint]:
+    """Every plugin installed in this environment, sorted by name."""
+    return sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name)
+
+
+def _origin(ep: importlib.metadata.EntryPoint | None) -> tuple[str | None, str | None]:
+    dist = getattr(ep, "dist", None) if ep else None
+    if dist is None:
+        return None, None
+    return dist.metadata["Name"], dist.version
+
+
+class Plugins:
+    """The plugins one process runs with, and the job types they declare.
+
+    ``selection`` names the entry points to load (None: all installed);
+    ``extra`` are plugin objects registered directly, e.g. by tests or an
+    application that defines its job types in its own code.
+    """
+
+    def __init__(self, selection: Iterable[str] | None = None, extra: Iterable[Any] = (),
+                 *, entry_points: bool = True) -> None:
+        self.selection = tuple(selection) if selection is not None else None
+        self._extra = list(extra)
+        self._entry_points = entry_points
+        self._loaded = False
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.infos: list[PluginInfo] = []
+        self.job_types: dict[str, JobType] = {}
+        self._owners: dict[str, str] = {}
+
+    @property
+    def hook(self) -> Any:
+        """The hook caller, plugins loaded."""
+        self.load()
+        return self.pm.hook
+
+    def load(self) -> Plugins:
+        """Load and check every plugin, once."""
+        if self._loaded:
+            return self
+        origins: dict[str, tuple[str | None, str | None]] = {}
+        if self._entry_points:
+            available = installed_entry_points()
+            if self.selection is not None:
+                names = {ep.name for ep in available}
+                missing = [name for name in self.selection if name not in names]
+                if missing:
+                    raise PluginError(
+                        f"plugin(s) {', '.join(missing)} not installed; installed: "
+                        f"{', '.join(sorted(names)) or 'none'}"
+                    )
+                available = [ep for ep in available if ep.name in self.selection]
+            for ep in available:
+                dist, version = _origin(ep)
+                try:
+                    plugin = ep.load()
+                except Exception as exc:
+                    raise PluginError(
+                        f"plugin {ep.name!r} (distribution {dist or 'unknown'}) failed to import: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+                self._register(plugin, ep.name)
+                origins[ep.name] = (dist, version)
+        for plugin in self._extra:
+            name = getattr(plugin, "__name__", None) or type(plugin).__name__
+            self._register(plugin, name)
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {exc.plugin!r}: {exc}") from None
+        self._collect(origins)
+        self._loaded = True
+        return self
+
+    def _register(self, plugin: Any, name: str) -> None:
+        try:
+            self.pm.register(plugin, name=name)
+        except (ValueError, pluggy.PluginValidationError) as exc:
+            raise PluginError(f"plugin {name!r} cannot be registered: {exc}") from None
+
+    def _collect(self, origins: dict[str, tuple[str | None, str | None]]) -> None:
+        declared: dict[str, list[JobType]] = {}
+        for impl in self.pm.hook.pmq_register_job_types.get_hookimpls():
+            name = impl.plugin_name
+            dist = origins.get(name, (None, None))[0] or "not installed"
+            try:
+                result = impl.function() or []
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin {name!r} (distribution {dist}) failed to declare its job types: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            for item in result:
+                if not isinstance(item, JobType):
+                    raise PluginError(
+                        f"plugin {name!r} (distribution {dist}) returned {item!r} from "
+                        "pmq_register_job_types; expected pmq_core.JobType instances"
+                    )
+                owner = self._owners.get(item.name)
+                if owner is not None:
+                    owner_dist = origins.get(owner, (None, None))[0] or "not installed"
+                    raise PluginError(
+                        f"job type {item.name!r} is declared by two plugins: {owner!r} "
+                        f"(distribution {owner_dist}) and {name!r} (distribution {dist}); "
+                        "select one with --plugins or PMQ_PLUGINS"
+                    )
+                self._owners[item.name] = name
+                self.job_types[item.name] = item
+                declared.setdefault(name, []).append(item)
+        for name, plugin in self.pm.list_name_plugin():
+            dist, version = origins.get(name, (None, None))
+            hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(plugin) or []))
+            self.infos.append(PluginInfo(name, dist, version, hooks, tuple(declared.get(name, ()))))
+
+    def job_type(self, name: str) -> JobType | None:
+        self.load()
+        return self.job_types.get(name)
+
+    def has_impls(self, hook_name: str) -> bool:
+        """Whether any plugin implements ``hook_name`` (to skip idle hooks on the hot path)."""
+        self.load()
+        return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
+
+    def migrations(self) -> list[Any]:
+        self.load()
+        found: list[Any] = []
+        for result in self.pm.hook.pmq_register_migrations():
+            found.extend(result or [])
+        return found
+
+    def safe_call(self, hook_name: str, **kwargs: Any) -> None:
+        """Call a lifecycle hook; a plugin's exception is logged, never raised."""
+        try:
+            getattr(self.pm.hook, hook_name)(**kwargs)
+        except Exception:
+            log.exception("a plugin's %s hook failed; the job is not affected", hook_name)

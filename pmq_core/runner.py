@@ -1,0 +1,124 @@
+"""Running pmq: the migrator and workers as processes, with signals handled.
+
+``pmq run`` uses :func:`run` (migrator and workers together), ``pmq worker``
+and ``pmq migrator`` the single-role functions. On SIGTERM or SIGINT workers
+stop taking jobs, let running ones finish within the grace period, give back
+the rest, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+import threading
+from typing import Any
+
+from pmq_core import schema
+from pmq_core.admin import Admin
+from pmq_core.config import Settings
+from pmq_core.db import resolve_servers
+from pmq_core.errors import ConfigurationError
+from pmq_core.migrator import Migrator
+from pmq_core.plugins import Plugins
+from pmq_core.worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+def prepare(settings: Settings, plugins: Plugins) -> Settings:
+    """Resolve servers, check the schema, and register the job types' queues.
+
+    With embedded servers (development) the schema is upgraded on the spot;
+    against configured servers a stale schema is refused, since upgrading is
+    an operator's decision (``pmq db upgrade``).
+    """
+    embedded = settings.embedded
+    settings = resolve_servers(settings)
+    plugins.load()
+    with Admin(settings) as admin:
+        if _schema_pending(admin, plugins):
+            if not embedded:
+                raise ConfigurationError("the database schema is not up to date: run `pmq db upgrade` first")
+            admin.upgrade(plugins)
+        admin.register_job_types(plugins)
+    return settings
+
+
+def _schema_pending(admin: Admin, plugins: Plugins) -> bool:
+    current = schema.current_versions(admin.conn)
+    wanted: dict[str, int] = {}
+    for migration in schema.core_migrations() + plugins.migrations():
+        wanted[migration.component] = max(wanted.get(migration.component, 0), migration.version)
+    return any(current.get(component, 0) < version for component, version in wanted.items())
+
+
+def run_worker(settings: Settings, queues: list[str] | None = None, concurrency: int | None = None,
+               plugins: Plugins | None = None, migrator: bool = False) -> None:
+    """Run one worker (and, with ``migrator``, a migrator thread beside it)
+    in this process until SIGTERM or SIGINT."""
+    plugins = plugins or Plugins(settings.plugins)
+    worker = Worker(settings, plugins, queues=queues, concurrency=concurrency)
+    thread_stop = threading.Event()
+    migrator_thread = None
+    if migrator:
+        migrator_thread = threading.Thread(target=Migrator(settings, plugins).run, args=(thread_stop,),
+                                           name="pmq-migrator", daemon=True)
+        migrator_thread.start()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await worker.run(stop)
+
+    try:
+        asyncio.run(main())
+    finally:
+        thread_stop.set()
+        if migrator_thread is not None:
+            migrator_thread.join(timeout=10)
+
+
+def run_migrator(settings: Settings, plugins: Plugins | None = None) -> None:
+    """Run a migrator (leader or standby) in this process until SIGTERM or SIGINT."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    Migrator(settings, plugins or Plugins(settings.plugins)).run(stop)
+
+
+def _worker_process(settings: Settings, queues: list[str] | None, concurrency: int | None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(levelname)s %(message)s")
+    run_worker(settings, queues, concurrency)
+
+
+def run(settings: Settings, queues: list[str] | None = None, concurrency: int | None = None,
+        processes: int = 1) -> None:
+    """Migrator and workers together: one process with both, or a migrator
+    here and ``processes`` worker processes beside it."""
+    if processes <= 1:
+        run_worker(settings, queues, concurrency, migrator=True)
+        return
+    context = multiprocessing.get_context("spawn")
+    children: list[Any] = [
+        context.Process(target=_worker_process, args=(settings, queues, concurrency), name=f"pmq-worker-{i}")
+        for i in range(processes)
+    ]
+    for child in children:
+        child.start()
+    stop = threading.Event()
+
+    def forward(signum: int, _frame: Any) -> None:
+        stop.set()
+        for child in children:
+            if child.is_alive() and child.pid:
+                child.terminate()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    Migrator(settings, Plugins(settings.plugins)).run(stop)
+    for child in children:
+        child.join(timeout=settings.shutdown_grace + 10)

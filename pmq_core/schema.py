@@ -1,0 +1,90 @@
+"""Versioned schema migrations, for the core and for plugins.
+
+Migrations are SQL files (``sql/migrations/NNNN_name.sql`` for the core) or
+:class:`Migration` objects returned by a plugin's
+``pmq_register_migrations`` hook. ``upgrade`` applies those not yet applied,
+each in its own transaction, under an advisory lock so that two processes
+upgrading at once wait for each other instead of colliding. Applying twice
+is a no-op.
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from typing import Iterable
+
+import attrs
+import psycopg
+from psycopg.rows import tuple_row
+
+CORE = "pmq_core"
+#: Advisory lock key held while migrating ("pmq" + "schema" as an integer).
+SCHEMA_LOCK = 0x706D71_5343
+
+_FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
+
+
+@attrs.frozen(kw_only=True)
+class Migration:
+    """One step of a component's schema; ``version`` orders the steps."""
+
+    component: str
+    version: int
+    name: str
+    sql: str
+
+
+def core_migrations() -> list[Migration]:
+    folder = resources.files("pmq_core").joinpath("sql/migrations")
+    found = []
+    for entry in folder.iterdir():
+        match = _FILE.match(entry.name)
+        if match:
+            found.append(Migration(component=CORE, version=int(match[1]), name=match[2],
+                                   sql=entry.read_text(encoding="utf-8")))
+    return sorted(found, key=lambda m: m.version)
+
+
+def upgrade(conn: psycopg.Connection, extra: Iterable[Migration] = ()) -> list[Migration]:
+    """Apply every migration not yet applied; return those applied now.
+
+    ``conn`` must be in autocommit mode; each migration commits on its own.
+    """
+    todo = core_migrations() + sorted(extra, key=lambda m: (m.component, m.version))
+    applied_now: list[Migration] = []
+    conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+    try:
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS pmq_schema_migrations (
+                   component  text        NOT NULL,
+                   version    integer     NOT NULL,
+                   name       text        NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now(),
+                   PRIMARY KEY (component, version))"""
+        )
+        with conn.cursor(row_factory=tuple_row) as cur:
+            done = set(cur.execute("SELECT component, version FROM pmq_schema_migrations").fetchall())
+        for migration in todo:
+            if (migration.component, migration.version) in done:
+                continue
+            with conn.transaction():
+                conn.execute(migration.sql.encode())
+                conn.execute(
+                    "INSERT INTO pmq_schema_migrations (component, version, name) VALUES (%s, %s, %s)",
+                    (migration.component, migration.version, migration.name),
+                )
+            applied_now.append(migration)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+    return applied_now
+
+
+def current_versions(conn: psycopg.Connection) -> dict[str, int]:
+    """The latest applied version of each component (empty before any upgrade)."""
+    with conn.cursor(row_factory=tuple_row) as cur:
+        exists = cur.execute("SELECT to_regclass('pmq_schema_migrations') IS NOT NULL").fetchone()
+        if not exists or not exists[0]:
+            return {}
+        rows = cur.execute("SELECT component, max(version) FROM pmq_schema_migrations GROUP BY component")
+        return {component: version for component, version in rows}

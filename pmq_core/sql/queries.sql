@@ -1,0 +1,311 @@
+-- Every query pmq runs, by name. pmq_core/queries.py loads the blocks; a
+-- block starts with "-- name: <name>" and runs to the next one.
+-- Parameters use psycopg's %(name)s placeholders.
+
+-- name: insert_jobs
+-- Enqueue one or many jobs in one statement. A job whose uniqueness key is
+-- already held by a live job is skipped; RETURNING lists those inserted.
+INSERT INTO jobs (id, queue_name, priority, payload, max_attempts, run_at, unique_key)
+SELECT i.id, i.queue_name, i.priority, i.payload, i.max_attempts,
+       coalesce(i.run_at, now()), i.unique_key
+  FROM unnest(%(ids)s::uuid[], %(queues)s::varchar[], %(priorities)s::int[],
+              %(payloads)s::jsonb[], %(max_attempts)s::int[],
+              %(run_ats)s::timestamptz[], %(unique_keys)s::text[])
+       AS i(id, queue_name, priority, payload, max_attempts, run_at, unique_key)
+ON CONFLICT (queue_name, unique_key)
+   WHERE unique_key IS NOT NULL
+     AND status IN ('queued', 'migrated_to_redis', 'running', 'retry_scheduled')
+   DO NOTHING
+RETURNING id;
+
+-- name: live_jobs_by_unique_key
+SELECT unique_key, id FROM jobs
+ WHERE queue_name = %(queue)s AND unique_key = ANY(%(keys)s::text[])
+   AND status IN ('queued', 'migrated_to_redis', 'running', 'retry_scheduled');
+
+-- name: copy_jobs
+COPY jobs (id, queue_name, priority, payload, max_attempts, run_at) FROM STDIN;
+
+-- name: notify_jobs
+SELECT pg_notify('pmq_jobs_v1', '');
+
+-- name: queue_defaults
+SELECT name, default_priority, max_attempts, is_active FROM job_queues;
+
+-- name: upsert_queue
+-- A job type's defaults become its queue's defaults; pausing is left alone.
+INSERT INTO job_queues (name, default_priority, max_attempts)
+VALUES (%(name)s, %(priority)s, %(max_attempts)s)
+ON CONFLICT (name) DO UPDATE
+   SET default_priority = EXCLUDED.default_priority,
+       max_attempts = EXCLUDED.max_attempts;
+
+-- name: create_queue
+INSERT INTO job_queues (name) VALUES (%(name)s) ON CONFLICT (name) DO NOTHING;
+
+-- name: set_queue_active
+UPDATE job_queues SET is_active = %(active)s WHERE name = %(name)s RETURNING name;
+
+-- name: requeue_paused
+-- Pausing a queue takes back what the migrator already handed to Redis; the
+-- messages left there fail their claim and are dropped.
+UPDATE jobs SET status = 'queued', updated_at = now()
+ WHERE queue_name = %(name)s AND status = 'migrated_to_redis';
+
+-- name: active_queues
+SELECT name FROM job_queues WHERE is_active ORDER BY name;
+
+-- name: migrate_due
+-- Hand due jobs to Redis: per active queue, at most its budget, in priority
+-- order. SKIP LOCKED keeps a second migrator (or a slow one) harmless.
+WITH budget AS (
+    SELECT * FROM unnest(%(queues)s::varchar[], %(limits)s::int[]) AS b(queue_name, lim)
+), due AS (
+    SELECT d.id
+      FROM budget b
+     CROSS JOIN LATERAL (
+        SELECT j.id FROM jobs j
+         WHERE j.queue_name = b.queue_name
+           AND j.status IN ('queued', 'retry_scheduled')
+           AND j.run_at <= now()
+         ORDER BY j.priority, j.created_at
+         LIMIT b.lim
+           FOR UPDATE SKIP LOCKED) d
+)
+UPDATE jobs SET status = 'migrated_to_redis', updated_at = now()
+  FROM due
+ WHERE jobs.id = due.id
+RETURNING jobs.id, jobs.queue_name, jobs.priority, jobs.attempt_count, jobs.created_at;
+
+-- name: next_due_at
+SELECT least(
+    (SELECT min(run_at) FROM jobs WHERE status = 'queued' AND run_at > now()),
+    (SELECT min(run_at) FROM jobs WHERE status = 'retry_scheduled' AND run_at > now())
+) AS next_due_at;
+
+-- name: claim_jobs
+-- A Redis message is only a hint: a job runs only if it is still waiting in
+-- Redis at the attempt the message names, and its queue is not paused.
+WITH msg AS (
+    SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS m(id, attempt)
+)
+UPDATE jobs j
+   SET status = 'running', attempt_count = j.attempt_count + 1,
+       started_at = now(), updated_at = now(), worker_id = %(worker_id)s
+  FROM msg, job_queues q
+ WHERE j.id = msg.id AND j.attempt_count = msg.attempt
+   AND j.status = 'migrated_to_redis'
+   AND q.name = j.queue_name AND q.is_active
+RETURNING j.id, j.queue_name, j.payload, j.attempt_count, j.max_attempts,
+          j.priority, j.run_at, j.created_at, j.started_at;
+
+-- name: finish_jobs
+-- Record the outcome of many attempts at once: the job's new state and one
+-- job_logs row each. An outcome is dropped when the job is no longer this
+-- attempt's (cancelled, or rescued from a worker thought dead).
+WITH r AS (
+    SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(statuses)s::varchar[],
+                         %(log_statuses)s::varchar[], %(run_ats)s::timestamptz[],
+                         %(errors)s::text[], %(started)s::timestamptz[],
+                         %(finished)s::timestamptz[])
+           AS r(id, attempt, status, log_status, run_at, error, started_at, finished_at)
+), done AS (
+    UPDATE jobs j
+       SET status = r.status,
+           completed_at = CASE WHEN r.status = 'completed' THEN r.finished_at ELSE j.completed_at END,
+           failed_at = CASE WHEN r.status = 'failed' THEN r.finished_at ELSE j.failed_at END,
+           run_at = coalesce(r.run_at, j.run_at),
+           last_error_message = coalesce(r.error, j.last_error_message),
+           updated_at = now(), worker_id = NULL
+      FROM r
+     WHERE j.id = r.id AND j.status = 'running' AND j.attempt_count = r.attempt
+    RETURNING j.id
+)
+INSERT INTO job_logs (job_id, status, log_message, attempt_number, started_at, finished_at, duration)
+SELECT r.id, r.log_status, r.error, r.attempt, r.started_at, r.finished_at,
+       r.finished_at - r.started_at
+  FROM r JOIN done ON done.id = r.id
+RETURNING job_id;
+
+-- name: release_jobs
+-- Give back jobs a stopping worker did not finish; the attempt does not count.
+UPDATE jobs
+   SET status = 'queued', attempt_count = greatest(attempt_count - 1, 0),
+       started_at = NULL, worker_id = NULL, run_at = now(), updated_at = now()
+ WHERE id = ANY(%(ids)s::uuid[]) AND status = 'running' AND worker_id = %(worker_id)s;
+
+-- name: register_worker
+INSERT INTO pmq_workers (id, hostname, pid, queues, concurrency)
+VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s)
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = now();
+
+-- name: heartbeat
+UPDATE pmq_workers SET heartbeat_at = now() WHERE id = %(id)s RETURNING id;
+
+-- name: unregister_worker
+DELETE FROM pmq_workers WHERE id = %(id)s;
+
+-- name: rescue_jobs
+-- Jobs held by a worker that stopped heartbeating: the attempt counts as a
+-- failure, so a job that kills its worker every time still ends dead.
+WITH lost AS (
+    SELECT j.id FROM jobs j
+      LEFT JOIN pmq_workers w ON w.id = j.worker_id
+     WHERE j.status = 'running'
+       AND (w.id IS NULL OR w.heartbeat_at < now() - make_interval(secs => %(after)s))
+       FOR UPDATE OF j SKIP LOCKED
+), moved AS (
+    UPDATE jobs j
+       SET status = CASE WHEN j.attempt_count >= j.max_attempts THEN 'failed' ELSE 'queued' END,
+           failed_at = CASE WHEN j.attempt_count >= j.max_attempts THEN now() ELSE j.failed_at END,
+           last_error_message = %(message)s, worker_id = NULL,
+           run_at = now(), updated_at = now()
+      FROM lost
+     WHERE j.id = lost.id
+    RETURNING j.id, j.queue_name, j.status, j.attempt_count, j.started_at
+), logged AS (
+    INSERT INTO job_logs (job_id, status, log_message, attempt_number, started_at, finished_at, duration)
+    SELECT id, CASE WHEN status = 'failed' THEN 'failed' ELSE 'retry' END, %(message)s,
+           attempt_count, coalesce(started_at, now()), now(), now() - coalesce(started_at, now())
+      FROM moved
+)
+SELECT id, queue_name, status FROM moved;
+
+-- name: forget_dead_workers
+DELETE FROM pmq_workers WHERE heartbeat_at < now() - make_interval(secs => %(after)s);
+
+-- name: stale_migrated
+-- Jobs handed to Redis a while ago and not claimed since: candidates for a
+-- check that their message is still there.
+SELECT id, queue_name, attempt_count FROM jobs
+ WHERE status = 'migrated_to_redis'
+   AND updated_at < now() - make_interval(secs => %(after)s)
+ ORDER BY updated_at
+ LIMIT %(limit)s;
+
+-- name: requeue_migrated
+UPDATE jobs SET status = 'queued', updated_at = now()
+ WHERE id = ANY(%(ids)s::uuid[]) AND status = 'migrated_to_redis'
+RETURNING id;
+
+-- name: requeue_all_migrated
+UPDATE jobs SET status = 'queued', updated_at = now()
+ WHERE status = 'migrated_to_redis'
+RETURNING id;
+
+-- name: get_job
+SELECT id, queue_name, status, priority, payload, attempt_count, max_attempts,
+       run_at, started_at, completed_at, failed_at, last_error_message,
+       created_at, updated_at, worker_id, unique_key
+  FROM jobs WHERE id = %(id)s;
+
+-- name: list_jobs
+SELECT id, queue_name, status, priority, payload, attempt_count, max_attempts,
+       run_at, started_at, completed_at, failed_at, last_error_message,
+       created_at, updated_at, worker_id, unique_key
+  FROM jobs
+ WHERE (%(queue)s::text IS NULL OR queue_name = %(queue)s)
+   AND (%(status)s::text IS NULL OR status = %(status)s)
+ ORDER BY created_at DESC
+ LIMIT %(limit)s;
+
+-- name: job_logs
+SELECT status, log_message, attempt_number, started_at, finished_at,
+       extract(epoch FROM duration)::float8 AS duration
+  FROM job_logs WHERE job_id = %(id)s ORDER BY id;
+
+-- name: cancel_job
+WITH old AS (
+    SELECT id, status FROM jobs WHERE id = %(id)s FOR UPDATE
+)
+UPDATE jobs j SET status = 'cancelled', updated_at = now(), worker_id = NULL
+  FROM old
+ WHERE j.id = old.id
+   AND old.status IN ('queued', 'retry_scheduled', 'migrated_to_redis', 'running')
+RETURNING old.status AS previous_status, j.queue_name;
+
+-- name: replay_dead
+UPDATE jobs
+   SET status = 'queued', attempt_count = 0, run_at = now(), failed_at = NULL,
+       started_at = NULL, completed_at = NULL, updated_at = now()
+ WHERE status = 'failed'
+   AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
+   AND (%(queue)s::text IS NULL OR queue_name = %(queue)s)
+RETURNING id, queue_name;
+
+-- name: purge_dead
+DELETE FROM jobs
+ WHERE status = 'failed'
+   AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
+   AND (%(queue)s::text IS NULL OR queue_name = %(queue)s)
+RETURNING id, queue_name;
+
+-- name: list_dead
+SELECT id, queue_name, attempt_count, failed_at, last_error_message, payload
+  FROM jobs
+ WHERE status = 'failed' AND (%(queue)s::text IS NULL OR queue_name = %(queue)s)
+ ORDER BY failed_at DESC
+ LIMIT %(limit)s;
+
+-- name: prune_jobs
+-- Retention, one batch at a time so that no lock is held for long.
+DELETE FROM jobs WHERE id IN (
+    SELECT id FROM jobs
+     WHERE status = %(status)s AND updated_at < now() - make_interval(days => %(days)s)
+     LIMIT %(batch)s);
+
+-- name: prune_logs
+DELETE FROM job_logs WHERE id IN (
+    SELECT id FROM job_logs
+     WHERE started_at < now() - make_interval(days => %(days)s)
+     LIMIT %(batch)s);
+
+-- name: queue_overview
+SELECT q.name, q.default_priority, q.max_attempts, q.is_active, q.created_at,
+       count(j.id) FILTER (WHERE j.status IN ('queued', 'retry_scheduled')) AS waiting,
+       count(j.id) FILTER (WHERE j.status = 'migrated_to_redis') AS in_redis,
+       count(j.id) FILTER (WHERE j.status = 'running') AS running,
+       count(j.id) FILTER (WHERE j.status = 'failed') AS dead
+  FROM job_queues q
+  LEFT JOIN jobs j ON j.queue_name = q.name
+       AND j.status IN ('queued', 'retry_scheduled', 'migrated_to_redis', 'running', 'failed')
+ GROUP BY q.name
+ ORDER BY q.name;
+
+-- name: oldest_waiting
+SELECT queue_name, extract(epoch FROM now() - min(run_at))::float8 AS age
+  FROM jobs
+ WHERE status IN ('queued', 'retry_scheduled', 'migrated_to_redis') AND run_at <= now()
+ GROUP BY queue_name;
+
+-- name: live_workers
+SELECT id, hostname, pid, queues, concurrency, started_at, heartbeat_at
+  FROM pmq_workers
+ WHERE heartbeat_at > now() - make_interval(secs => %(after)s)
+ ORDER BY started_at;
+
+-- name: running_per_worker
+SELECT worker_id, count(*) AS running FROM jobs
+ WHERE status = 'running' GROUP BY worker_id;
+
+-- name: recent_activity
+-- Throughput and timings over the last %(minutes)s minutes, from job_logs.
+SELECT count(*) FILTER (WHERE status = 'success') AS succeeded,
+       count(*) FILTER (WHERE status = 'retry') AS retried,
+       count(*) FILTER (WHERE status = 'failed') AS failed,
+       avg(extract(epoch FROM duration))::float8 AS avg_seconds,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM duration))::float8 AS p50_seconds,
+       percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM duration))::float8 AS p95_seconds
+  FROM job_logs
+ WHERE started_at > now() - make_interval(mins => %(minutes)s);
+
+-- name: recent_created
+SELECT count(*) AS created FROM jobs
+ WHERE created_at > now() - make_interval(mins => %(minutes)s);
+
+-- name: claim_cron_tick
+-- Take a cron tick for a queue; returns a row only for the first taker.
+INSERT INTO pmq_cron_ticks (queue_name, last_tick) VALUES (%(queue)s, %(tick)s)
+ON CONFLICT (queue_name) DO UPDATE SET last_tick = EXCLUDED.last_tick
+ WHERE pmq_cron_ticks.last_tick < EXCLUDED.last_tick
+RETURNING queue_name;

@@ -1,0 +1,502 @@
+"""The worker: pops job messages from Redis, claims the jobs in PostgreSQL,
+runs their handlers, and records the outcomes.
+
+One worker process runs one asyncio event loop. ``async def`` handlers run on
+it; ``def`` handlers run in a thread pool. Three things keep the hot path
+short:
+
+- messages are popped in batches (as many as there are free slots) with one
+  ``BLMPOP`` across all served bands, most urgent first;
+- the popped jobs are claimed with one conditional ``UPDATE`` (a message is
+  only a hint: a duplicate, stale or forged one claims nothing);
+- outcomes are written by one task, all that have piled up per statement, so
+  writes batch themselves under load and cost nothing extra when idle.
+
+A heartbeat thread with its own connection proves the worker alive, however
+busy its handlers keep the event loop. If the worker dies, the leading
+migrator rescues its jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from typing import Any, Awaitable, Callable, TypeVar
+
+import attrs
+import psycopg
+
+from pmq_core import dispatch, payloads
+from pmq_core.config import Settings
+from pmq_core.db import PG_DOWN, REDIS_DOWN, apg_connect, aredis_client, pg_connect
+from pmq_core.errors import DatabaseUnavailableError, Fail, JobCancelled, PluginError, Retry
+from pmq_core.jobtypes import JobType
+from pmq_core.keys import Keys, parse_message
+from pmq_core.models import JobContext
+from pmq_core.plugins import Plugins
+from pmq_core.queries import q
+from pmq_core.reconnect import Backoff
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: Longest error message kept in ``jobs.last_error_message`` and ``job_logs``.
+MAX_ERROR_LENGTH = 2000
+#: Seconds one BLMPOP blocks; bounds how long a stop request waits for it.
+POP_TIMEOUT = 1.0
+#: Extra threads beyond the concurrency, for sync handlers that outlive their
+#: timeout (a thread cannot be killed; its slot is given back anyway).
+SPARE_THREADS = 32
+
+
+@attrs.define(eq=False)
+class _Running:
+    ctx: JobContext
+    job_type: JobType
+    task: asyncio.Task[None] | None = None
+    stop_reason: str | None = None
+
+
+@attrs.frozen
+class _Outcome:
+    ctx: JobContext
+    status: str
+    log_status: str
+    run_at: datetime | None
+    error: str | None
+    finished_at: datetime
+    exc: BaseException | None
+
+
+def _describe(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text[:MAX_ERROR_LENGTH]
+
+
+class Worker:
+    """One worker process's job runner.
+
+    ``queues`` restricts it to some of the loaded job types (default: all);
+    a queue no loaded plugin declares is refused, since its jobs could not run.
+    """
+
+    def __init__(self, settings: Settings, plugins: Plugins, *, queues: list[str] | None = None,
+                 concurrency: int | None = None) -> None:
+        self.settings = settings
+        self.plugins = plugins.load()
+        known = self.plugins.job_types
+        if queues:
+            missing = [name for name in queues if name not in known]
+            if missing:
+                raise PluginError(
+                    f"no loaded plugin declares queue(s) {', '.join(missing)}; loaded job types: "
+                    f"{', '.join(sorted(known)) or 'none'}"
+                )
+        self.job_types = {name: known[name] for name in (queues or sorted(known))}
+        self.concurrency = concurrency or settings.concurrency
+        self.id = uuid.uuid4()
+        self.keys = Keys(settings.key_prefix)
+        self.pop_keys = [self.keys.band(name, band) for band in ("high", "normal", "low") for name in self.job_types]
+        self.running: dict[uuid.UUID, _Running] = {}
+        self.processed = 0
+        self.started = asyncio.Event()
+        self._outcomes: list[_Outcome] = []
+        self._outcome_ready = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self._conns: dict[str, psycopg.AsyncConnection[Any] | None] = {"claim": None, "finish": None}
+        self._backoff = {"claim": Backoff(), "finish": Backoff()}
+        self._stopping = False
+        self._wrappers = self.plugins.pm.hook.pmq_wrap_job.get_hookimpls()
+        self._lifecycle = {name: self.plugins.has_impls(name) for name in (
+            "pmq_job_started", "pmq_job_succeeded", "pmq_job_failed", "pmq_job_dead")}
+
+    # -- the main loop ---------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set, then shut down gracefully."""
+        if not self.job_types:
+            raise PluginError("no job types to serve: install or select a plugin that declares some")
+        assert self.settings.database_url and self.settings.redis_url
+        self.redis = aredis_client(self.settings.redis_url)
+        self.executor = ThreadPoolExecutor(self.concurrency + SPARE_THREADS, thread_name_prefix="pmq-job")
+        heartbeat = _Heartbeat(self.settings, self.id, list(self.job_types), self.concurrency)
+        await asyncio.get_running_loop().run_in_executor(None, heartbeat.register)
+        heartbeat.start()
+        self.plugins.safe_call("pmq_worker_started", worker_id=self.id, queues=list(self.job_types),
+                               settings=self.settings)
+        finisher = asyncio.create_task(self._finish_loop(), name="pmq-finisher")
+        canceller = asyncio.create_task(self._cancel_listener(), name="pmq-cancel-listener")
+        self.started.set()
+        log.info("worker %s serves %s with concurrency %d", self.id, ", ".join(self.job_types), self.concurrency)
+        try:
+            await self._fetch_loop(stop)
+        finally:
+            self._stopping = True
+            self.plugins.safe_call("pmq_worker_stopping", worker_id=self.id)
+            canceller.cancel()
+            await self._drain()
+            self._outcome_ready.set()
+            await finisher
+            heartbeat.stop()
+            await asyncio.get_running_loop().run_in_executor(None, heartbeat.unregister)
+            for conn in self._conns.values():
+                if conn is not None:
+                    await conn.close()
+            await self.redis.aclose()
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            log.info("worker %s stopped after %d job(s)", self.id, self.processed)
+
+    async def _fetch_loop(self, stop: asyncio.Event) -> None:
+        backoff = Backoff()
+        while not stop.is_set():
+            free = self.concurrency - len(self.running)
+            if free <= 0:
+                self._slot_freed.clear()
+                stop_wait = asyncio.ensure_future(stop.wait())
+                slot_wait = asyncio.ensure_future(self._slot_freed.wait())
+                await asyncio.wait([stop_wait, slot_wait], return_when=asyncio.FIRST_COMPLETED)
+                stop_wait.cancel()
+                slot_wait.cancel()
+                continue
+            try:
+                popped = await self.redis.blmpop(POP_TIMEOUT, len(self.pop_keys), *self.pop_keys,
+                                                 direction="LEFT", count=free)
+                backoff.reset()
+            except REDIS_DOWN as exc:
+                delay = backoff.next()
+                log.warning("worker lost Redis (%s); retrying in %.1fs", exc, delay)
+                await _sleep_unless(stop, delay)
+                continue
+            if not popped:
+                continue
+            messages = [m for m in (parse_message(raw) for raw in popped[1]) if m is not None]
+            if not messages:
+                continue
+            rows = await self._db("claim", lambda c: self._claim(c, messages), give_up=stop.is_set)
+            if rows:
+                self._start(rows)
+
+    async def _claim(self, conn: psycopg.AsyncConnection[Any], messages: list[tuple[uuid.UUID, int]]) -> list[Any]:
+        cur = await conn.execute(q("claim_jobs"), {
+            "ids": [m[0] for m in messages], "attempts": [m[1] for m in messages], "worker_id": self.id})
+        return await cur.fetchall()
+
+    def _start(self, rows: list[Any]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for row in rows:
+            job_type = self.job_types.get(row["queue_name"])
+            if job_type is None:  # claimed from a queue we do not serve: cannot happen by pop keys
+                continue
+            ctx = JobContext(id=row["id"], queue=row["queue_name"], payload=None, attempt=row["attempt_count"],
+                             max_attempts=row["max_attempts"], priority=row["priority"],
+                             created_at=row["created_at"], started_at=row["started_at"],
+                             raw_payload=row["payload"])
+            running = _Running(ctx, job_type)
+            self.running[ctx.id] = running
+            running.task = asyncio.create_task(self._execute(running))
+            dispatch.mark_status(pipe, self.keys, ctx.id, "running", attempt=ctx.attempt, worker=str(self.id))
+        asyncio.create_task(self._mirror(pipe))
+
+    async def _mirror(self, pipe: Any) -> None:
+        """Send status-hash updates; Redis being down costs only the mirror."""
+        try:
+            await pipe.execute()
+        except REDIS_DOWN:
+            pass
+
+    # -- running one job ---------------------------------------------------------
+
+    async def _execute(self, running: _Running) -> None:
+        ctx, job_type = running.ctx, running.job_type
+        clock = time.monotonic()
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            ctx.payload = payloads.structure(ctx.raw_payload, job_type.payload)
+        except Exception as exc:
+            error = Fail(f"stored payload does not fit {job_type.payload!r}: {exc}")
+        if error is None:
+            if self._lifecycle["pmq_job_started"]:
+                self.plugins.safe_call("pmq_job_started", job=ctx)
+            try:
+                result = await self._call(job_type, ctx)
+            except asyncio.CancelledError:
+                if running.stop_reason is None:
+                    raise
+                self._forget(ctx.id)
+                return
+            except TimeoutError:
+                ctx.cancel()
+                error = TimeoutError(f"job exceeded its {job_type.timeout:g}s timeout")
+            except BaseException as exc:  # a handler's failure is data, whatever it is
+                error = exc
+        duration = time.monotonic() - clock
+        finished = ctx.started_at + timedelta(seconds=duration)
+        if error is None:
+            outcome = _Outcome(ctx, "completed", "success", None, None, finished, None)
+            if self._lifecycle["pmq_job_succeeded"]:
+                self.plugins.safe_call("pmq_job_succeeded", job=ctx, result=result, duration=duration)
+        else:
+            outcome = self._failure(job_type, ctx, error, finished)
+        self._outcomes.append(outcome)
+        self._outcome_ready.set()
+        self._forget(ctx.id)
+
+    def _failure(self, job_type: JobType, ctx: JobContext, error: BaseException, finished: datetime) -> _Outcome:
+        will_retry = job_type.retry.retries(error) and ctx.attempt < ctx.max_attempts
+        retry_in: float | None = None
+        if will_retry:
+            explicit = error.delay if isinstance(error, Retry) else None
+            retry_in = explicit if explicit is not None else job_type.retry.delay(ctx.attempt)
+        if self._lifecycle["pmq_job_failed"]:
+            self.plugins.safe_call("pmq_job_failed", job=ctx, error=error, will_retry=will_retry, retry_in=retry_in)
+        message = _describe(error)
+        if retry_in is not None:
+            return _Outcome(ctx, "retry_scheduled", "retry", finished + timedelta(seconds=retry_in), message,
+                            finished, error)
+        return _Outcome(ctx, "failed", "failed", None, message, finished, error)
+
+    def _forget(self, job_id: uuid.UUID) -> None:
+        self.running.pop(job_id, None)
+        self.processed += 1
+        self._slot_freed.set()
+
+    async def _call(self, job_type: JobType, ctx: JobContext) -> Any:
+        """Run the handler inside the plugins' wrappers, within its timeout."""
+        wrappers = [_start_wrapper(impl, ctx) for impl in self._wrappers]
+        try:
+            if job_type.is_async:
+                result = await asyncio.wait_for(job_type.handler(ctx), job_type.timeout)
+            else:
+                call = functools.partial(contextvars.copy_context().run, job_type.handler, ctx)
+                future = asyncio.get_running_loop().run_in_executor(self.executor, call)
+                result = await asyncio.wait_for(future, job_type.timeout)
+        except BaseException as exc:
+            return _unwind(wrappers, None, exc)
+        return _unwind(wrappers, result, None)
+
+    # -- recording outcomes ------------------------------------------------------
+
+    async def _finish_loop(self) -> None:
+        while True:
+            await self._outcome_ready.wait()
+            self._outcome_ready.clear()
+            batch, self._outcomes = self._outcomes, []
+            if batch:
+                await self._record(batch)
+            elif self._stopping and not self.running:
+                return
+
+    async def _record(self, batch: list[_Outcome]) -> None:
+        params = {
+            "ids": [o.ctx.id for o in batch], "attempts": [o.ctx.attempt for o in batch],
+            "statuses": [o.status for o in batch], "log_statuses": [o.log_status for o in batch],
+            "run_ats": [o.run_at for o in batch], "errors": [o.error for o in batch],
+            "started": [o.ctx.started_at for o in batch], "finished": [o.finished_at for o in batch],
+        }
+
+        async def write(conn: psycopg.AsyncConnection[Any]) -> set[uuid.UUID]:
+            cur = await conn.execute(q("finish_jobs"), params)
+            return {row["job_id"] for row in await cur.fetchall()}  # type: ignore[call-overload]
+
+        applied = await self._db("finish", write, give_up=lambda: False)
+        if applied is None:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        dead = []
+        for outcome in batch:
+            if outcome.ctx.id not in applied:
+                continue
+            dispatch.mark_status(pipe, self.keys, outcome.ctx.id, outcome.status, error=outcome.error)
+            if outcome.status == "failed":
+                pipe.lpush(self.keys.dead(outcome.ctx.queue), str(outcome.ctx.id))
+                dead.append(outcome)
+        await self._mirror(pipe)
+        if dead and self._lifecycle["pmq_job_dead"]:
+            for outcome in dead:
+                self.plugins.safe_call("pmq_job_dead", job=outcome.ctx, error=outcome.exc)
+
+    # -- stopping ----------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        """Let running jobs finish within the grace period, then stop the
+        rest and give them back to the queue (their attempt does not count)."""
+        tasks = [r.task for r in self.running.values() if r.task]
+        if tasks:
+            log.info("waiting up to %gs for %d running job(s)", self.settings.shutdown_grace, len(tasks))
+            await asyncio.wait(tasks, timeout=self.settings.shutdown_grace)
+        leftovers = list(self.running.values())
+        for running in leftovers:
+            running.stop_reason = "shutdown"
+            running.ctx.cancel()
+            if running.task:
+                running.task.cancel()
+        if leftovers:
+            await asyncio.gather(*(r.task for r in leftovers if r.task), return_exceptions=True)
+            ids = [r.ctx.id for r in leftovers]
+
+            async def release(conn: psycopg.AsyncConnection[Any]) -> None:
+                await conn.execute(q("release_jobs"), {"ids": ids, "worker_id": self.id})
+
+            await self._db("finish", release, give_up=lambda: True)
+            log.warning("gave back %d unfinished job(s) to the queue", len(ids))
+
+    async def _cancel_listener(self) -> None:
+        """Stop running jobs an operator cancels (published on Redis)."""
+        backoff = Backoff()
+        while True:
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.keys.cancel_channel)
+                async for item in pubsub.listen():
+                    backoff.reset()
+                    self._cancel(item.get("data"))
+            except REDIS_DOWN:
+                await asyncio.sleep(backoff.next())
+            finally:
+                await pubsub.aclose()
+
+    def _cancel(self, data: Any) -> None:
+        try:
+            job_id = uuid.UUID(data.decode() if isinstance(data, bytes) else str(data))
+        except ValueError:
+            return
+        running = self.running.get(job_id)
+        if running is None:
+            return
+        log.info("job %s cancelled while running", job_id)
+        running.stop_reason = "cancelled"
+        running.ctx.cancel()
+        if running.task:
+            running.task.cancel()
+
+    # -- PostgreSQL with reconnects -------------------------------------------
+
+    async def _db(self, name: str, op: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]],
+                  give_up: Callable[[], bool]) -> T | None:
+        """Run ``op`` on connection ``name``, reconnecting with backoff while
+        PostgreSQL is down; None if ``give_up()`` says to stop trying."""
+        assert self.settings.database_url
+        while True:
+            conn = self._conns[name]
+            try:
+                if conn is None or conn.closed:
+                    conn = self._conns[name] = await apg_connect(self.settings.database_url)
+                result = await op(conn)
+                self._backoff[name].reset()
+                return result
+            except (*PG_DOWN, DatabaseUnavailableError) as exc:
+                if conn is not None:
+                    await _close_quietly(conn)
+                self._conns[name] = None
+                if give_up():
+                    return None
+                delay = self._backoff[name].next()
+                log.warning("worker lost PostgreSQL (%s); retrying in %.1fs", str(exc).splitlines()[0], delay)
+                await asyncio.sleep(delay)
+
+
+def _start_wrapper(impl: Any, ctx: JobContext) -> Any:
+    kwargs = {"job": ctx} if "job" in impl.argnames else {}
+    gen = impl.function(**kwargs)
+    next(gen)
+    return gen
+
+
+def _unwind(wrappers: list[Any], result: Any, error: BaseException | None) -> Any:
+    """Hand the handler's result or exception to each wrapper, innermost
+    first; what a wrapper returns or raises is what the next one sees."""
+    for gen in reversed(wrappers):
+        try:
+            if error is None:
+                gen.send(result)
+            else:
+                gen.throw(error)
+        except StopIteration as stop:
+            result, error = stop.value, None
+        except BaseException as exc:
+            error = exc
+        else:
+            error = RuntimeError(f"pmq_wrap_job implementation {gen!r} yielded more than once")
+    if error is not None:
+        raise error
+    return result
+
+
+async def _sleep_unless(stop: asyncio.Event, delay: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), delay)
+    except TimeoutError:
+        pass
+
+
+async def _close_quietly(conn: psycopg.AsyncConnection[Any]) -> None:
+    try:
+        await conn.close()
+    except Exception:
+        pass
+
+
+class _Heartbeat(threading.Thread):
+    """Proves the worker alive from its own thread and connection, so that a
+    handler blocking the event loop cannot starve it."""
+
+    def __init__(self, settings: Settings, worker_id: uuid.UUID, queues: list[str], concurrency: int) -> None:
+        super().__init__(name="pmq-heartbeat", daemon=True)
+        self.settings = settings
+        self.worker_id = worker_id
+        self.queues = queues
+        self.concurrency = concurrency
+        self._halt = threading.Event()
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def _execute(self, query: str, params: dict[str, Any]) -> list[Any]:
+        assert self.settings.database_url
+        if self._conn is None or self._conn.closed:
+            self._conn = pg_connect(self.settings.database_url, timeout=5)
+        cur = self._conn.execute(query, params)
+        return cur.fetchall() if cur.description else []
+
+    def register(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                self._execute(q("register_worker"), {
+                    "id": self.worker_id, "hostname": socket.gethostname(), "pid": os.getpid(),
+                    "queues": self.queues, "concurrency": self.concurrency})
+                return
+            except (*PG_DOWN, DatabaseUnavailableError) as exc:
+                self._conn = None
+                delay = backoff.next()
+                log.warning("cannot register worker (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+
+    def run(self) -> None:
+        while not self._halt.wait(self.settings.heartbeat_interval):
+            try:
+                if not self._execute(q("heartbeat"), {"id": self.worker_id}):
+                    self.register()
+            except (*PG_DOWN, DatabaseUnavailableError) as exc:
+                self._conn = None
+                log.warning("heartbeat failed: %s", exc)
+
+    def stop(self) -> None:
+        self._halt.set()
+
+    def unregister(self) -> None:
+        try:
+            self._execute(q("unregister_worker"), {"id": self.worker_id})
+        except (*PG_DOWN, DatabaseUnavailableError):
+            pass
+        finally:
+            if self._conn is not None:
+                self._conn.close()
