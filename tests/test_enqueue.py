@@ -1,0 +1,102 @@
+"""Enqueueing: defaults, bulk, uniqueness, the caller's transaction, asyncio."""
+
+from __future__ import annotations
+
+import asyncio
+
+import psycopg
+import pytest
+
+from pmq_core import AsyncClient, JobStatus, PayloadError, UnknownQueueError
+from pmq_core.keys import Keys
+from pmq_core.db import redis_client
+from tests.plugin_samples import Recorder, make_plugin
+
+
+def count_jobs(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT count(*) FROM jobs").fetchone()[0]
+
+
+def test_priority_and_attempts_default_to_the_job_type(pmq_runtime):
+    rt = pmq_runtime(make_plugin(Recorder(), priority=30), worker=False, migrator=False)
+    job = rt.job(rt.enqueue("echo", {"n": 1}))
+    assert (job.priority, job.max_attempts, job.status) == (30, 5, JobStatus.QUEUED)
+    job = rt.job(rt.enqueue("echo", {"n": 1}, priority=200, max_attempts=2))
+    assert (job.priority, job.max_attempts) == (200, 2)
+
+
+def test_bad_payload_names_every_bad_field_and_writes_nothing(pmq_runtime):
+    rt = pmq_runtime(make_plugin(Recorder()), worker=False, migrator=False)
+    with pytest.raises(PayloadError) as info:
+        rt.enqueue("echo", {"n": "not a number", "extra": 1})
+    assert "n" in str(info.value) and "extra" in str(info.value)
+    with pytest.raises(PayloadError, match="job 2"):
+        rt.client.enqueue_many("echo", [{"n": 1}, {"n": 2}, {"n": "x"}])
+    with pytest.raises(UnknownQueueError, match="nope"):
+        rt.enqueue("nope", {})
+    assert count_jobs(rt.settings.database_url) == 0
+
+
+def test_bulk_enqueue_uses_one_transaction(pmq_runtime):
+    rt = pmq_runtime(make_plugin(Recorder()), worker=False, migrator=False)
+    ids = rt.client.enqueue_many("echo", [{"n": i} for i in range(500)])
+    assert len(set(ids)) == 500
+    assert count_jobs(rt.settings.database_url) == 500
+    assert rt.job(ids[-1]).payload == {"n": 499}
+
+
+def test_unique_key_returns_the_live_job(pmq_runtime):
+    rt = pmq_runtime(make_plugin(Recorder()), worker=False, migrator=False)
+    first = rt.enqueue("aecho", {"a": 1}, unique_key="report-2026-11-28")
+    again = rt.enqueue("aecho", {"a": 2}, unique_key="report-2026-11-28")
+    other = rt.enqueue("aecho", {"a": 3}, unique_key="report-2026-11-29")
+    assert first == again != other
+    assert count_jobs(rt.settings.database_url) == 2
+
+
+def test_rolled_back_transaction_leaves_no_job_and_no_redis_entry(pmq_runtime):
+    recorder = Recorder()
+    rt = pmq_runtime(make_plugin(recorder))
+    with psycopg.connect(rt.settings.database_url) as conn:
+        with conn.transaction(force_rollback=True):
+            job_id = rt.client.enqueue("aecho", {"in": "tx"}, conn=conn)
+            assert conn.execute("SELECT count(*) FROM jobs WHERE id = %s", (job_id,)).fetchone()[0] == 1
+    committed = rt.enqueue("aecho", {"after": "rollback"})
+    rt.wait(committed)
+    assert count_jobs(rt.settings.database_url) == 1
+    rds = redis_client(rt.settings.redis_url)
+    keys = Keys(rt.settings.key_prefix)
+    assert not rds.exists(keys.job(job_id))
+    assert [c[1] for c in recorder.calls] == [{"after": "rollback"}]
+
+
+def test_committed_transaction_runs_the_job(pmq_runtime):
+    rt = pmq_runtime(make_plugin(Recorder()))
+    with psycopg.connect(rt.settings.database_url) as conn:
+        with conn.transaction():
+            job_id = rt.client.enqueue("aecho", {"in": "tx"}, conn=conn)
+            conn.execute("SELECT 1")
+    assert rt.wait(job_id).status is JobStatus.COMPLETED
+
+
+def test_async_client_enqueues_and_runs(pmq_runtime):
+    rt = pmq_runtime(make_plugin(Recorder()))
+
+    async def produce():
+        async with AsyncClient(rt.settings, plugins=rt.plugins) as client:
+            one = await client.enqueue("echo", {"n": 7})
+            many = await client.enqueue_many("echo", [{"n": i} for i in range(100)])
+            return [one, *many]
+
+    ids = asyncio.run(produce())
+    assert {j.status for j in rt.wait_all(ids)} == {JobStatus.COMPLETED}
+
+
+def test_delayed_job_waits_for_its_time(pmq_runtime):
+    rt = pmq_runtime(make_plugin(Recorder()))
+    job_id = rt.enqueue("aecho", {}, delay=0.5)
+    job = rt.job(job_id)
+    assert job.status is JobStatus.QUEUED and job.run_at > job.created_at
+    done = rt.wait(job_id)
+    assert done.started_at >= job.run_at
