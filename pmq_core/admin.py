@@ -13,7 +13,7 @@ import redis
 from pmq_core import dispatch, schema
 from pmq_core.config import Settings, redact_url
 from pmq_core.db import PG_DOWN, REDIS_DOWN, pg_connect, redis_client, resolve_servers, translated
-from pmq_core.errors import JobNotFoundError, UnknownQueueError
+from pmq_core.errors import DatabaseUnavailableError, JobNotFoundError, UnknownQueueError
 from pmq_core.keys import Keys
 from pmq_core.models import Job, JobStatus, parse_job_id
 from pmq_core.plugins import Plugins
@@ -200,7 +200,7 @@ class Admin:
             oldest = {r["queue_name"]: r["age"] for r in self.conn.execute(q("oldest_waiting")).fetchall()}  # type: ignore[call-overload]
             workers = self.conn.execute(q("live_workers"), {"after": self.settings.rescue_after}).fetchall()
             running = {r["worker_id"]: r["running"] for r in self.conn.execute(q("running_per_worker")).fetchall()}  # type: ignore[call-overload]
-        except (*PG_DOWN,) as exc:
+        except (*PG_DOWN, DatabaseUnavailableError) as exc:
             report["postgres"].update(ok=False, error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             report["problems"].append("PostgreSQL is unreachable")
             overview, oldest, workers, running = [], {}, [], {}
