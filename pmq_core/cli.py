@@ -1,0 +1,773 @@
+"""The ``pmq`` command: run the runtime, enqueue jobs, and operate a deployment.
+
+Each command is a thin layer over :mod:`pmq_core.admin`, :mod:`pmq_core.client`
+and :mod:`pmq_core.runner`, with settings from :meth:`Settings.load`. Every
+listing takes ``--json``. Errors are printed as one line on stderr
+(``pmq: error: ...``) by :func:`main`, never as a traceback: exit status 2
+for a usage error, 1 for anything else. Plugins add commands through the
+``pmq_register_commands`` hook, loaded only when a command name is not a
+built-in one (or for ``--help``), so a broken plugin never takes the
+built-in commands down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterable, NoReturn, Sequence
+from urllib.parse import urlsplit
+
+import click
+import psycopg
+import redis
+
+from pmq_core.admin import Admin
+from pmq_core.config import Settings, redact_url
+from pmq_core.errors import PayloadError, PluginError, PmqError, UnknownQueueError
+from pmq_core.jobtypes import band_of
+from pmq_core.models import Job, JobStatus
+from pmq_core.plugins import Plugins
+
+#: Jobs written per round trip by ``pmq enqueue --file`` (all in one transaction).
+ENQUEUE_BATCH = 1000
+#: Exit status of ``pmq health`` for each verdict.
+HEALTH_EXIT = {"healthy": 0, "warning": 1, "critical": 2}
+
+
+# -- the top-level group -------------------------------------------------------------
+
+
+class PmqGroup(click.Group):
+    """The ``pmq`` group: built-in commands, plus those plugins add, loaded
+    once and only when needed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._plugin_commands_loaded = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugin_commands()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and not self._plugin_commands_loaded:
+            self._load_plugin_commands()
+            command = super().get_command(ctx, cmd_name)
+        return command
+
+    def _load_plugin_commands(self) -> None:
+        """Call every plugin's ``pmq_register_commands``; a plugin that fails
+        is reported in one line and skipped, and none may replace a built-in
+        command."""
+        if self._plugin_commands_loaded:
+            return
+        self._plugin_commands_loaded = True
+        try:
+            plugins = Plugins(Settings.load().plugins).load()
+        except PmqError as exc:
+            _warn(f"plugin commands are unavailable: {_one_line(exc)}")
+            return
+        for impl in plugins.pm.hook.pmq_register_commands.get_hookimpls():
+            built_in = dict(self.commands)
+            try:
+                impl.function(*[{"cli": self}[name] for name in impl.argnames])
+            except Exception as exc:  # a plugin's bug: report it, keep the rest of pmq usable
+                _warn(f"plugin {impl.plugin_name!r} failed to add its commands: {type(exc).__name__}: {exc}")
+            for name, command in built_in.items():
+                if self.commands.get(name) is not command:
+                    _warn(f"plugin {impl.plugin_name!r} tried to replace the command {name!r}; ignored")
+                    self.commands[name] = command
+
+
+@click.group(cls=PmqGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pmq", prog_name="pmq")
+def cli() -> None:
+    """pmq: background jobs that never get lost.
+
+    Settings come from PMQ_* environment variables, [tool.pmq] in
+    pyproject.toml or pmq.toml. With no server URL set, pmq starts embedded
+    servers.
+    """
+
+
+def main(args: Sequence[str] | None = None) -> NoReturn:
+    """Run ``pmq``; every failure becomes one line on stderr and an exit status."""
+    try:
+        code = cli.main(args=list(args) if args is not None else None, prog_name="pmq", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
+        sys.exit(0)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        _fail(f"{exc.format_message()}{hint}", exc.exit_code)
+    except click.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except click.Abort:
+        _fail("interrupted", 130)
+    except (PmqError, psycopg.Error, redis.RedisError, OSError) as exc:
+        _fail(_one_line(exc), 1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"pmq: error: {_scrub(message)}", err=True)
+    sys.exit(code)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"pmq: warning: {_scrub(message)}", err=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines) or type(exc).__name__
+
+
+def _scrub(message: str) -> str:
+    """``message`` without the configured servers' passwords, whatever
+    library wrote it."""
+    try:
+        settings = Settings.load()
+    except PmqError:
+        return message
+    for url in (settings.database_url, settings.redis_url):
+        if not url:
+            continue
+        message = message.replace(url, redact_url(url))
+        password = urlsplit(url).password
+        if password:
+            message = message.replace(password, "***")
+    return message
+
+
+# -- shared helpers ----------------------------------------------------------------
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings.load(**overrides)
+
+
+def _emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, default=str, indent=2))
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    cells = [list(headers)] + [["-" if value is None else str(value) for value in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells)
+
+
+def _when(value: datetime | None) -> str | None:
+    return value.isoformat(sep=" ", timespec="seconds") if value else None
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}s"
+
+
+def _names(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _check_queue(admin: Admin, name: str | None) -> None:
+    if name is not None and name not in {row["name"] for row in admin.queues()}:
+        raise UnknownQueueError(f"unknown queue {name!r} (see `pmq queues list`)")
+
+
+def _bands(bands: dict[str, int]) -> tuple[int, int, int]:
+    return bands.get("high", 0), bands.get("normal", 0), bands.get("low", 0)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+plugins_option = click.option("--plugins", metavar="A,B",
+                              help="Entry-point names of the plugins to load (overrides PMQ_PLUGINS).")
+
+
+# -- db --------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """The database schema."""
+
+
+@db.command("upgrade")
+@plugins_option
+def db_upgrade(plugins: str | None) -> None:
+    """Apply pending schema migrations: the core's and the loaded plugins'."""
+    settings = _settings(plugins=plugins)
+    host = Plugins(settings.plugins).load()
+    with Admin(settings) as admin:
+        applied = admin.upgrade(host)
+    if not applied:
+        click.echo("schema is up to date")
+    for migration in applied:
+        click.echo(f"applied {migration.component} {migration.version:04d} {migration.name}")
+
+
+# -- running the runtime --------------------------------------------------------------
+
+
+def _serve_options(command: Any) -> Any:
+    for option in reversed([
+        plugins_option,
+        click.option("--queues", metavar="Q1,Q2", help="Serve only these queues (default: every loaded job type)."),
+        click.option("--concurrency", type=click.IntRange(min=1), help="Jobs one worker process runs at once."),
+    ]):
+        command = option(command)
+    return command
+
+
+def _start_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(processName)s %(name)s %(levelname)s %(message)s")
+
+
+def _prepared(plugins: str | None, queues: list[str] | None) -> Settings:
+    """Settings with servers resolved, after checking that there is work to
+    serve and the schema is current, and registering the job types' queues."""
+    from pmq_core import runner
+
+    settings = _settings(plugins=plugins)
+    host = Plugins(settings.plugins).load()
+    if not host.job_types:
+        raise PluginError("no job types to serve: install or select a plugin that declares some "
+                          "(see `pmq plugins`)")
+    unknown = [name for name in queues or [] if name not in host.job_types]
+    if unknown:
+        raise UnknownQueueError(f"no loaded plugin declares queue(s) {', '.join(unknown)}; "
+                                f"loaded job types: {', '.join(sorted(host.job_types))}")
+    return runner.prepare(settings, host)
+
+
+@cli.command()
+@_serve_options
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Worker processes beside the migrator.")
+def run(plugins: str | None, queues: str | None, concurrency: int | None, processes: int) -> None:
+    """Run a migrator and workers until SIGTERM or Ctrl-C."""
+    from pmq_core import runner
+
+    _start_logging()
+    queue_list = _names(queues)
+    settings = _prepared(plugins, queue_list)
+    runner.run(settings, queue_list, concurrency, processes)
+
+
+@cli.command()
+@_serve_options
+def worker(plugins: str | None, queues: str | None, concurrency: int | None) -> None:
+    """Run one worker (no migrator) until SIGTERM or Ctrl-C."""
+    from pmq_core import runner
+
+    _start_logging()
+    queue_list = _names(queues)
+    settings = _prepared(plugins, queue_list)
+    runner.run_worker(settings, queue_list, concurrency)
+
+
+@cli.command()
+@plugins_option
+def migrator(plugins: str | None) -> None:
+    """Run a migrator (leader, or standby while another leads) until SIGTERM or Ctrl-C."""
+    from pmq_core import runner
+
+    _start_logging()
+    settings = _settings(plugins=plugins)
+    host = Plugins(settings.plugins)
+    settings = runner.prepare(settings, host)
+    runner.run_migrator(settings, host)
+
+
+# -- enqueue -----------------------------------------------------------------------
+
+
+class AwareDateTime(click.ParamType):
+    """An ISO 8601 time with a time zone (a naive time is ambiguous)."""
+
+    name = "time"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an ISO 8601 time, e.g. 2030-01-31T09:00:00+00:00", param, ctx)
+        if parsed.tzinfo is None or parsed.utcoffset() is None:
+            self.fail(f"{value!r} has no time zone; add one, e.g. {value}+00:00 or {value}Z", param, ctx)
+        return parsed
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """A JSON object from ``text``, or ValueError saying what is wrong."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"malformed JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"a payload must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _read_jobs(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """Every payload of a JSON-lines file (blank lines skipped), or
+    PayloadError naming the first bad line."""
+    items: list[tuple[int, dict[str, Any]]] = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                items.append((number, _json_object(line)))
+            except ValueError as exc:
+                raise PayloadError(f"{path.name} line {number}: {exc}; nothing was enqueued") from None
+    return items
+
+
+@cli.command()
+@click.argument("queue")
+@click.argument("payload", required=False, metavar="[JSON]")
+@click.option("--file", "jobs_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Enqueue one job per line of this JSON-lines file (all or none).")
+@click.option("--priority", type=int, help="Lower runs sooner (default: the job type's).")
+@click.option("--delay", type=click.FloatRange(min=0), metavar="SECONDS", help="Run no sooner than this.")
+@click.option("--at", "run_at", type=AwareDateTime(), help="Run at this ISO 8601 time (with a time zone).")
+@click.option("--max-attempts", type=click.IntRange(min=1), help="Attempts before the job is dead.")
+@plugins_option
+def enqueue(queue: str, payload: str | None, jobs_file: Path | None, priority: int | None, delay: float | None,
+            run_at: datetime | None, max_attempts: int | None, plugins: str | None) -> None:
+    """Enqueue a job on QUEUE with a JSON payload and print its id, or
+    enqueue a file of them with --file and print how many."""
+    from pmq_core.client import Client
+
+    if (payload is None) == (jobs_file is None):
+        raise click.UsageError("give a JSON payload or --file, not both and not neither")
+    if delay is not None and run_at is not None:
+        raise click.UsageError("give --delay or --at, not both")
+    options: dict[str, Any] = {"priority": priority, "delay": delay, "run_at": run_at, "max_attempts": max_attempts}
+    with Client(_settings(plugins=plugins)) as client:
+        if payload is not None:
+            try:
+                data = _json_object(payload)
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint="'JSON'") from None
+            click.echo(client.enqueue(queue, data, **options))
+            return
+        assert jobs_file is not None
+        count = _enqueue_file(client, queue, jobs_file, options)
+    click.echo(f"enqueued {count} job(s) on {queue}")
+
+
+def _enqueue_file(client: Any, queue: str, path: Path, options: dict[str, Any]) -> int:
+    """Check every line, then write them all in one transaction."""
+    numbered = _read_jobs(path)
+    for number, item in numbered:
+        try:
+            client.prepare(queue, [item], unique_key=None, **options)
+        except PayloadError as exc:
+            raise PayloadError(f"{path.name} line {number}: {exc}; nothing was enqueued") from None
+    items = [item for _number, item in numbered]
+    if not items:
+        return 0
+    with client.pool.connection() as conn, conn.transaction(), click.progressbar(
+            length=len(items), label="enqueueing", file=sys.stderr) as bar:
+        for start in range(0, len(items), ENQUEUE_BATCH):
+            batch = items[start:start + ENQUEUE_BATCH]
+            client.enqueue_many(queue, batch, conn=conn, **options)
+            bar.update(len(batch))
+    return len(items)
+
+
+# -- jobs --------------------------------------------------------------------------
+
+
+@cli.group()
+def jobs() -> None:
+    """Look at and cancel jobs."""
+
+
+@jobs.command("list")
+@click.option("--queue", help="Only this queue's jobs.")
+@click.option("--status", type=click.Choice([s.value for s in JobStatus]), help="Only jobs in this state.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@json_option
+def jobs_list(queue: str | None, status: str | None, limit: int, as_json: bool) -> None:
+    """The most recent jobs, newest first."""
+    with Admin(_settings()) as admin:
+        _check_queue(admin, queue)
+        found = admin.jobs(queue=queue, status=status, limit=limit)
+    if as_json:
+        _emit_json([job.to_dict() for job in found])
+        return
+    if not found:
+        click.echo("no jobs")
+        return
+    click.echo(_table(
+        ["ID", "QUEUE", "STATUS", "PRIORITY", "ATTEMPTS", "RUN AT", "LAST ERROR"],
+        [(job.id, job.queue_name, job.status.value, job.priority, f"{job.attempt_count}/{job.max_attempts}",
+          _when(job.run_at), _shorten(job.last_error_message)) for job in found]))
+
+
+def _shorten(text: str | None, width: int = 60) -> str | None:
+    if text is None:
+        return None
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+@jobs.command("show")
+@click.argument("job_id", metavar="ID")
+@json_option
+def jobs_show(job_id: str, as_json: bool) -> None:
+    """One job and its attempts."""
+    with Admin(_settings()) as admin:
+        job, logs = admin.job(job_id)
+    if as_json:
+        _emit_json({"job": job.to_dict(), "logs": logs})
+        return
+    click.echo(_describe_job(job))
+    click.echo("")
+    if not logs:
+        click.echo("no attempts yet")
+        return
+    click.echo(_table(["ATTEMPT", "STATUS", "STARTED", "DURATION", "MESSAGE"],
+                      [(log["attempt_number"], log["status"], _when(log["started_at"]), _seconds(log["duration"]),
+                        log["log_message"]) for log in logs]))
+
+
+def _describe_job(job: Job) -> str:
+    fields = [
+        ("job", job.id), ("queue", job.queue_name), ("status", job.status.value),
+        ("priority", f"{job.priority} ({band_of(job.priority)} band)"),
+        ("attempts", f"{job.attempt_count} of {job.max_attempts}"),
+        ("payload", json.dumps(job.payload, default=str)),
+        ("run at", _when(job.run_at)), ("created at", _when(job.created_at)),
+        ("started at", _when(job.started_at)), ("completed at", _when(job.completed_at)),
+        ("failed at", _when(job.failed_at)), ("last error", job.last_error_message),
+    ]
+    return "\n".join(f"{name:<13}{'-' if value is None else value}" for name, value in fields)
+
+
+@jobs.command("cancel")
+@click.argument("job_id", metavar="ID")
+def jobs_cancel(job_id: str) -> None:
+    """Cancel a job that has not finished (a running one is told to stop)."""
+    with Admin(_settings()) as admin:
+        previous = admin.cancel(job_id)
+        if previous is None:
+            job, _logs = admin.job(job_id)
+            click.echo(f"job {job.id} had already finished ({job.status.value}); nothing to cancel")
+            return
+    click.echo(f"cancelled job {job_id} (it was {previous})")
+
+
+# -- queues ------------------------------------------------------------------------
+
+
+@cli.group()
+def queues() -> None:
+    """List, pause and resume queues."""
+
+
+@queues.command("list")
+@json_option
+def queues_list(as_json: bool) -> None:
+    """Every queue with its depth: waiting, in Redis by band, running, dead."""
+    with Admin(_settings()) as admin:
+        rows = admin.queues()
+    if as_json:
+        _emit_json(rows)
+        return
+    if not rows:
+        click.echo("no queues (they appear when a plugin's job types are registered)")
+        return
+    click.echo(_table(
+        ["QUEUE", "STATE", "PRIORITY", "WAITING", "HIGH", "NORMAL", "LOW", "RUNNING", "DEAD"],
+        [(row["name"], "active" if row["is_active"] else "paused", row["default_priority"], row["waiting"],
+          *_bands(row["bands"]), row["running"], row["dead"]) for row in rows]))
+
+
+@queues.command("pause")
+@click.argument("queue")
+def queues_pause(queue: str) -> None:
+    """Stop starting QUEUE's jobs (running ones finish; waiting ones wait)."""
+    with Admin(_settings()) as admin:
+        admin.set_active(queue, False)
+    click.echo(f"paused {queue}")
+
+
+@queues.command("resume")
+@click.argument("queue")
+def queues_resume(queue: str) -> None:
+    """Start QUEUE's jobs again."""
+    with Admin(_settings()) as admin:
+        admin.set_active(queue, True)
+    click.echo(f"resumed {queue}")
+
+
+# -- dead letters ------------------------------------------------------------------
+
+
+@cli.group()
+def dlq() -> None:
+    """Dead letters: jobs that failed for good."""
+
+
+@dlq.command("list")
+@click.option("--queue", help="Only this queue's dead jobs.")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@json_option
+def dlq_list(queue: str | None, limit: int, as_json: bool) -> None:
+    """Dead jobs, most recent failure first."""
+    with Admin(_settings()) as admin:
+        _check_queue(admin, queue)
+        rows = admin.dead(queue=queue, limit=limit)
+    if as_json:
+        _emit_json(rows)
+        return
+    if not rows:
+        click.echo("no dead jobs")
+        return
+    click.echo(_table(["ID", "QUEUE", "ATTEMPTS", "FAILED AT", "ERROR"],
+                      [(row["id"], row["queue_name"], row["attempt_count"], _when(row["failed_at"]),
+                        _shorten(row["last_error_message"])) for row in rows]))
+
+
+def _dead_selection(ids: tuple[str, ...], queue: str | None, everything: bool) -> dict[str, Any]:
+    if sum((bool(ids), queue is not None, everything)) != 1:
+        raise click.UsageError("choose the dead jobs: give job ids, --queue QUEUE or --all (exactly one)")
+    return {"ids": list(ids) if ids else None, "queue": queue}
+
+
+def _dead_command(name: str, verb: str, summary: str) -> None:
+    @dlq.command(name, help=summary)
+    @click.argument("ids", nargs=-1, metavar="[ID]...")
+    @click.option("--queue", help="Every dead job of this queue.")
+    @click.option("--all", "everything", is_flag=True, help="Every dead job.")
+    def action(ids: tuple[str, ...], queue: str | None, everything: bool) -> None:
+        selection = _dead_selection(ids, queue, everything)
+        with Admin(_settings()) as admin:
+            _check_queue(admin, queue)
+            done = getattr(admin, name)(**selection)
+        click.echo(f"{verb} {len(done)} dead job(s)")
+
+
+_dead_command("replay", "replayed", "Send dead jobs back to their queue, their attempts reset.")
+_dead_command("purge", "purged", "Delete dead jobs and their logs for good.")
+
+
+# -- health and statistics -------------------------------------------------------------
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def health(ctx: click.Context, as_json: bool) -> None:
+    """Servers, queues, dead letters and workers, with a verdict.
+
+    Exit status: 0 healthy, 1 warning, 2 critical.
+    """
+    with Admin(_settings()) as admin:
+        report = admin.health()
+    if as_json:
+        _emit_json(report)
+    else:
+        click.echo(_render_health(report))
+    ctx.exit(HEALTH_EXIT[report["status"]])
+
+
+def _server_line(name: str, info: dict[str, Any]) -> str:
+    state = "ok" if info["ok"] else f"UNREACHABLE ({info.get('error', 'no answer')})"
+    return f"{name:<11}{info['url']}  {state}"
+
+
+def _render_health(report: dict[str, Any]) -> str:
+    lines = [_server_line("PostgreSQL", report["postgres"]), _server_line("Redis", report["redis"]), ""]
+    if report["queues"]:
+        lines.append(_table(
+            ["QUEUE", "STATE", "WAITING", "HIGH", "NORMAL", "LOW", "RUNNING", "DEAD", "OLDEST", "SERVED"],
+            [(q["name"], "active" if q["active"] else "paused", q["waiting"], *_bands(q["bands"]), q["running"],
+              q["dead"], _age(q["oldest_age"]), "yes" if q["served"] else "no") for q in report["queues"]]))
+    else:
+        lines.append("no queues")
+    lines += ["", f"dead letters: {report['dead_letters']}",
+              f"oldest waiting job: {_age(report['oldest_job_age'])}",
+              f"live workers: {len(report['workers'])}"]
+    for w in report["workers"]:
+        lines.append(f"  {w['hostname']} pid {w['pid']}: {w['running']}/{w['concurrency']} running, "
+                     f"serving {', '.join(w['queues'])}")
+    for title, items in (("problems", report["problems"]), ("warnings", report["warnings"])):
+        if items:
+            lines += ["", f"{title}:"] + [f"  - {item}" for item in items]
+    lines += ["", f"overall: {report['status']}"]
+    return "\n".join(lines)
+
+
+@cli.command()
+@click.option("--minutes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Window for throughput, failures and timings.")
+@click.option("--watch", is_flag=True, help="Redraw until Ctrl-C.")
+@click.option("--interval", type=click.FloatRange(min=0.01), default=2.0, show_default=True,
+              help="Seconds between redraws with --watch.")
+@click.option("--iterations", type=click.IntRange(min=1), hidden=True, help="Stop --watch after this many redraws.")
+@json_option
+def stats(minutes: int, watch: bool, interval: float, iterations: int | None, as_json: bool) -> None:
+    """Depth by queue and band, throughput, failures and processing times."""
+    drawn = 0
+    with Admin(_settings()) as admin:
+        try:
+            while True:
+                data = admin.stats(minutes)
+                if as_json:
+                    click.echo(json.dumps(data, default=str))
+                else:
+                    if watch:
+                        click.clear()
+                    click.echo(_render_stats(data))
+                drawn += 1
+                if not watch or (iterations is not None and drawn >= iterations):
+                    break
+                if not as_json:
+                    click.echo(f"\n(every {interval:g}s; Ctrl-C to stop)")
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            pass
+
+
+def _render_stats(data: dict[str, Any]) -> str:
+    window = data["window_minutes"]
+    lines = [
+        f"last {window} minute(s): processed {data['processed_per_minute']:.1f}/min, "
+        f"created {data['created_per_minute']:.1f}/min",
+        f"failed {data['failed']}, retried {data['retried']}, error rate {data['error_rate']:.1%}",
+        f"processing time: avg {_seconds(data['avg_seconds'])}, p50 {_seconds(data['p50_seconds'])}, "
+        f"p95 {_seconds(data['p95_seconds'])}",
+        f"live workers: {data['active_workers']}, utilisation {data['utilisation']:.0%}",
+        "",
+    ]
+    if data["queues"]:
+        lines.append(_table(
+            ["QUEUE", "STATE", "WAITING", "IN REDIS", "HIGH", "NORMAL", "LOW", "RUNNING", "DEAD"],
+            [(q["name"], "active" if q["active"] else "paused", q["waiting"], q["in_redis"], *_bands(q["bands"]),
+              q["running"], q["dead"]) for q in data["queues"]]))
+    else:
+        lines.append("no queues")
+    return "\n".join(lines)
+
+
+# -- plugins -----------------------------------------------------------------------
+
+
+@cli.command("plugins")
+@plugins_option
+@json_option
+def plugins_command(plugins: str | None, as_json: bool) -> None:
+    """Installed plugins and the job types they declare (no server needed)."""
+    infos = Plugins(_settings(plugins=plugins).plugins).load().infos
+    if as_json:
+        _emit_json([info.describe() for info in infos])
+        return
+    if not infos:
+        click.echo("no plugins installed (plugins register under the 'pmq' entry-point group)")
+        return
+    blocks = []
+    for info in infos:
+        origin = f"{info.distribution} {info.version}" if info.distribution else "not installed"
+        lines = [f"{info.name} ({origin})", f"  hooks: {', '.join(info.hooks) or 'none'}"]
+        for job_type in info.job_types:
+            lines.append(f"  {_describe_job_type(job_type.describe())}")
+        blocks.append("\n".join(lines))
+    click.echo("\n\n".join(blocks))
+
+
+def _describe_job_type(d: dict[str, Any]) -> str:
+    retry = d["retry"]
+    timeout = "no timeout" if d["timeout"] is None else f"timeout {d['timeout']:g}s"
+    parts = [
+        f"job type {d['name']}: priority {d['priority']} ({d['band']} band)",
+        "async" if d["async"] else "sync",
+        timeout,
+        f"retry up to {retry['max_attempts']} attempt(s) on {', '.join(retry['retry_on'])}, "
+        f"backoff {retry['base_delay']:g}s x 2^n up to {retry['max_delay']:g}s, +/-{retry['jitter']:.0%}",
+    ]
+    if d["payload"]:
+        parts.append(f"payload {d['payload']}")
+    if d["cron"]:
+        parts.append(f"cron {d['cron']}")
+    return "; ".join(parts)
+
+
+# -- embedded servers --------------------------------------------------------------
+
+
+@cli.group()
+def embedded() -> None:
+    """The embedded servers pmq starts when no server URL is set."""
+
+
+@embedded.command("status")
+@json_option
+def embedded_status(as_json: bool) -> None:
+    """Whether each embedded server runs, and where."""
+    from pmq_core import embedded as servers
+
+    report = servers.status(_settings().data_dir)
+    if as_json:
+        _emit_json(report)
+        return
+    click.echo(_table(["SERVER", "STATE", "PID", "URL", "DATA"],
+                      [(name, "running" if s["running"] else "stopped", s["pid"],
+                        redact_url(s["url"]) if s["url"] else None, s["data"]) for name, s in report.items()]))
+
+
+@embedded.command("stop")
+def embedded_stop() -> None:
+    """Stop the embedded servers (their data is kept)."""
+    from pmq_core import embedded as servers
+
+    stopped = servers.stop(_settings().data_dir)
+    click.echo(f"stopped {', '.join(stopped)}" if stopped else "no embedded server was running")
+
+
+# -- demo --------------------------------------------------------------------------
+
+
+@cli.command()
+@plugins_option
+@click.pass_context
+def demo(ctx: click.Context, plugins: str | None) -> None:
+    """Run a realistic mix of jobs on this machine and summarise what happened.
+
+    With no server URL set, embedded servers are started first.
+    """
+    from pmq_core import demo as demo_run
+
+    settings = _settings(plugins=plugins)
+    summary = demo_run.run(settings)
+    click.echo(summary.render())
+    ctx.exit(0 if summary.finished else 1)
+
+
+if __name__ == "__main__":
+    main()
