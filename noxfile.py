@@ -1,0 +1,64 @@
+"""Project sessions: ``nox -s tests`` is the test suite the README and CI run.
+
+Every session installs pmq and the first-party plugins from this checkout,
+so a fresh clone needs nothing but Python. With PMQ_DATABASE_URL and
+PMQ_REDIS_URL unset, tests run on embedded servers started from pip packages.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.reuse_existing_virtualenvs = True
+
+PLUGINS = ["plugins/pmq-webhook", "plugins/pmq-email", "plugins/pmq-analytics"]
+
+
+def install_project(session: nox.Session, extras: str) -> None:
+    session.install("-e", f".[{extras}]")
+    for plugin in PLUGINS:
+        session.install("-e", plugin)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite (all but the chaos test), on real servers."""
+    install_project(session, "embedded,test")
+    session.run("pytest", "-m", "not chaos", *session.posargs)
+
+
+@nox.session
+def chaos(session: nox.Session) -> None:
+    """The chaos test: kills workers, wipes Redis and restarts PostgreSQL on
+    servers it starts itself, and checks that no job is lost."""
+    install_project(session, "embedded,test")
+    session.run("pytest", "-m", "chaos", "-s", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", "pmq_core", "tests", "plugins", "bench", "noxfile.py")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy, strict on pmq_core."""
+    install_project(session, "embedded,test")
+    session.install("mypy>=1.11")
+    session.run("mypy", "pmq_core")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The demo, on embedded servers unless PMQ_* URLs are set."""
+    install_project(session, "embedded")
+    session.run("pmq", "demo")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """pmq against peer queues, interleaved in one run (see docs/performance.md)."""
+    install_project(session, "embedded,test")
+    session.run("python", "bench/run.py", *session.posargs)
