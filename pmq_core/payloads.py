@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 import cattrs
+import cattrs.v
 
 from pmq_core.errors import PayloadError
 
@@ -35,6 +36,16 @@ def _find_non_finite(value: Any, path: str) -> str | None:
     return None
 
 
+def _describe(exc: BaseException, type_: type | None) -> str:
+    """cattrs' wording for one problem, plus the message a payload class's
+    own validator gave (which cattrs alone would drop)."""
+    message = cattrs.v.format_exception(exc, type_)
+    detail = str(exc)
+    if isinstance(exc, (ValueError, TypeError)) and detail and detail not in message:
+        return f"{message} ({detail})"
+    return message
+
+
 def to_json(payload: Any, *, queue: str, payload_class: type | None, limit: int) -> str:
     """The payload as compact JSON text, or PayloadError naming every problem.
 
@@ -49,7 +60,7 @@ def to_json(payload: Any, *, queue: str, payload_class: type | None, limit: int)
             try:
                 _converter.structure(payload, payload_class)
             except cattrs.BaseValidationError as exc:
-                problems = "; ".join(cattrs.transform_error(exc, path="payload"))
+                problems = "; ".join(cattrs.transform_error(exc, path="payload", format_exception=_describe))
                 raise PayloadError(f"invalid payload for {queue!r}: {problems}") from None
             except (TypeError, ValueError) as exc:
                 raise PayloadError(f"invalid payload for {queue!r}: {exc}") from None
