@@ -1,0 +1,104 @@
+"""Cancellation: a waiting job never runs; a running async job is stopped; a
+running sync job is told through ``job.cancelled``; all end ``cancelled``."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from pmq_core import JobNotFoundError, JobStatus, JobType, hookimpl
+from pmq_core.testing import wait_until
+from tests.reliability_support import scalar
+
+
+class Cancellable:
+    def __init__(self) -> None:
+        self.started: dict[str, threading.Event] = {}
+        self.ran: list[str] = []
+        self.async_cancelled = threading.Event()
+        self.sync_saw_cancel = threading.Event()
+
+    def _start(self, job: Any) -> None:
+        self.ran.append(str(job.id))
+        self.started.setdefault(str(job.id), threading.Event()).set()
+
+    def started_event(self, job_id: Any) -> threading.Event:
+        return self.started.setdefault(str(job_id), threading.Event())
+
+    async def along(self, job: Any) -> None:
+        self._start(job)
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            self.async_cancelled.set()
+            raise
+
+    def slong(self, job: Any) -> str:
+        self._start(job)
+        wait_until(lambda: job.cancelled, bool, 60, "sync job was not told it is cancelled")
+        self.sync_saw_cancel.set()
+        return "stopped early"
+
+    def quick(self, job: Any) -> None:
+        self._start(job)
+
+    @hookimpl
+    def pmq_register_job_types(self) -> list[JobType]:
+        return [JobType(name="along", handler=self.along, timeout=120),
+                JobType(name="slong", handler=self.slong, timeout=120),
+                JobType(name="quick", handler=self.quick)]
+
+
+def test_waiting_jobs_cancelled_never_run(pmq_runtime):
+    plugin = Cancellable()
+    rt = pmq_runtime(plugin, worker=False)
+    queued = rt.enqueue("quick", {})
+    rt.wait(queued, statuses=[JobStatus.MIGRATED_TO_REDIS])  # its message sits in Redis
+    scheduled = rt.enqueue("quick", {}, delay=0.5)
+    with rt.admin() as admin:
+        assert admin.cancel(queued) == "migrated_to_redis"
+        assert admin.cancel(scheduled) == "queued"
+        assert admin.cancel(queued) is None  # already finished: nothing to do
+        with pytest.raises(JobNotFoundError):
+            admin.cancel("00000000-0000-0000-0000-000000000000")
+    rt.start_worker()
+    # The scheduled job's due time passes; a later job runs, the cancelled ones do not.
+    wait_until(lambda: scalar(rt.settings.database_url, "SELECT now() > run_at FROM jobs WHERE id = %s",
+                              (scheduled,)), bool, 5, "the scheduled time did not pass")
+    sentinel = rt.wait(rt.enqueue("quick", {}))
+    assert sentinel.status is JobStatus.COMPLETED
+    assert plugin.ran == [str(sentinel.id)]
+    assert [rt.job(i).status for i in (queued, scheduled)] == [JobStatus.CANCELLED] * 2
+
+
+def test_running_async_job_is_cancelled_and_its_slot_freed(pmq_runtime):
+    plugin = Cancellable()
+    rt = pmq_runtime(plugin, concurrency=1)
+    job_id = rt.enqueue("along", {})
+    assert plugin.started_event(job_id).wait(10)
+    with rt.admin() as admin:
+        assert admin.cancel(job_id) == "running"
+    assert plugin.async_cancelled.wait(10)
+    after = rt.wait(rt.enqueue("quick", {}))  # the only slot is free again
+    assert after.status is JobStatus.COMPLETED
+    job = rt.job(job_id)
+    assert job.status is JobStatus.CANCELLED and job.completed_at is None and job.worker_id is None
+
+
+def test_running_sync_job_sees_cancelled_and_stays_cancelled(pmq_runtime):
+    plugin = Cancellable()
+    rt = pmq_runtime(plugin)
+    job_id = rt.enqueue("slong", {})
+    assert plugin.started_event(job_id).wait(10)
+    with rt.admin() as admin:
+        assert admin.cancel(job_id) == "running"
+    assert plugin.sync_saw_cancel.wait(10)
+    # Its return value arrives after the cancel and must not overwrite it.
+    wait_until(lambda: rt.worker.running, lambda running: not running, 10, "the sync job did not finish")
+    sentinel = rt.wait(rt.enqueue("quick", {}))  # outcomes are written in order: the sync one is settled
+    assert sentinel.status is JobStatus.COMPLETED
+    job = rt.job(job_id)
+    assert job.status is JobStatus.CANCELLED and job.completed_at is None
