@@ -11,6 +11,7 @@ import pytest
 from pmq_core import JobNotFoundError, JobStatus, JobType, RetryPolicy, hookimpl
 from pmq_core.db import redis_client
 from pmq_core.keys import Keys
+from pmq_core.testing import wait_until
 from pmq_core.worker import MAX_ERROR_LENGTH
 
 
@@ -129,3 +130,26 @@ def test_purge_by_id_queue_and_all_deletes_jobs_logs_and_redis_entries(pmq_runti
     assert count(rt, "SELECT count(*) FROM jobs") == 0
     assert count(rt, "SELECT count(*) FROM job_logs") == 0
     assert dead_list(rt, "mail") == []
+
+
+def test_a_job_no_loaded_plugin_serves_waits_and_health_warns(pmq_runtime):
+    plugin = Doomed()
+    plugin.healed = True
+    rt = pmq_runtime(plugin)
+    url = rt.settings.database_url
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO job_queues (name) VALUES ('orphan')")
+    orphans = rt.client.enqueue_many("orphan", [{"n": i} for i in range(3)])
+    # Let the migrator hand them to Redis and run a few housekeeping rounds.
+    rt.wait(orphans[0], statuses=[JobStatus.MIGRATED_TO_REDIS])
+    assert rt.wait(rt.enqueue("mail", {})).status is JobStatus.COMPLETED
+    with rt.admin() as admin:
+        wait_until(admin.health, lambda report: any("'orphan'" in w for w in report["warnings"]), 10,
+                   "health did not warn about the unserved queue")
+        report = admin.health()
+    warning = next(w for w in report["warnings"] if "'orphan'" in w)
+    assert "3 waiting" in warning and report["status"] == "warning"
+    entry = next(q for q in report["queues"] if q["name"] == "orphan")
+    assert (entry["waiting"], entry["served"], entry["dead"]) == (3, False, 0)
+    assert all(rt.job(i).status in (JobStatus.QUEUED, JobStatus.MIGRATED_TO_REDIS) for i in orphans)
+    assert all(rt.job(i).attempt_count == 0 for i in orphans)
