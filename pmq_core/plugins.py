@@ -9,6 +9,7 @@ distribution.
 
 from __future__ import annotations
 
+import difflib
 import importlib.metadata
 import logging
 from typing import Any, Iterable
@@ -108,24 +109,46 @@ class Plugins:
                         f"plugin {ep.name!r} (distribution {dist or 'unknown'}) failed to import: "
                         f"{type(exc).__name__}: {exc}"
                     ) from exc
-                self._register(plugin, ep.name)
+                self._register(plugin, ep.name, dist)
                 origins[ep.name] = (dist, version)
         for plugin in self._extra:
             name = getattr(plugin, "__name__", None) or type(plugin).__name__
-            self._register(plugin, name)
+            self._register(plugin, name, None)
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {exc.plugin!r}: {exc}") from None
+            raise self._unknown_hook(exc.plugin, origins) from None
         self._collect(origins)
         self._loaded = True
         return self
 
-    def _register(self, plugin: Any, name: str) -> None:
+    def _unknown_hook(self, plugin: Any, origins: dict[str, tuple[str | None, str | None]]) -> PluginError:
+        """The error for a plugin implementing a hook pmq does not have (a
+        misspelling, usually), naming the plugin and the closest real hooks."""
+        name = self.pm.get_name(plugin) or repr(plugin)
+        dist = origins.get(name, (None, None))[0] or "not installed"
+        known = [h for h in dir(hookspecs) if h.startswith("pmq_")]
+        unknown = sorted(
+            caller.name for caller in self.pm.get_hookcallers(plugin) or []
+            if not caller.has_spec()
+            and any(impl.plugin is plugin and not impl.optionalhook for impl in caller.get_hookimpls())
+        )
+        problems = []
+        for hook in unknown:
+            close = difflib.get_close_matches(hook, known, n=1)
+            problems.append(f"{hook!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        return PluginError(
+            f"plugin {name!r} (distribution {dist}) implements unknown hook(s) {', '.join(problems)}; "
+            "every hook is listed in pmq_core.hookspecs"
+        )
+
+    def _register(self, plugin: Any, name: str, dist: str | None) -> None:
         try:
             self.pm.register(plugin, name=name)
         except (ValueError, pluggy.PluginValidationError) as exc:
-            raise PluginError(f"plugin {name!r} cannot be registered: {exc}") from None
+            raise PluginError(
+                f"plugin {name!r} (distribution {dist or 'not installed'}) cannot be registered: {exc}"
+            ) from None
 
     def _collect(self, origins: dict[str, tuple[str | None, str | None]]) -> None:
         declared: dict[str, list[JobType]] = {}
