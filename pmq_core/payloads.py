@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 import attrs
@@ -18,6 +19,9 @@ import cattrs.v
 from pmq_core.errors import PayloadError
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
+#: A NUL character as JSON escapes it (an odd number of backslashes before
+#: u0000): jsonb refuses it, so it must be caught before the write.
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def _find_non_finite(value: Any, path: str) -> str | None:
@@ -76,14 +80,17 @@ def to_json(payload: Any, *, queue: str, payload_class: type | None, limit: int)
         data = payload
     if not isinstance(data, dict):
         raise PayloadError(f"invalid payload for {queue!r}: must be a JSON object (a dict), got {type(data).__name__}")
-    bad = _find_non_finite(data, "payload")
+    try:
+        bad = _find_non_finite(data, "payload")
+    except RecursionError:
+        raise PayloadError(f"invalid payload for {queue!r}: nested too deeply") from None
     if bad:
         raise PayloadError(f"invalid payload for {queue!r}: {bad} is NaN or infinite, which JSON cannot hold")
     try:
         text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise PayloadError(f"invalid payload for {queue!r}: not JSON-serialisable: {exc}") from None
-    if "\x00" in text:
+    if "\x00" in text or _NUL_ESCAPE.search(text):
         raise PayloadError(f"invalid payload for {queue!r}: contains a NUL character, which PostgreSQL cannot store")
     try:
         size = len(text.encode("utf-8"))
