@@ -32,6 +32,8 @@ from pmq_core.queries import q
 INT32 = 2**31 - 1
 #: Rows per COPY chunk in a bulk enqueue: bounds memory, not round trips.
 COPY_CHUNK = 10_000
+#: Longest uniqueness key, in UTF-8 bytes: it must fit in a btree index entry.
+MAX_UNIQUE_KEY_BYTES = 1000
 
 
 def _check_int(name: str, value: Any, low: int) -> int:
@@ -63,6 +65,19 @@ def _due_time(run_at: datetime | None, delay: float | timedelta | None) -> datet
         except OverflowError:
             raise PayloadError(f"delay of {seconds} seconds is too far in the future") from None
     return None
+
+
+def _check_unique_key(key: str) -> str:
+    """``key`` if PostgreSQL can store and index it, else PayloadError."""
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise PayloadError(f"unique_key {key!r} contains a lone surrogate, which is not valid unicode") from None
+    if "\x00" in key:
+        raise PayloadError(f"unique_key {key!r} contains a NUL character, which PostgreSQL cannot store")
+    if size > MAX_UNIQUE_KEY_BYTES:
+        raise PayloadError(f"unique_key is {size} bytes, over the limit of {MAX_UNIQUE_KEY_BYTES}: use a digest")
+    return key
 
 
 @attrs.frozen
@@ -156,11 +171,11 @@ class _ClientBase:
         if explicit is not None:
             if not isinstance(explicit, str) or not explicit:
                 raise PayloadError(f"unique_key must be a non-empty string, got {explicit!r}")
-            return explicit
+            return _check_unique_key(explicit)
         if job_type is None or job_type.unique_key is None:
             return None
         data = item if isinstance(item, dict) else payloads._converter.unstructure(item)
-        return str(job_type.unique_key(data))
+        return _check_unique_key(str(job_type.unique_key(data)))
 
     def _unknown(self, queue: str) -> UnknownQueueError:
         return UnknownQueueError(
