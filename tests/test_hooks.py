@@ -1,0 +1,288 @@
+"""Lifecycle hooks on real servers: which fire, in which order, with what,
+for a job that succeeds, one that is retried and one that dies; wrappers
+around sync and async handlers; and a crashing hook never hurting a job."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+import pytest
+
+from pmq_core import Fail, JobStatus, JobType, RetryPolicy, hookimpl
+from pmq_core.testing import wait_until
+from pmq_core.worker import Worker
+
+QUICK = RetryPolicy(max_attempts=2, base_delay=0.05, max_delay=0.2)
+
+
+def ok(job: Any) -> int:
+    return job.payload["n"] * 2
+
+
+async def aok(job: Any) -> str:
+    await asyncio.sleep(0)
+    return "async-ok"
+
+
+def flaky(job: Any) -> str:
+    if job.attempt == 1:
+        raise ConnectionResetError("connection reset by peer")
+    return "second time lucky"
+
+
+def doomed(job: Any) -> None:
+    raise ValueError(f"attempt {job.attempt} went wrong")
+
+
+def refused(job: Any) -> None:
+    raise Fail("never")
+
+
+async def afailing(job: Any) -> None:
+    raise KeyError("missing")
+
+
+class Jobs:
+    """The job types of these tests."""
+
+    @hookimpl
+    def pmq_register_job_types(self) -> list[JobType]:
+        return [
+            JobType(name="hooks:ok", handler=ok),
+            JobType(name="hooks:async", handler=aok),
+            JobType(name="hooks:flaky", handler=flaky, retry=QUICK),
+            JobType(name="hooks:doomed", handler=doomed, retry=QUICK),
+            JobType(name="hooks:refused", handler=refused, retry=QUICK),
+            JobType(name="hooks:afailing", handler=afailing, retry=QUICK),
+        ]
+
+
+class Lifecycle:
+    """Records every lifecycle hook, in the order they fire."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+        self.lock = threading.Lock()
+
+    def note(self, *event: Any) -> None:
+        with self.lock:
+            self.events.append(event)
+
+    def of(self, job_id: Any) -> list[tuple[Any, ...]]:
+        with self.lock:
+            return [e[:1] + e[2:] for e in self.events if len(e) > 1 and e[1] == job_id]
+
+    @hookimpl
+    def pmq_jobs_enqueued(self, queue: str, job_ids: list[Any]) -> None:
+        self.note("enqueued", queue, tuple(job_ids))
+
+    @hookimpl
+    def pmq_worker_started(self, worker_id: Any, queues: list[str], settings: Any) -> None:
+        self.note("worker_started", worker_id, tuple(queues), settings.key_prefix)
+
+    @hookimpl
+    def pmq_worker_stopping(self, worker_id: Any) -> None:
+        self.note("worker_stopping", worker_id)
+
+    @hookimpl
+    def pmq_job_started(self, job: Any) -> None:
+        self.note("started", job.id, job.attempt)
+
+    @hookimpl
+    def pmq_wrap_job(self, job: Any) -> Any:
+        self.note("before", job.id, job.attempt)
+        try:
+            result = yield
+        except BaseException as exc:
+            self.note("raised", job.id, job.attempt, type(exc).__name__)
+            raise
+        self.note("returned", job.id, job.attempt, result)
+        return result
+
+    @hookimpl
+    def pmq_job_succeeded(self, job: Any, result: Any, duration: float) -> None:
+        assert duration >= 0
+        self.note("succeeded", job.id, job.attempt, result)
+
+    @hookimpl
+    def pmq_job_failed(self, job: Any, error: BaseException, will_retry: bool, retry_in: float | None) -> None:
+        self.note("failed", job.id, job.attempt, type(error).__name__, will_retry, retry_in is not None)
+
+    @hookimpl
+    def pmq_job_dead(self, job: Any, error: BaseException) -> None:
+        self.note("dead", job.id, job.attempt, type(error).__name__)
+
+
+def test_hooks_of_a_job_that_succeeds(pmq_runtime):
+    hooks = Lifecycle()
+    rt = pmq_runtime(Jobs(), hooks)
+    job_id = rt.enqueue("hooks:ok", {"n": 21})
+    assert rt.wait(job_id).status is JobStatus.COMPLETED
+    assert ("enqueued", "hooks:ok", (job_id,)) in hooks.events
+    assert hooks.of(job_id) == [
+        ("started", 1), ("before", 1), ("returned", 1, 42), ("succeeded", 1, 42),
+    ]
+    kinds = [e[0] for e in hooks.events]
+    assert kinds.index("worker_started") < kinds.index("started")
+
+
+def test_hooks_of_a_job_that_is_retried(pmq_runtime):
+    hooks = Lifecycle()
+    rt = pmq_runtime(Jobs(), hooks)
+    job_id = rt.enqueue("hooks:flaky")
+    job = rt.wait(job_id)
+    assert job.status is JobStatus.COMPLETED and job.attempt_count == 2
+    assert hooks.of(job_id) == [
+        ("started", 1), ("before", 1), ("raised", 1, "ConnectionResetError"),
+        ("failed", 1, "ConnectionResetError", True, True),
+        ("started", 2), ("before", 2), ("returned", 2, "second time lucky"), ("succeeded", 2, "second time lucky"),
+    ]
+
+
+def test_hooks_of_a_job_that_dies(pmq_runtime):
+    hooks = Lifecycle()
+    rt = pmq_runtime(Jobs(), hooks)
+    job_id = rt.enqueue("hooks:doomed")
+    assert rt.wait(job_id).status is JobStatus.FAILED
+    events = wait_until(lambda: hooks.of(job_id), lambda ev: bool(ev) and ev[-1][0] == "dead", 10,
+                        "pmq_job_dead did not fire")
+    assert events == [
+        ("started", 1), ("before", 1), ("raised", 1, "ValueError"), ("failed", 1, "ValueError", True, True),
+        ("started", 2), ("before", 2), ("raised", 2, "ValueError"), ("failed", 2, "ValueError", False, False),
+        ("dead", 2, "ValueError"),
+    ]
+
+
+def test_a_job_refused_by_its_handler_dies_after_one_attempt(pmq_runtime):
+    hooks = Lifecycle()
+    rt = pmq_runtime(Jobs(), hooks)
+    job_id = rt.enqueue("hooks:refused")
+    assert rt.wait(job_id).status is JobStatus.FAILED
+    events = wait_until(lambda: hooks.of(job_id), lambda ev: bool(ev) and ev[-1][0] == "dead", 10,
+                        "pmq_job_dead did not fire")
+    assert [e[0] for e in events] == ["started", "before", "raised", "failed", "dead"]
+    assert events[3] == ("failed", 1, "Fail", False, False)
+
+
+def test_one_enqueued_call_per_bulk_enqueue(pmq_runtime):
+    hooks = Lifecycle()
+    rt = pmq_runtime(Jobs(), hooks, worker=False, migrator=False)
+    ids = rt.client.enqueue_many("hooks:ok", [{"n": 1}, {"n": 2}, {"n": 3}])
+    assert [e for e in hooks.events if e[0] == "enqueued"] == [("enqueued", "hooks:ok", tuple(ids))]
+
+
+def test_worker_started_and_stopping(pmq_runtime):
+    hooks = Lifecycle()
+    rt = pmq_runtime(Jobs(), hooks, worker=False, migrator=False)
+    worker = Worker(rt.settings, rt.plugins, queues=["hooks:ok"])
+
+    async def start_then_stop() -> None:
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        await worker.started.wait()
+        stop.set()
+        await task
+
+    asyncio.run(start_then_stop())
+    assert hooks.events == [
+        ("worker_started", worker.id, ("hooks:ok",), rt.settings.key_prefix),
+        ("worker_stopping", worker.id),
+    ]
+
+
+class Labelled:
+    """A wrapper that notes its label on the way in and out, and wraps the
+    result (or turns an exception into one) so that nesting shows."""
+
+    def __init__(self, label: str, trail: list[str], recover: bool = False) -> None:
+        self.label = label
+        self.trail = trail
+        self.recover = recover
+        self.__name__ = f"wrapper-{label}"
+
+    @hookimpl
+    def pmq_wrap_job(self, job: Any) -> Any:
+        self.trail.append(f"{self.label}:in")
+        try:
+            result = yield
+        except Exception as exc:
+            self.trail.append(f"{self.label}:saw {type(exc).__name__}")
+            if not self.recover:
+                raise
+            return f"{self.label} recovered from {type(exc).__name__}"
+        self.trail.append(f"{self.label}:out {result!r}")
+        return {self.label: result}
+
+
+@pytest.mark.parametrize("queue", ["hooks:ok", "hooks:async"])
+def test_wrappers_nest_and_can_replace_the_result(pmq_runtime, queue):
+    trail: list[str] = []
+    hooks = Lifecycle()
+    rt = pmq_runtime(Jobs(), Labelled("outer", trail), Labelled("inner", trail), hooks)
+    job_id = rt.enqueue(queue, {"n": 5})
+    assert rt.wait(job_id).status is JobStatus.COMPLETED
+    raw = 10 if queue == "hooks:ok" else "async-ok"
+    assert trail == ["outer:in", "inner:in", f"inner:out {raw!r}", f"outer:out {({'inner': raw})!r}"]
+    assert hooks.of(job_id)[-1] == ("succeeded", 1, {"outer": {"inner": raw}})
+
+
+@pytest.mark.parametrize(("queue", "error"), [("hooks:doomed", "ValueError"), ("hooks:afailing", "KeyError")])
+def test_wrappers_see_the_handlers_exception_and_may_turn_it_into_a_result(pmq_runtime, queue, error):
+    trail: list[str] = []
+    hooks = Lifecycle()
+    rt = pmq_runtime(Jobs(), Labelled("outer", trail, recover=True), Labelled("inner", trail), hooks)
+    job_id = rt.enqueue(queue)
+    job = rt.wait(job_id)
+    assert job.status is JobStatus.COMPLETED and job.attempt_count == 1
+    assert trail == ["outer:in", "inner:in", f"inner:saw {error}", f"outer:saw {error}"]
+    assert hooks.of(job_id)[-1] == ("succeeded", 1, f"outer recovered from {error}")
+
+
+class Exploding:
+    """Every observing hook raises."""
+
+    @hookimpl
+    def pmq_jobs_enqueued(self, queue: str, job_ids: list[Any]) -> None:
+        raise RuntimeError("enqueued hook exploded")
+
+    @hookimpl
+    def pmq_worker_started(self, worker_id: Any) -> None:
+        raise RuntimeError("worker_started hook exploded")
+
+    @hookimpl
+    def pmq_job_started(self, job: Any) -> None:
+        raise RuntimeError("job_started hook exploded")
+
+    @hookimpl
+    def pmq_job_succeeded(self, job: Any) -> None:
+        raise RuntimeError("job_succeeded hook exploded")
+
+    @hookimpl
+    def pmq_job_failed(self, job: Any) -> None:
+        raise RuntimeError("job_failed hook exploded")
+
+    @hookimpl
+    def pmq_job_dead(self, job: Any) -> None:
+        raise RuntimeError("job_dead hook exploded")
+
+
+def test_a_failing_lifecycle_hook_is_logged_and_does_not_affect_the_job(pmq_runtime, caplog):
+    caplog.set_level(logging.ERROR, logger="pmq_core.plugins")
+    rt = pmq_runtime(Jobs(), Exploding())
+    good = rt.enqueue("hooks:ok", {"n": 1})
+    flaky_id = rt.enqueue("hooks:flaky")
+    bad = rt.enqueue("hooks:refused")
+    assert [j.status for j in rt.wait_all([good, flaky_id, bad])] == [
+        JobStatus.COMPLETED, JobStatus.COMPLETED, JobStatus.FAILED]
+    assert rt.job(flaky_id).attempt_count == 2
+
+    def failed_hooks() -> set[str]:
+        return {r.getMessage() for r in caplog.records if "hook failed; the job is not affected" in r.getMessage()}
+
+    logged = wait_until(failed_hooks, lambda found: len(found) == 6, 10, "not every failing hook was logged")
+    assert logged == {f"a plugin's {name} hook failed; the job is not affected" for name in (
+        "pmq_jobs_enqueued", "pmq_worker_started", "pmq_job_started", "pmq_job_succeeded", "pmq_job_failed",
+        "pmq_job_dead")}
