@@ -61,6 +61,9 @@ def to_json(payload: Any, *, queue: str, payload_class: type | None, limit: int)
         if isinstance(payload, payload_class):
             data = _converter.unstructure(payload)
         elif isinstance(payload, dict):
+            odd_keys = [key for key in payload if not isinstance(key, str)]
+            if odd_keys:
+                raise PayloadError(f"invalid payload for {queue!r}: keys must be strings, got {odd_keys[0]!r}")
             try:
                 _converter.structure(payload, payload_class)
             except cattrs.BaseValidationError as exc:
