@@ -187,14 +187,15 @@ class Worker:
 
     async def _claim(self, conn: psycopg.AsyncConnection[Any], messages: list[tuple[uuid.UUID, int]]) -> list[Any]:
         cur = await conn.execute(q("claim_jobs"), {
-            "ids": [m[0] for m in messages], "attempts": [m[1] for m in messages], "worker_id": self.id})
+            "ids": [m[0] for m in messages], "attempts": [m[1] for m in messages], "worker_id": self.id,
+            "queues": list(self.job_types)})
         return await cur.fetchall()
 
     def _start(self, rows: list[Any]) -> None:
         pipe = self.redis.pipeline(transaction=False)
         for row in rows:
             job_type = self.job_types.get(row["queue_name"])
-            if job_type is None:  # claimed from a queue we do not serve: cannot happen by pop keys
+            if job_type is None:  # the claim only takes jobs of served queues
                 continue
             ctx = JobContext(id=row["id"], queue=row["queue_name"], payload=None, attempt=row["attempt_count"],
                              max_attempts=row["max_attempts"], priority=row["priority"],

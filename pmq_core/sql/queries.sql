@@ -85,7 +85,9 @@ SELECT least(
 
 -- name: claim_jobs
 -- A Redis message is only a hint: a job runs only if it is still waiting in
--- Redis at the attempt the message names, and its queue is not paused.
+-- Redis at the attempt the message names, its queue is not paused, and the
+-- worker serves its queue (a message forged into another queue's list
+-- claims nothing).
 WITH msg AS (
     SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS m(id, attempt)
 )
@@ -95,6 +97,7 @@ UPDATE jobs j
   FROM msg, job_queues q
  WHERE j.id = msg.id AND j.attempt_count = msg.attempt
    AND j.status = 'migrated_to_redis'
+   AND j.queue_name = ANY(%(queues)s::varchar[])
    AND q.name = j.queue_name AND q.is_active
 RETURNING j.id, j.queue_name, j.payload, j.attempt_count, j.max_attempts,
           j.priority, j.run_at, j.created_at, j.started_at;
