@@ -39,9 +39,9 @@ def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> N
 class Settings:
     """Every setting of pmq, with its default."""
 
-    database_url: str | None = None
+    database_url: str | None = attrs.field(default=None, repr=lambda url: repr(redact_url(url)))
     """PostgreSQL URL. Unset (with redis_url unset too): embedded servers."""
-    redis_url: str | None = None
+    redis_url: str | None = attrs.field(default=None, repr=lambda url: repr(redact_url(url)))
     """Redis URL. Unset (with database_url unset too): embedded servers."""
     plugins: tuple[str, ...] | None = None
     """Entry-point names of the plugins to load; None loads every installed one."""
