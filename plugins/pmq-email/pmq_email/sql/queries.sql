@@ -22,16 +22,16 @@ SELECT * FROM pmq_email_deliveries WHERE message_id = %(message_id)s;
 
 -- name: finish_delivery
 UPDATE pmq_email_deliveries
-   SET status = %(status)s, smtp_reply = %(reply)s, updated_at = now(),
-       sent_at = CASE WHEN %(status)s = 'sent' THEN now() ELSE sent_at END
+   SET status = %(status)s::text, smtp_reply = %(reply)s, updated_at = now(),
+       sent_at = CASE WHEN %(status)s::text = 'sent' THEN now() ELSE sent_at END
  WHERE job_id = %(job_id)s;
 
 -- name: mark_bounced
 -- A hard bounce outranks a soft one reported earlier or later.
 UPDATE pmq_email_deliveries
    SET status = 'bounced', updated_at = now(), bounced_at = coalesce(bounced_at, now()),
-       bounce_kind = CASE WHEN bounce_kind = 'hard' THEN 'hard' ELSE %(kind)s END,
-       bounce_status = CASE WHEN bounce_kind = 'hard' THEN bounce_status ELSE %(status)s END
+       bounce_kind = CASE WHEN bounce_kind = 'hard' THEN 'hard' ELSE %(kind)s::text END,
+       bounce_status = CASE WHEN bounce_kind = 'hard' THEN bounce_status ELSE %(status)s::text END
  WHERE job_id = %(job_id)s;
 
 -- name: suppress_address

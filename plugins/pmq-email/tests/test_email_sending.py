@@ -1,0 +1,181 @@
+"""email-sending against a real SMTP server: what arrives, and how often."""
+
+from __future__ import annotations
+
+import uuid
+from email import message_from_bytes
+from email.policy import default
+
+import psycopg
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+from pmq_core import ConfigurationError, Fail, JobStatus, PayloadError, Retry
+from pmq_email import EmailConfig, EmailPlugin, SmtpServer
+from pmq_email.config import SMTP_URL
+
+from email_testkit import DOMAIN, SmtpSink, free_port, run_job, with_smtp
+
+WELCOME = {"to": "ada@example.org", "template": "welcome", "values": {"name": "Ada", "account": "acme"}}
+
+
+def delivery(settings, job_id):
+    with psycopg.connect(settings.database_url) as conn:
+        return conn.execute("SELECT status, message_id, smtp_reply FROM pmq_email_deliveries WHERE job_id = %s",
+                            (job_id,)).fetchone()
+
+
+def test_sent_message_arrives_rendered_with_its_message_id(pmq_runtime, email_plugin, smtp_sink):
+    sink, _ = smtp_sink
+    rt = pmq_runtime(email_plugin)
+    job_id = rt.enqueue("email-sending", WELCOME)
+    assert rt.wait(job_id).status is JobStatus.COMPLETED
+    assert len(sink.messages) == 1
+    envelope = sink.messages[0]
+    assert envelope.mail_from == "hello@penguinmails.test"
+    assert envelope.rcpt_tos == ["ada@example.org"]
+    message = message_from_bytes(envelope.original_content, policy=default)
+    assert message["From"] == "PenguinMails <hello@penguinmails.test>"
+    assert message["To"] == "ada@example.org"
+    assert message["Subject"] == "Welcome, Ada!"
+    assert message["Message-ID"] == f"<{job_id}@{DOMAIN}>"
+    body = message.get_content()
+    assert "Hello Ada," in body and "account acme is ready" in body and "went to ada@example.org" in body
+    status, message_id, reply = delivery(rt.settings, job_id)
+    assert (status, message_id) == ("sent", f"<{job_id}@{DOMAIN}>") and reply.startswith("250")
+
+
+def test_running_a_sent_job_again_does_not_send_again(email_db, email_plugin, smtp_sink):
+    sink, _ = smtp_sink
+    job_id = uuid.uuid4()
+    first = run_job(email_plugin, "email-sending", WELCOME, job_id=job_id)
+    again = run_job(email_plugin, "email-sending", WELCOME, job_id=job_id, attempt=2)
+    assert first["status"] == "sent" and not first.get("already")
+    assert again == {"status": "sent", "message_id": first["message_id"], "already": True}
+    assert len(sink.messages) == 1
+
+
+def test_crash_after_sending_before_recording_does_not_resend(email_db, email_plugin, smtp_sink):
+    sink, _ = smtp_sink
+    job_id = uuid.uuid4()
+    run_job(email_plugin, "email-sending", WELCOME, job_id=job_id)
+    # The state a worker dying between the server's 250 and the "sent" write leaves behind.
+    with psycopg.connect(email_db.settings.database_url) as conn:
+        conn.execute("UPDATE pmq_email_deliveries SET status = 'sending' WHERE job_id = %s", (job_id,))
+    with pytest.raises(Fail, match="may have been delivered"):
+        run_job(email_plugin, "email-sending", WELCOME, job_id=job_id, attempt=2)
+    assert len(sink.messages) == 1
+    assert delivery(email_db.settings, job_id)[0] == "unknown"
+
+
+def test_4xx_reply_is_deferred_then_sent_on_the_next_attempt(email_db, email_plugin, smtp_sink):
+    sink, _ = smtp_sink
+    sink.data_replies = ["451 4.3.0 Mailbox temporarily unavailable"]
+    job_id = uuid.uuid4()
+    with pytest.raises(Retry, match="451"):
+        run_job(email_plugin, "email-sending", WELCOME, job_id=job_id)
+    assert delivery(email_db.settings, job_id)[0] == "deferred" and sink.messages == []
+    assert run_job(email_plugin, "email-sending", WELCOME, job_id=job_id, attempt=2)["status"] == "sent"
+    assert len(sink.messages) == 1
+
+
+def test_5xx_reply_fails_at_once(email_db, email_plugin, smtp_sink):
+    sink, _ = smtp_sink
+    sink.rcpt_reply = "550 5.1.1 No such user here"
+    job_id = uuid.uuid4()
+    with pytest.raises(Fail, match="550"):
+        run_job(email_plugin, "email-sending", WELCOME, job_id=job_id)
+    assert delivery(email_db.settings, job_id)[0] == "failed" and sink.messages == []
+
+
+def test_unreachable_server_is_retried(email_db, email_config, smtp_sink):
+    plugin = EmailPlugin(with_smtp(email_config, port=free_port()))
+    plugin.configure(email_db.settings)
+    try:
+        with pytest.raises(Retry, match="cannot reach"):
+            run_job(plugin, "email-sending", WELCOME)
+    finally:
+        plugin.close()
+
+
+def test_worker_retries_451_and_gives_up_on_550(pmq_runtime, email_plugin, smtp_sink):
+    sink, _ = smtp_sink
+    sink.data_replies = ["451 4.7.1 Greylisted, try again later"]
+    rt = pmq_runtime(email_plugin)
+    retried = rt.enqueue("email-sending", WELCOME)
+    done = rt.wait(retried)
+    assert done.status is JobStatus.COMPLETED and done.attempt_count == 2
+    assert len(sink.messages) == 1
+    sink.rcpt_reply = "550 5.1.1 User unknown"
+    refused = rt.enqueue("email-sending", {**WELCOME, "to": "nobody@example.org"})
+    failed = rt.wait(refused)
+    assert failed.status is JobStatus.FAILED and failed.attempt_count == 1
+    assert "550" in failed.last_error_message
+
+
+def test_suppressed_recipient_is_skipped(email_db, email_plugin, smtp_sink):
+    sink, _ = smtp_sink
+    with psycopg.connect(email_db.settings.database_url) as conn:
+        conn.execute("INSERT INTO pmq_email_suppressions (address, reason) VALUES ('ada@example.org', 'test')")
+    result = run_job(email_plugin, "email-sending", {**WELCOME, "to": "Ada@Example.org"})
+    assert result == {"status": "suppressed", "recipient": "Ada@Example.org"}
+    assert sink.messages == []
+
+
+def test_missing_template_value_fails_without_sending(email_db, email_plugin, smtp_sink):
+    sink, _ = smtp_sink
+    with pytest.raises(Fail, match="needs a value for 'account'"):
+        run_job(email_plugin, "email-sending", {**WELCOME, "values": {"name": "Ada"}})
+    assert sink.messages == []
+
+
+def test_bad_payload_is_refused_at_enqueue(email_db):
+    with pytest.raises(PayloadError, match="email-sending"):
+        email_db.enqueue("email-sending", {"to": "ada@example.org", "template": "../../etc/passwd"})
+    with pytest.raises(PayloadError, match="body"):
+        email_db.enqueue("email-sending", {**WELCOME, "body": "no bodies in payloads"})
+
+
+class _Accounts:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def __call__(self, server, session, envelope, mechanism, auth_data):
+        self.seen.append(auth_data.login.decode())
+        return AuthResult(success=auth_data.login == b"penguin" and auth_data.password == b"s3cret")
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+def test_smtp_login_from_the_url(email_db, email_config):
+    sink, accounts = SmtpSink(), _Accounts()
+    controller = Controller(sink, hostname="127.0.0.1", port=free_port(), authenticator=accounts,
+                            auth_require_tls=False, auth_required=True)
+    controller.start()
+    try:
+        smtp = SmtpServer.from_url(f"smtp://penguin:s3cret@127.0.0.1:{controller.port}?timeout=5")
+        plugin = EmailPlugin(with_smtp(email_config, **{a: getattr(smtp, a) for a in ("port", "username", "password")}))
+        plugin.configure(email_db.settings)
+        try:
+            assert run_job(plugin, "email-sending", WELCOME)["status"] == "sent"
+        finally:
+            plugin.close()
+    finally:
+        controller.stop()
+    assert accounts.seen == ["penguin"] and len(sink.messages) == 1
+
+
+def test_configuration_from_the_environment():
+    config = EmailConfig.from_env({SMTP_URL: "smtp://u%40x:p%3Ass@mail.example.net:2525?starttls=1",
+                                   "PMQ_EMAIL_FROM": "Team <team@example.net>",
+                                   "PMQ_EMAIL_TEMPLATES": "/srv/templates"})
+    assert (config.smtp.host, config.smtp.port, config.smtp.username, config.smtp.password) == (
+        "mail.example.net", 2525, "u@x", "p:ss")
+    assert config.smtp.starttls and not config.smtp.implicit_tls
+    assert config.message_domain() == "example.net"
+    assert "p:ss" not in repr(config)
+    assert SmtpServer.from_url("smtps://mail.example.net").port == 465
+    for bad, problem in [("http://x", "smtp://"), ("smtp://x?tls=1", "unknown option"),
+                         ("smtp://x?starttls=maybe", "yes/no"), ("smtp://x:port", "PMQ_SMTP_URL")]:
+        with pytest.raises(ConfigurationError, match=problem):
+            SmtpServer.from_url(bad)
