@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 import cattrs
+import cattrs.v
 
 from pmq_core.errors import ConfigurationError
 
@@ -33,6 +34,14 @@ def _default_data_dir() -> Path:
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be greater than 0, not {value!r}")
+
+
+def _rescue_window(settings: Any, rescue_after: float) -> None:
+    """A live worker must get at least two heartbeats in per rescue window,
+    or one late heartbeat would get its running jobs taken from it."""
+    if settings.heartbeat_interval * 2 > rescue_after:
+        raise ValueError(f"rescue_after ({rescue_after:g}s) must be at least twice heartbeat_interval "
+                         f"({settings.heartbeat_interval:g}s)")
 
 
 @attrs.frozen(kw_only=True)
@@ -62,7 +71,7 @@ class Settings:
     """Seconds between migrator polls when no notification arrives."""
     heartbeat_interval: float = attrs.field(default=5.0, validator=_positive)
     """Seconds between a worker's heartbeats."""
-    rescue_after: float = attrs.field(default=30.0, validator=_positive)
+    rescue_after: float = attrs.field(default=30.0, validator=[_positive, lambda s, a, v: _rescue_window(s, v)])
     """Seconds without a heartbeat after which a worker's jobs are rescued."""
     redispatch_after: float = attrs.field(default=5.0, validator=_positive)
     """Seconds a job may sit in migrated_to_redis before pmq checks that its
@@ -161,12 +170,19 @@ _converter.register_structure_hook(Path, lambda v, _t: Path(os.path.expanduser(s
 _converter.register_structure_hook(str | None, lambda v, _t: None if v in (None, "") else str(v))
 
 
+def _describe(exc: BaseException, type_: Any) -> str:
+    """A validator's own message (it names the setting), else cattrs' wording."""
+    if isinstance(exc, ValueError) and str(exc):
+        return str(exc)
+    return cattrs.v.format_exception(exc, type_)
+
+
 def structure_settings(data: dict[str, Any]) -> Settings:
     """Build :class:`Settings` from plain data, reporting every bad field."""
     try:
         return _converter.structure(data, Settings)
     except cattrs.BaseValidationError as exc:
-        lines = "; ".join(cattrs.transform_error(exc, path="settings"))
+        lines = "; ".join(cattrs.transform_error(exc, path="settings", format_exception=_describe))
         raise ConfigurationError(f"invalid settings: {lines}") from None
     except ValueError as exc:
         raise ConfigurationError(f"invalid settings: {exc}") from None
