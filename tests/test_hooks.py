@@ -9,9 +9,10 @@ import logging
 import threading
 from typing import Any
 
+import psycopg
 import pytest
 
-from pmq_core import Fail, JobStatus, JobType, RetryPolicy, hookimpl
+from pmq_core import Fail, JobStatus, JobType, Migration, RetryPolicy, hookimpl
 from pmq_core.testing import wait_until
 from pmq_core.worker import Worker
 
@@ -286,3 +287,29 @@ def test_a_failing_lifecycle_hook_is_logged_and_does_not_affect_the_job(pmq_runt
     assert logged == {f"a plugin's {name} hook failed; the job is not affected" for name in (
         "pmq_jobs_enqueued", "pmq_worker_started", "pmq_job_started", "pmq_job_succeeded", "pmq_job_failed",
         "pmq_job_dead")}
+
+
+class Audit:
+    """A plugin owning a table, created by its two migrations."""
+
+    @hookimpl
+    def pmq_register_migrations(self) -> list[Migration]:
+        return [
+            Migration(component="hooks-audit", version=2, name="add_note",
+                      sql="ALTER TABLE hooks_audit ADD COLUMN note text"),
+            Migration(component="hooks-audit", version=1, name="create",
+                      sql="CREATE TABLE hooks_audit (job_id uuid PRIMARY KEY)"),
+        ]
+
+
+def test_a_plugins_migrations_are_applied_in_order_and_once(pmq_runtime):
+    rt = pmq_runtime(Jobs(), Audit(), worker=False, migrator=False)
+    with psycopg.connect(rt.settings.database_url, autocommit=True) as conn:
+        columns = conn.execute("SELECT column_name FROM information_schema.columns "
+                               "WHERE table_name = 'hooks_audit' ORDER BY ordinal_position").fetchall()
+        applied = conn.execute("SELECT version, name FROM pmq_schema_migrations WHERE component = 'hooks-audit' "
+                               "ORDER BY version").fetchall()
+    assert columns == [("job_id",), ("note",)]
+    assert applied == [(1, "create"), (2, "add_note")]
+    with rt.admin() as admin:
+        assert admin.upgrade(rt.plugins) == []
