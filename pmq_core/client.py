@@ -32,6 +32,8 @@ from pmq_core.queries import q
 INT32 = 2**31 - 1
 #: Rows per COPY chunk in a bulk enqueue: bounds memory, not round trips.
 COPY_CHUNK = 10_000
+#: Fewest rows written by COPY rather than INSERT: below it INSERT is as fast.
+COPY_MIN_ROWS = 64
 #: Longest uniqueness key, in UTF-8 bytes: it must fit in a btree index entry.
 MAX_UNIQUE_KEY_BYTES = 1000
 
@@ -108,6 +110,11 @@ class Prepared:
         key: the live job's id in their place."""
         by_key = {row["unique_key"]: row["id"] for row in live}
         return [i if i in inserted else by_key.get(k, i) for i, k in zip(self.ids, self.unique_keys)]
+
+    def uses_copy(self) -> bool:
+        """Whether the rows go in by COPY: many of them, none with a unique
+        key (COPY cannot skip a row whose key is taken)."""
+        return len(self.ids) >= COPY_MIN_ROWS and all(k is None for k in self.unique_keys)
 
     def copy_rows(self) -> Iterable[tuple[Any, ...]]:
         for job_id, payload in zip(self.ids, self.payloads):
@@ -250,16 +257,17 @@ class Client(_ClientBase):
             if conn is not None:
                 ids = self._write(conn, prepared)
             else:
-                with self.pool.connection() as own, own.transaction():
+                # One write statement (COPY or INSERT), atomic on its own in
+                # autocommit: no BEGIN and COMMIT round trips around it.
+                with self.pool.connection() as own:
                     ids = self._write(own, prepared)
         if self.plugins.has_impls("pmq_jobs_enqueued"):
             self.plugins.safe_call("pmq_jobs_enqueued", queue=queue, job_ids=ids)
         return ids
 
     def _write(self, conn: psycopg.Connection[Any], prepared: Prepared) -> list[uuid.UUID]:
-        uses_keys = any(k is not None for k in prepared.unique_keys)
         try:
-            if len(prepared.ids) >= 64 and not uses_keys:
+            if prepared.uses_copy():
                 with conn.cursor() as cur:
                     with cur.copy(q("copy_jobs")) as copy:
                         for row in prepared.copy_rows():
@@ -356,16 +364,16 @@ class AsyncClient(_ClientBase):
             if conn is not None:
                 ids = await self._write(conn, prepared)
             else:
-                async with (await self.pool()).connection() as own, own.transaction():
+                # One write statement, atomic on its own (see Client.enqueue_many).
+                async with (await self.pool()).connection() as own:
                     ids = await self._write(own, prepared)
         if self.plugins.has_impls("pmq_jobs_enqueued"):
             self.plugins.safe_call("pmq_jobs_enqueued", queue=queue, job_ids=ids)
         return ids
 
     async def _write(self, conn: psycopg.AsyncConnection[Any], prepared: Prepared) -> list[uuid.UUID]:
-        uses_keys = any(k is not None for k in prepared.unique_keys)
         try:
-            if len(prepared.ids) >= 64 and not uses_keys:
+            if prepared.uses_copy():
                 async with conn.cursor() as cur:
                     async with cur.copy(q("copy_jobs")) as copy:
                         for row in prepared.copy_rows():
