@@ -106,6 +106,11 @@ MIX: list[DemoJobs] = [
     DemoJobs(queue="demo:doomed", count=20, payload=lambda i: {"invoice_id": 9000 + i},
              declares=JobType(name="demo:doomed", handler=charge_invoice, retry=QUICK_RETRY, timeout=10,
                               description="charge an invoice that has no customer")),
+    # Job types of the first-party plugins (pmq-email, pmq-analytics), run when installed; both need only
+    # the database. Each warm-up step schedules the next day's step, which the demo does not wait for.
+    DemoJobs(queue="warmup:process", count=5, payload=lambda i: {
+        "account": f"sender-{i}@demo.example", "start": 20, "target": 500, "growth": 1.5}),
+    DemoJobs(queue="analytics:daily-aggregate", count=1, payload=lambda i: {}),
 ]
 
 

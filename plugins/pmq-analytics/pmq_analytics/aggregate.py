@@ -9,14 +9,14 @@ that day's rows: one row per day and queue, never more.
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import attrs
 import psycopg
 
-from pmq_core import JobContext
 from pmq_analytics.queries import q
+from pmq_core import JobContext
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +49,16 @@ def day_of(job: JobContext) -> date:
     payload: DailyAggregate = job.payload
     if payload.day is not None:
         return date.fromisoformat(payload.day)
-    return job.created_at.astimezone(timezone.utc).date() - timedelta(days=1)
+    return job.created_at.astimezone(UTC).date() - timedelta(days=1)
 
 
 def aggregate(conn: psycopg.Connection[Any], day: date) -> list[dict[str, Any]]:
     """Upsert ``day``'s rows; return them, sorted by queue."""
-    start = datetime.combine(day, time.min, tzinfo=timezone.utc)
+    start = datetime.combine(day, time.min, tzinfo=UTC)
     with conn.transaction():
         rows = conn.execute(q("aggregate_day"), {"day": day, "start": start, "end": start + timedelta(days=1)}
                             ).fetchall()
-    return sorted(rows, key=lambda row: row["queue_name"])  # type: ignore[no-any-return]
+    return sorted(rows, key=lambda row: row["queue_name"])
 
 
 def run(job: JobContext, conn: psycopg.Connection[Any]) -> dict[str, Any]:

@@ -14,9 +14,9 @@ from typing import Any
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from pmq_core import ConfigurationError, JobContext, JobType, Migration, RetryPolicy, Settings, hookimpl
 from pmq_analytics import aggregate
 from pmq_analytics.queries import migrations
+from pmq_core import ConfigurationError, JobContext, JobType, Migration, RetryPolicy, Settings, hookimpl
 
 #: Daily, five minutes after midnight UTC, when yesterday's jobs are in.
 SCHEDULE = "5 0 * * *"

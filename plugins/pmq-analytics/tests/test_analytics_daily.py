@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta, timezone
+from datetime import UTC, datetime, time, timedelta
 
 import psycopg
 import pytest
-
 from pmq_analytics import AnalyticsPlugin
+
 from pmq_core import JobStatus, PayloadError
 from pmq_core.testing import run_inline, wait_until
 
 QUEUE = "analytics:daily-aggregate"
-TODAY = datetime.now(timezone.utc).date()
+TODAY = datetime.now(UTC).date()
 YESTERDAY = TODAY - timedelta(days=1)
-MIDNIGHT = datetime.combine(TODAY, time.min, tzinfo=timezone.utc)
+MIDNIGHT = datetime.combine(TODAY, time.min, tzinfo=UTC)
 
 # (queue, status, attempt_count, created_at, [(log status, seconds), ...])
 SEED = [
@@ -29,7 +29,8 @@ SEED = [
     ("seed-a", "completed", 1, MIDNIGHT, [("success", 200)]),
 ]
 
-COLUMNS = "queue_name, jobs, completed, failed, cancelled, unfinished, attempts, timed_attempts, p50_seconds, p95_seconds"
+COLUMNS = ("queue_name, jobs, completed, failed, cancelled, unfinished, attempts, timed_attempts, "
+           "p50_seconds, p95_seconds")
 EXPECTED = [
     # durations 1..7: median 4; 95th percentile 6 + 0.7 * (7 - 6)
     ("seed-a", 4, 2, 1, 0, 1, 7, 7, 4.0, pytest.approx(6.7)),

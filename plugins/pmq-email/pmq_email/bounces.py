@@ -62,7 +62,7 @@ def _returned_message_id(message: EmailMessage) -> str | None:
         kind = part.get_content_type()
         if kind == "message/rfc822":
             inner = part.get_payload(0)
-            return _field(inner, "Message-ID")
+            return _field(inner, "Message-ID") if isinstance(inner, Message) else None
         if kind == "text/rfc822-headers":
             headers = Parser(policy=default).parsestr(part.get_content(), headersonly=True)
             return _field(headers, "Message-ID")
@@ -79,6 +79,8 @@ def parse_report(message: EmailMessage) -> DeliveryReport:
     original = None
     recipients = []
     for block in status_part.get_payload():
+        if not isinstance(block, Message):
+            continue
         final = _field(block, "Final-Recipient") or _field(block, "Original-Recipient")
         if final is None:
             original = original or _field(block, "Original-Message-ID")

@@ -8,9 +8,9 @@ and a bad value is reported by the variable's name.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Mapping
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import attrs

@@ -9,8 +9,9 @@ handler's own connection, so that they commit or roll back with its records.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import attrs
 import psycopg
@@ -27,6 +28,7 @@ class Database:
         if not settings.database_url:
             raise ValueError("settings have no database_url: give the worker's settings")
         self.settings = settings
+        self.url: str = settings.database_url
         self._application_name = application_name
         self._lock = threading.Lock()
         self._pool: ConnectionPool | None = None
@@ -51,7 +53,7 @@ class Database:
     def _open(self) -> ConnectionPool:
         with self._lock:
             if self._pool is None:
-                pool = ConnectionPool(self.settings.database_url, min_size=1, max_size=4, open=False,
+                pool = ConnectionPool(self.url, min_size=1, max_size=4, open=False,
                                       kwargs={"autocommit": True, "row_factory": dict_row,
                                               "application_name": self._application_name})
                 pool.open(wait=True, timeout=10)

@@ -19,7 +19,7 @@ _MIGRATION = re.compile(r"^(\d{4})_(\w+)\.sql$")
 def _all() -> dict[str, str]:
     text = resources.files("pmq_email").joinpath("sql/queries.sql").read_text(encoding="utf-8")
     parts = _NAME.split(text)
-    return {name: body.strip().rstrip(";") for name, body in zip(parts[1::2], parts[2::2])}
+    return {name: body.strip().rstrip(";") for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
 def q(name: str) -> str:

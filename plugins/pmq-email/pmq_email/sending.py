@@ -66,7 +66,7 @@ def _claim(db: Database, job: JobContext, message_id: str, status: str) -> dict[
             "template": payload.template, "status": status, "attempt": job.attempt}).fetchone()
         if row is not None:
             return None
-        return conn.execute(q("delivery_by_job"), {"job_id": job.id}).fetchone()  # type: ignore[return-value]
+        return conn.execute(q("delivery_by_job"), {"job_id": job.id}).fetchone()
 
 
 def _finish(db: Database, job: JobContext, status: str, reply: str | None) -> None:

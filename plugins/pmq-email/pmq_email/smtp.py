@@ -84,7 +84,8 @@ def send(server: SmtpServer, sender: str, recipient: str, message: bytes) -> str
         except smtplib.SMTPDataError as exc:  # DATA itself refused: nothing was transmitted
             raise _verdict(exc.smtp_code, exc.smtp_error, "DATA") from None
         except (OSError, smtplib.SMTPException) as exc:
-            raise Uncertain(f"connection to {server.host}:{server.port} broke while sending the message: {exc}") from None
+            raise Uncertain(f"connection to {server.host}:{server.port} broke while sending the message: "
+                            f"{exc}") from None
         if code != 250:
             raise _verdict(code, text, "end of data")
         return f"{code} {text.decode('utf-8', 'replace')}"

@@ -8,8 +8,8 @@ the plain-text body. Both use ``string.Template`` placeholders (``$name`` or
 from __future__ import annotations
 
 import string
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import attrs
 

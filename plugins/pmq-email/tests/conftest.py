@@ -3,13 +3,13 @@ inbound directory, and the plugin wired to a fresh pmq database."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
 from email_testkit import DOMAIN, SENDER, WELCOME, SmtpSink, free_port
-
 from pmq_email import EmailConfig, EmailPlugin, SmtpServer
 
 

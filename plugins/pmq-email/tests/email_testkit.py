@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import socket
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import attrs
+from pmq_email import EmailConfig, EmailPlugin
 
 from pmq_core import JobContext
-from pmq_email import EmailConfig, EmailPlugin
 
 DATA = Path(__file__).parent / "data"
 SENDER = "PenguinMails <hello@penguinmails.test>"
@@ -63,7 +63,7 @@ def run_job(plugin: EmailPlugin, name: str, payload: dict[str, Any], *, job_id: 
     """Run a handler once as attempt ``attempt`` of job ``job_id``: what a
     worker does when it runs a job again after a crash or a retry."""
     kind = job_type(plugin, name)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     ctx = JobContext(id=job_id or uuid.uuid4(), queue=name, payload=kind.payload(**payload), attempt=attempt,
                      max_attempts=kind.retry.max_attempts, priority=kind.priority, created_at=now, started_at=now,
                      raw_payload=payload)

@@ -8,10 +8,10 @@ import uuid
 import psycopg
 import pytest
 from email_testkit import DATA, DOMAIN, run_job
-
-from pmq_core import Fail, JobStatus
 from pmq_email.bounces import parse_report
 from pmq_email.inbound import read_message
+
+from pmq_core import Fail, JobStatus
 
 SAMPLE_ID = b"<5b0e6a52-2f3c-4c57-9d3c-0d1f3f0c7a11@penguinmails.test>"
 

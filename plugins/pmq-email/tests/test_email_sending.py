@@ -10,12 +10,11 @@ import psycopg
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-
-from pmq_core import ConfigurationError, Fail, JobStatus, PayloadError, Retry
+from email_testkit import DOMAIN, SmtpSink, free_port, run_job, with_smtp
 from pmq_email import EmailConfig, EmailPlugin, SmtpServer
 from pmq_email.config import SMTP_URL
 
-from email_testkit import DOMAIN, SmtpSink, free_port, run_job, with_smtp
+from pmq_core import ConfigurationError, Fail, JobStatus, PayloadError, Retry
 
 WELCOME = {"to": "ada@example.org", "template": "welcome", "values": {"name": "Ada", "account": "acme"}}
 

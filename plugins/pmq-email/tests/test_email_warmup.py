@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 from email_testkit import run_job
-
-from pmq_core import JobStatus, PayloadError, testing
 from pmq_email.payloads import WarmupStep
 from pmq_email.warmup import volume
+
+from pmq_core import JobStatus, PayloadError, testing
 
 PLAN = {"account": "sales@acme.example", "start": 10, "target": 100, "growth": 2.0}
 
@@ -28,9 +28,9 @@ def test_volume_ramps_up_to_the_target():
 
 
 def test_a_step_records_its_day_and_schedules_the_next(email_db, email_plugin):
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     result = run_job(email_plugin, "warmup:process", {**PLAN, "day": 2, "every_seconds": 3600})
-    after = datetime.now(timezone.utc)
+    after = datetime.now(UTC)
     assert (result["day"], result["volume"], result["complete"]) == (2, 40, False)
     following = email_db.job(uuid.UUID(result["next_job_id"]))
     assert following.queue_name == "warmup:process" and following.status is JobStatus.QUEUED
