@@ -42,7 +42,8 @@ TIMEOUT_ENV = "PMQ_WEBHOOK_TIMEOUT"
 #: Socket timeout of a request, kept below the job's 15 s so that a slow
 #: receiver is reported as a time-out of the request, not of the job.
 DEFAULT_REQUEST_TIMEOUT = 10.0
-#: About an hour of attempts: 2 s, 4 s, 8 s ... doubling up to an hour apart.
+#: About 70 minutes of attempts: retries 2 s, 4 s, 8 s ... 34 min apart; a
+#: Retry-After is honoured up to an hour.
 DEFAULT_RETRY = RetryPolicy(max_attempts=12, base_delay=1.0, max_delay=3600.0, retry_on=(TimeoutError,))
 #: Statuses that mean "not now" rather than "no".
 RETRY_STATUSES = frozenset({408, 429})
