@@ -8,7 +8,10 @@ short:
 - messages are popped in batches (as many as there are free slots) with one
   ``BLMPOP`` across all served bands, most urgent first;
 - the popped jobs are claimed with one conditional ``UPDATE`` (a message is
-  only a hint: a duplicate, stale or forged one claims nothing);
+  only a hint: a duplicate, stale or forged one claims nothing) by one task,
+  all that have been popped per statement: while a claim commits, popping
+  goes on for the slots that free up, so claims batch themselves under load
+  and the commit's wait is not paid once per job;
 - outcomes are written by one task, all that have piled up per statement, so
   writes batch themselves under load and cost nothing extra when idle.
 
@@ -112,6 +115,10 @@ class Worker:
         self._outcomes: list[_Outcome] = []
         self._outcome_ready = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        self._to_claim: list[tuple[uuid.UUID, int]] = []
+        self._claim_ready = asyncio.Event()
+        self._unclaimed = 0  # popped messages whose claim has not returned yet: they hold slots
+        self._fetching = True
         self._conns: dict[str, psycopg.AsyncConnection[Any] | None] = {"claim": None, "finish": None}
         self._backoff = {"claim": Backoff(), "finish": Backoff()}
         self._stopping = False
@@ -135,11 +142,16 @@ class Worker:
                                settings=self.settings)
         finisher = asyncio.create_task(self._finish_loop(), name="pmq-finisher")
         canceller = asyncio.create_task(self._cancel_listener(), name="pmq-cancel-listener")
+        claimer = asyncio.create_task(self._claim_loop(stop), name="pmq-claimer")
+        claimer.add_done_callback(lambda _: self._slot_freed.set())
         self.started.set()
         log.info("worker %s serves %s with concurrency %d", self.id, ", ".join(self.job_types), self.concurrency)
         try:
-            await self._fetch_loop(stop)
+            await self._fetch_loop(stop, claimer)
         finally:
+            self._fetching = False
+            self._claim_ready.set()
+            await asyncio.gather(claimer, return_exceptions=True)
             self._stopping = True
             self.plugins.safe_call("pmq_worker_stopping", worker_id=self.id)
             canceller.cancel()
@@ -155,10 +167,13 @@ class Worker:
             self.executor.shutdown(wait=False, cancel_futures=True)
             log.info("worker %s stopped after %d job(s)", self.id, self.processed)
 
-    async def _fetch_loop(self, stop: asyncio.Event) -> None:
+    async def _fetch_loop(self, stop: asyncio.Event, claimer: asyncio.Task[None]) -> None:
         backoff = Backoff()
         while not stop.is_set():
-            free = self.concurrency - len(self.running)
+            if claimer.done():
+                claimer.result()  # the claimer failed: fail the worker with its error
+                return
+            free = self.concurrency - len(self.running) - self._unclaimed
             if free <= 0:
                 self._slot_freed.clear()
                 stop_wait = asyncio.ensure_future(stop.wait())
@@ -181,9 +196,30 @@ class Worker:
             messages = [m for m in (parse_message(raw) for raw in popped[1]) if m is not None]
             if not messages:
                 continue
-            rows = await self._db("claim", lambda c: self._claim(c, messages), give_up=stop.is_set)
+            self._to_claim.extend(messages)
+            self._unclaimed += len(messages)
+            self._claim_ready.set()
+
+    async def _claim_loop(self, stop: asyncio.Event) -> None:
+        """Claim what the fetch loop popped, everything pending per statement,
+        until the fetch loop has stopped and nothing is left."""
+        while True:
+            if self._fetching and not self._to_claim:
+                await self._claim_ready.wait()
+            self._claim_ready.clear()
+            batch, self._to_claim = self._to_claim, []
+            if not batch:
+                if not self._fetching:
+                    return
+                continue
+            try:
+                rows = await self._db("claim", lambda c: self._claim(c, batch), give_up=stop.is_set)
+            finally:
+                self._unclaimed -= len(batch)
             if rows:
                 self._start(rows)
+            if len(rows or ()) < len(batch):
+                self._slot_freed.set()  # messages that claimed nothing give their slots back
 
     async def _claim(self, conn: psycopg.AsyncConnection[Any], messages: list[tuple[uuid.UUID, int]]) -> list[Any]:
         cur = await conn.execute(q("claim_jobs"), {
