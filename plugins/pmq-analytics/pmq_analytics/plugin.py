@@ -29,7 +29,6 @@ class AnalyticsPlugin:
         self._lock = threading.Lock()
         self._pool: ConnectionPool | None = None
         self._url: str | None = None
-        self._workers = 0
 
     def configure(self, settings: Settings) -> None:
         """Use the database of ``settings`` (replacing any earlier one)."""
@@ -81,18 +80,12 @@ class AnalyticsPlugin:
 
     @hookimpl
     def pmq_worker_started(self, settings: Settings) -> None:
+        """Take the worker's database. The pool stays open for the life of
+        the process: a stopping worker still finishes its running jobs."""
         with self._lock:
-            self._workers += 1
             if self._url != settings.database_url:
                 self._close()
                 self._url = settings.database_url
-
-    @hookimpl
-    def pmq_worker_stopping(self) -> None:
-        with self._lock:
-            self._workers = max(0, self._workers - 1)
-            if self._workers == 0:
-                self._close()
 
 
 #: The instance the ``pmq`` entry point loads.

@@ -32,7 +32,6 @@ class EmailPlugin:
     def __init__(self, config: EmailConfig | None = None) -> None:
         self._config = config
         self._db: Database | None = None
-        self._workers = 0
         self._lock = threading.Lock()
 
     @property
@@ -96,20 +95,14 @@ class EmailPlugin:
 
     @hookimpl
     def pmq_worker_started(self, settings: Settings) -> None:
+        """Take the worker's database. The pool stays open for the life of
+        the process: a stopping worker still finishes its running jobs, and
+        no hook says when the last one is done."""
         with self._lock:
-            self._workers += 1
-            if self._db is None or self._db.settings.database_url != settings.database_url:
+            if self._db is None or self._db.url != settings.database_url:
                 if self._db is not None:
                     self._db.close()
                 self._db = Database(settings, "pmq-email")
-
-    @hookimpl
-    def pmq_worker_stopping(self) -> None:
-        with self._lock:
-            self._workers = max(0, self._workers - 1)
-            if self._workers == 0 and self._db is not None:
-                self._db.close()
-                self._db = None
 
 
 #: The instance the ``pmq`` entry point loads.
