@@ -149,8 +149,8 @@ class Migrator:
             self._last_depth[queue] = depth
         if not budgets:
             return 0, False
-        with conn.transaction():
-            rows = conn.execute(q("migrate_due"), {"queues": list(budgets), "limits": list(budgets.values())}).fetchall()
+        # One statement, atomic in autocommit: no BEGIN and COMMIT round trips.
+        rows = conn.execute(q("migrate_due"), {"queues": list(budgets), "limits": list(budgets.values())}).fetchall()
         if not rows:
             return 0, False
         pipe = rds.pipeline(transaction=True)
