@@ -12,7 +12,8 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import logging
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import attrs
 import pluggy
