@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from email.utils import formatdate
 
 import pytest
-from pmq_webhook import job_type, sign, verify_signature
+from pmq_webhook import job_type, plugin, sign, verify_signature
 from pmq_webhook.delivery import retry_after
 from webhook_receiver import STALL
 
-from pmq_core import Fail, PayloadError, Retry
+from pmq_core import Fail, PayloadError, Retry, Settings
 from pmq_core.testing import run_inline
 
 BODY = {"order": 42, "state": "paid", "note": "café"}
@@ -146,3 +147,17 @@ def test_bad_payloads_are_refused_with_the_reason(payload, problem):
     with pytest.raises(PayloadError) as caught:
         run_inline(job_type(), payload)
     assert problem in str(caught.value)
+
+
+def test_a_worker_without_a_secret_says_so_when_it_starts(monkeypatch, caplog):
+    worker_id = uuid.uuid4()
+    monkeypatch.delenv("PMQ_WEBHOOK_SECRET", raising=False)
+    plugin.pmq_worker_started(worker_id=worker_id, queues=["other"], settings=Settings())
+    assert caplog.records == []
+    plugin.pmq_worker_started(worker_id=worker_id, queues=["webhook:process"], settings=Settings())
+    [record] = caplog.records
+    assert record.levelname == "ERROR" and "PMQ_WEBHOOK_SECRET is not set" in record.getMessage()
+    caplog.clear()
+    monkeypatch.setenv("PMQ_WEBHOOK_SECRET", "x")
+    plugin.pmq_worker_started(worker_id=worker_id, queues=["webhook:process"], settings=Settings())
+    assert caplog.records == []
