@@ -25,6 +25,7 @@ import psycopg
 import redis
 
 from pmq_core import dispatch
+from pmq_core.admin import redis_warnings
 from pmq_core.client import Client
 from pmq_core.config import Settings
 from pmq_core.db import PG_DOWN, REDIS_DOWN, pg_connect, redis_client
@@ -59,6 +60,7 @@ class Migrator:
         self._next_housekeeping = 0.0
         self._next_rescue = 0.0
         self._next_retention = 0.0
+        self._redis_checked = False
 
     def run(self, stop: threading.Event) -> None:
         """Lead or stand by until ``stop`` is set, reconnecting after server
@@ -80,6 +82,10 @@ class Migrator:
             try:
                 rds.ping()
                 backoff.reset()
+                if not self._redis_checked:
+                    self._redis_checked = True
+                    for warning in redis_warnings(rds):
+                        log.warning("%s", warning)
                 while not stop.is_set():
                     row = lock_conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (LEADER_LOCK,)).fetchone()
                     if row and row["ok"]:  # type: ignore[call-overload]
