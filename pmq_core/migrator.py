@@ -29,6 +29,7 @@ from pmq_core.admin import redis_warnings
 from pmq_core.client import Client
 from pmq_core.config import Settings
 from pmq_core.db import PG_DOWN, REDIS_DOWN, pg_connect, redis_client
+from pmq_core.errors import DatabaseUnavailableError
 from pmq_core.keys import Keys
 from pmq_core.plugins import Plugins
 from pmq_core.queries import q
@@ -69,7 +70,7 @@ class Migrator:
         while not stop.is_set():
             try:
                 self._session(stop, backoff)
-            except (*PG_DOWN, *REDIS_DOWN) as exc:
+            except (*PG_DOWN, *REDIS_DOWN, DatabaseUnavailableError) as exc:
                 self.is_leader.clear()
                 delay = backoff.next()
                 log.warning("migrator lost a server (%s); reconnecting in %.1fs", _brief(exc), delay)
