@@ -390,6 +390,9 @@ def _enqueue_file(client: Any, queue: str, path: Path, options: dict[str, Any]) 
     items = [item for _number, item in numbered]
     if not items:
         return 0
+    if client.plugins.job_type(queue) is None:
+        with Admin(client.settings) as admin:
+            _check_queue(admin, queue)
     with client.pool.connection() as conn, conn.transaction(), click.progressbar(
             length=len(items), label="enqueueing", file=sys.stderr) as bar:
         for start in range(0, len(items), ENQUEUE_BATCH):
