@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import resource
 import sys
 from pathlib import Path
@@ -71,11 +72,22 @@ def settings() -> Settings:
                          key_prefix=os.environ.get("BENCH_PMQ_KEY_PREFIX", KEY_PREFIX))
 
 
+def bench_sql() -> dict[str, str]:
+    """The named statements of ``prefill.sql``."""
+    parts = re.split(r"^-- name: (\w+)\s*$", (HERE.parent / "prefill.sql").read_text(), flags=re.MULTILINE)
+    return {name: body.strip().rstrip(";") for name, body in zip(parts[1::2], parts[2::2])}
+
+
 def setup() -> None:
     host = plugins()
     with Admin(settings()) as admin:
         admin.upgrade(host)
         admin.register_job_types(host)
+        prefill = int(os.environ.get("BENCH_PMQ_PREFILL", "0"))
+        if prefill > 0:
+            sql = bench_sql()
+            admin.conn.execute(sql["prefill_jobs"], {"queue": QUEUE, "count": prefill})
+            admin.conn.execute(sql["analyze_jobs"])
 
 
 def open() -> Client:  # noqa: A001 - the harness's name

@@ -1,0 +1,120 @@
+"""Does a pmq worker's memory stay flat over many jobs?
+
+One worker process (with the migrator as a thread, as in the drain
+scenario) is fed jobs in bulk for a fixed time or job count, never more than
+a bounded backlog ahead of it, while its resident memory is sampled from
+``/proc/<pid>/status``. The result is one JSON line: jobs run, the samples,
+and the slope of resident memory against jobs run after the warm-up (the
+first fifth of the jobs), in MB per 100,000 jobs. Flat means a slope near 0.
+
+Usage::
+
+    python bench/memory.py --seconds 600            # as many jobs as fit in 10 minutes
+    python bench/memory.py --jobs 1000000
+
+Uses the peer harness's infrastructure (fresh database, Redis db 5 flushed
+before and after), like bench_pmq.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import peer_dir  # noqa: E402
+
+CHUNK = 5_000
+BACKLOG = 20_000
+SAMPLE_EVERY = 2.0
+
+
+def rss_kb(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM of a process, in kB."""
+    found = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found[key] = int(value.split()[0])
+    return found
+
+
+def slope_mb_per_100k(samples: list[dict[str, Any]]) -> float | None:
+    """Least-squares slope of VmRSS against jobs done, after the warm-up."""
+    if not samples:
+        return None
+    warm = samples[-1]["jobs"] / 5
+    points = [(s["jobs"], s["rss_kb"] / 1024) for s in samples if s["jobs"] >= warm]
+    if len(points) < 3:
+        return None
+    mean_x = sum(x for x, _ in points) / len(points)
+    mean_y = sum(y for _, y in points) / len(points)
+    var = sum((x - mean_x) ** 2 for x, _ in points)
+    if var == 0:
+        return None
+    cov = sum((x - mean_x) * (y - mean_y) for x, y in points)
+    return cov / var * 100_000
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=300.0, help="stop after this long (default: %(default)s)")
+    ap.add_argument("--jobs", type=int, default=1_000_000, help="stop after this many jobs (default: %(default)s)")
+    ap.add_argument("--peer-bench-dir", default=None)
+    args = ap.parse_args()
+    os.environ[peer_dir.ENV] = str(peer_dir.resolve(args.peer_bench_dir))
+    os.environ["BENCH_N"] = str(args.jobs)  # the handler marks the last job of this many
+    import bench_pmq
+    import common
+
+    common.flush_redis()
+    common.pg_create("pmq_memory")
+    procs: list[Any] = []
+    try:
+        bench_pmq.setup()
+        client = bench_pmq.open()
+        procs = common.spawn(bench_pmq.worker_cmds(1))
+        pid = procs[0].pid
+        r = common.R()
+        enqueued = 0
+        samples: list[dict[str, Any]] = []
+        started = time.monotonic()
+        next_sample = started
+        while True:
+            done = int(r.get(common.CNT) or 0)
+            now = time.monotonic()
+            if now >= next_sample:
+                samples.append({"t": round(now - started, 1), "jobs": done, "rss_kb": rss_kb(pid)["VmRSS"]})
+                next_sample = now + SAMPLE_EVERY
+            if done >= args.jobs or now - started >= args.seconds:
+                break
+            if enqueued < args.jobs and enqueued - done < BACKLOG:
+                count = min(CHUNK, args.jobs - enqueued)
+                bench_pmq.enqueue_bulk(client, [{"n": enqueued + i} for i in range(count)])
+                enqueued += count
+            else:
+                time.sleep(0.2)
+        peak = rss_kb(pid)
+        bench_pmq.close(client)
+    finally:
+        common.stop(procs)
+        common.pg_drop()
+        common.flush_redis()
+    elapsed = time.monotonic() - started
+    print(json.dumps({
+        "jobs": samples[-1]["jobs"], "seconds": round(elapsed, 1), "rate": round(samples[-1]["jobs"] / elapsed, 1),
+        "rss_first_mb": round(samples[0]["rss_kb"] / 1024, 1), "rss_last_mb": round(samples[-1]["rss_kb"] / 1024, 1),
+        "peak_rss_mb": round(peak["VmHWM"] / 1024, 1), "slope_mb_per_100k_jobs": slope_mb_per_100k(samples),
+        "samples": samples,
+    }))
+
+
+if __name__ == "__main__":
+    main()
