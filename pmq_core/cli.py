@@ -766,6 +766,7 @@ def demo(ctx: click.Context, plugins: str | None) -> None:
     """
     from pmq_core import demo as demo_run
 
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     settings = _settings(plugins=plugins)
     summary = demo_run.run(settings)
     click.echo(summary.render())
