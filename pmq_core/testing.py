@@ -136,7 +136,7 @@ class Runtime:
     plugins: Plugins
     client: Client
     worker: Worker | None = None
-    _stop_worker: Callable[[], None] | None = None
+    _stoppers: list[Callable[[], None]] = attrs.field(factory=list)
     _threads: list[threading.Thread] = attrs.field(factory=list)
     _migrator_stop: threading.Event = attrs.field(factory=threading.Event)
 
@@ -185,7 +185,7 @@ class Runtime:
             raise AssertionError("the test worker did not start within 20s")
         loop = holder["loop"]
         self.worker = worker
-        self._stop_worker = lambda: loop.call_soon_threadsafe(holder["stop"])
+        self._stoppers.append(lambda: loop.call_soon_threadsafe(holder["stop"]))
         self._threads.append(thread)
         return worker
 
@@ -200,8 +200,9 @@ class Runtime:
         return migrator
 
     def stop(self) -> None:
-        if self._stop_worker is not None:
-            self._stop_worker()
+        """Stop what was started; calling it again does nothing."""
+        while self._stoppers:
+            self._stoppers.pop()()
         self._migrator_stop.set()
         for thread in self._threads:
             thread.join(timeout=self.settings.shutdown_grace + 10)

@@ -309,8 +309,10 @@ class Worker:
 
     async def _call(self, job_type: JobType, ctx: JobContext) -> Any:
         """Run the handler inside the plugins' wrappers, within its timeout."""
-        wrappers = [_start_wrapper(impl, ctx) for impl in self._wrappers]
+        wrappers: list[Any] = []
         try:
+            for impl in self._wrappers:  # a wrapper failing before its yield unwinds those started
+                wrappers.append(_start_wrapper(impl, ctx))
             if job_type.is_async:
                 result = await asyncio.wait_for(job_type.handler(ctx), job_type.timeout)
             else:
