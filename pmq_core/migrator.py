@@ -97,7 +97,11 @@ class Migrator:
                 lock_conn.execute(f"LISTEN {CHANNEL}")
                 self.is_leader.set()
                 log.info("migrator leads")
-                self._next_housekeeping = self._next_rescue = self._next_retention = 0.0
+                self._next_housekeeping = self._next_retention = 0.0
+                # Heartbeats could not be written while we were cut off (a
+                # PostgreSQL restart): give live workers a full window to
+                # beat again before taking their jobs.
+                self._next_rescue = time.monotonic() + self.settings.rescue_after
                 while not stop.is_set():
                     wait = self.tick(conn, rds)
                     if wait > 0:
