@@ -34,6 +34,9 @@ INT32 = 2**31 - 1
 COPY_CHUNK = 10_000
 #: Fewest rows written by COPY rather than INSERT: below it INSERT is as fast.
 COPY_MIN_ROWS = 64
+#: Seconds an enqueue waits for a connection before reporting PostgreSQL
+#: unavailable (the pool's default, 30 s, left producers hanging in an outage).
+POOL_WAIT = 5.0
 #: Longest uniqueness key, in UTF-8 bytes: it must fit in a btree index entry.
 MAX_UNIQUE_KEY_BYTES = 1000
 
@@ -203,7 +206,7 @@ class Client(_ClientBase):
         if self._pool is None:
             settings = self._resolved()
             assert settings.database_url
-            pool = ConnectionPool(settings.database_url, min_size=1, max_size=8, open=False,
+            pool = ConnectionPool(settings.database_url, min_size=1, max_size=8, open=False, timeout=POOL_WAIT,
                                   kwargs={"autocommit": True, "row_factory": dict_row,
                                           "application_name": "pmq-client"})
             with translated(settings.database_url):
@@ -321,7 +324,7 @@ class AsyncClient(_ClientBase):
         if self._pool is None:
             settings = self._resolved()
             assert settings.database_url
-            pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=8, open=False,
+            pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=8, open=False, timeout=POOL_WAIT,
                                        kwargs={"autocommit": True, "row_factory": dict_row,
                                                "application_name": "pmq-client"})
             with translated(settings.database_url):
