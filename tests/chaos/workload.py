@@ -1,0 +1,103 @@
+"""The job type the crash-recovery and chaos tests run, and a worker process
+for it (``python -m tests.chaos.workload``, settings from the PMQ_*
+environment) that the tests SIGKILL.
+
+Each successful run of a job inserts one row into ``chaos_runs`` before the
+worker records the outcome, so a job run twice (at-least-once delivery after
+a crash) shows as two rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from pmq_core import Fail, JobType, RetryPolicy, hookimpl
+from pmq_core.config import Settings
+from pmq_core.plugins import Plugins
+
+ROOT = Path(__file__).resolve().parents[2]
+QUEUE = "chaos"
+RUNS_TABLE = """
+CREATE TABLE IF NOT EXISTS chaos_runs (
+    job_id uuid        NOT NULL,
+    attempt integer    NOT NULL,
+    pid    integer     NOT NULL,
+    at     timestamptz NOT NULL DEFAULT now()
+)"""
+#: Attempts are spent by crashes and server restarts as well as by handlers:
+#: generous, so that only the jobs designed to die end dead.
+POLICY = RetryPolicy(max_attempts=100, base_delay=0.02, max_delay=0.5)
+
+
+class Workload:
+    """Job type ``chaos``: payload ``sleep`` (seconds, on the first attempt
+    only unless ``every_attempt``), ``die`` (fail at once)."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self._pools: dict[int, AsyncConnectionPool] = {}
+
+    async def _pool(self) -> AsyncConnectionPool:
+        loop = id(asyncio.get_running_loop())
+        pool = self._pools.get(loop)
+        if pool is None:
+            pool = AsyncConnectionPool(self.database_url, min_size=1, max_size=4, open=False, timeout=5,
+                                       kwargs={"autocommit": True})
+            await pool.open()
+            self._pools[loop] = pool
+        return pool
+
+    async def run(self, job: Any) -> None:
+        seconds = job.payload.get("sleep", 0)
+        if seconds and (job.attempt == 1 or job.payload.get("every_attempt")):
+            await asyncio.sleep(seconds)
+        if job.payload.get("die"):
+            raise Fail("designed to die")
+        pool = await self._pool()
+        async with pool.connection() as conn:
+            await conn.execute("INSERT INTO chaos_runs (job_id, attempt, pid) VALUES (%s, %s, %s)",
+                               (job.id, job.attempt, os.getpid()))
+
+    @hookimpl
+    def pmq_register_job_types(self) -> list[JobType]:
+        return [JobType(name=QUEUE, handler=self.run, retry=POLICY, timeout=30)]
+
+
+def plugins(database_url: str) -> Plugins:
+    return Plugins(None, [Workload(database_url)], entry_points=False)
+
+
+def start_worker_process(settings: Settings, log: IO[Any], concurrency: int = 20) -> subprocess.Popen[bytes]:
+    """This module's worker in a new process, with ``settings`` passed through
+    the environment and its log written to ``log``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PMQ_")}
+    env.update({
+        "PYTHONPATH": str(ROOT), "CHAOS_CONCURRENCY": str(concurrency),
+        "PMQ_DATABASE_URL": settings.database_url or "", "PMQ_REDIS_URL": settings.redis_url or "",
+        "PMQ_KEY_PREFIX": settings.key_prefix, "PMQ_HEARTBEAT_INTERVAL": str(settings.heartbeat_interval),
+        "PMQ_RESCUE_AFTER": str(settings.rescue_after), "PMQ_SHUTDOWN_GRACE": str(settings.shutdown_grace),
+    })
+    return subprocess.Popen([sys.executable, "-m", "tests.chaos.workload"], env=env, cwd=ROOT,
+                            stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+
+
+def main() -> None:
+    from pmq_core.runner import run_worker
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s worker %(process)d %(levelname)s %(message)s")
+    settings = Settings.load()
+    assert settings.database_url
+    run_worker(settings, plugins=plugins(settings.database_url),
+               concurrency=int(os.environ.get("CHAOS_CONCURRENCY", "20")))
+
+
+if __name__ == "__main__":
+    main()
