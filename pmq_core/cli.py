@@ -16,9 +16,10 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, NoReturn, Sequence
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import click
@@ -159,7 +160,8 @@ def _emit_json(data: Any) -> None:
 def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     cells = [list(headers)] + [["-" if value is None else str(value) for value in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells)
+    lines = ("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)) for row in cells)
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def _when(value: datetime | None) -> str | None:
@@ -302,7 +304,7 @@ def migrator(plugins: str | None) -> None:
 # -- enqueue -----------------------------------------------------------------------
 
 
-class AwareDateTime(click.ParamType):
+class AwareDateTime(click.ParamType):  # type: ignore[type-arg]  # generic only in recent click
     """An ISO 8601 time with a time zone (a naive time is ambiguous)."""
 
     name = "time"

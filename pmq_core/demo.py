@@ -20,7 +20,8 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 import attrs
 

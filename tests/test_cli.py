@@ -18,11 +18,12 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import psycopg
 import pytest
@@ -294,7 +295,7 @@ def test_enqueue_prints_the_id_and_jobs_show_reads_it_back(env):
 
 
 def test_enqueue_schedules_with_delay_or_an_aware_time(env):
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     later, at, naive, vague, both = pmq_all(
         env, ["enqueue", "cli-echo", '{"n": 1}', "--delay", "3600"],
         ["enqueue", "cli-echo", '{"n": 2}', "--at", "2030-01-02T03:04:05+01:00"],
@@ -303,7 +304,7 @@ def test_enqueue_schedules_with_delay_or_an_aware_time(env):
         ["enqueue", "cli-echo", "{}", "--delay", "1", "--at", "2030-01-02T03:04:05Z"])
     run_at = {j["id"]: datetime.fromisoformat(j["run_at"]) for j in as_json(pmq(env, "jobs", "list", "--json"))}
     assert run_at[ok(later).strip()] >= before + timedelta(seconds=3590)
-    assert run_at[ok(at).strip()] == datetime(2030, 1, 2, 2, 4, 5, tzinfo=timezone.utc)
+    assert run_at[ok(at).strip()] == datetime(2030, 1, 2, 2, 4, 5, tzinfo=UTC)
     assert "has no time zone" in error_line(naive, 2)
     assert "not an ISO 8601 time" in error_line(vague, 2)
     assert "--delay or --at" in error_line(both, 2)
@@ -346,7 +347,7 @@ def test_enqueue_file_with_a_bad_line_enqueues_nothing(env, tmp_path):
         jobs_file = tmp_path / f"jobs{index}.jsonl"
         jobs_file.write_text('{"n": 0}\n\n' + bad_line + "\n" + '{"n": 3}\n' * 1500)
         commands.append(["enqueue", "cli-echo", "--file", str(jobs_file)])
-    for index, (result, expected) in enumerate(zip(pmq_all(env, *commands), cases.values())):
+    for index, (result, expected) in enumerate(zip(pmq_all(env, *commands), cases.values(), strict=True)):
         line = error_line(result)
         assert f"jobs{index}.jsonl line 3: {expected}" in line and "nothing was enqueued" in line
     assert job_count(env) == 0
