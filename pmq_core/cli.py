@@ -27,6 +27,7 @@ import psycopg
 import redis
 
 from pmq_core.admin import Admin
+from pmq_core.client import Client
 from pmq_core.config import Settings, redact_url
 from pmq_core.errors import PayloadError, PluginError, PmqError, UnknownQueueError
 from pmq_core.jobtypes import band_of
@@ -336,14 +337,18 @@ def _read_jobs(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """Every payload of a JSON-lines file (blank lines skipped), or
     PayloadError naming the first bad line."""
     items: list[tuple[int, dict[str, Any]]] = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                items.append((number, _json_object(line)))
-            except ValueError as exc:
-                raise PayloadError(f"{path.name} line {number}: {exc}; nothing was enqueued") from None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"{path.name} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                           "nothing was enqueued") from None
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append((number, _json_object(line)))
+        except ValueError as exc:
+            raise PayloadError(f"{path.name} line {number}: {exc}; nothing was enqueued") from None
     return items
 
 
@@ -361,8 +366,6 @@ def enqueue(queue: str, payload: str | None, jobs_file: Path | None, priority: i
             run_at: datetime | None, max_attempts: int | None, plugins: str | None) -> None:
     """Enqueue a job on QUEUE with a JSON payload and print its id, or
     enqueue a file of them with --file and print how many."""
-    from pmq_core.client import Client
-
     if (payload is None) == (jobs_file is None):
         raise click.UsageError("give a JSON payload or --file, not both and not neither")
     if delay is not None and run_at is not None:
@@ -381,7 +384,7 @@ def enqueue(queue: str, payload: str | None, jobs_file: Path | None, priority: i
     click.echo(f"enqueued {count} job(s) on {queue}")
 
 
-def _enqueue_file(client: Any, queue: str, path: Path, options: dict[str, Any]) -> int:
+def _enqueue_file(client: Client, queue: str, path: Path, options: dict[str, Any]) -> int:
     """Check every line, then write them all in one transaction."""
     numbered = _read_jobs(path)
     for number, item in numbered:

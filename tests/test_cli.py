@@ -43,6 +43,7 @@ from pmq_core import Fail, JobType, RetryPolicy, hookimpl
 @attrs.frozen
 class Echo:
     n: int
+    note: str = ""
 
 
 def echo(job):
@@ -329,7 +330,9 @@ def test_enqueue_refuses_bad_input_and_writes_nothing(env, tmp_path):
 
 def test_enqueue_file_writes_every_line_in_batches(env, tmp_path):
     jobs_file = tmp_path / "jobs.jsonl"
-    jobs_file.write_text("".join(f'{{"n": {i}}}\n' + ("\n" if i == 5 else "") for i in range(2500)))
+    # Blank lines are skipped; U+2028 inside a JSON string is not a line break.
+    jobs_file.write_text("".join(f'{{"n": {i}, "note": "a\u2028b"}}\n' + ("\n" if i == 5 else "")
+                                 for i in range(2500)), encoding="utf-8")
     result = pmq(env, "enqueue", "cli-echo", "--file", str(jobs_file))
     assert ok(result).strip() == "enqueued 2500 job(s) on cli-echo"
     assert "enqueueing" in result.stderr  # the progress bar
@@ -347,9 +350,14 @@ def test_enqueue_file_with_a_bad_line_enqueues_nothing(env, tmp_path):
         jobs_file = tmp_path / f"jobs{index}.jsonl"
         jobs_file.write_text('{"n": 0}\n\n' + bad_line + "\n" + '{"n": 3}\n' * 1500)
         commands.append(["enqueue", "cli-echo", "--file", str(jobs_file)])
-    for index, (result, expected) in enumerate(zip(pmq_all(env, *commands), cases.values(), strict=True)):
+    binary = tmp_path / "binary.jsonl"
+    binary.write_bytes(b'{"n": 1}\n{"n": "\xff"}\n')
+    commands.append(["enqueue", "cli-echo", "--file", str(binary)])
+    *results, not_text = pmq_all(env, *commands)
+    for index, (result, expected) in enumerate(zip(results, cases.values(), strict=True)):
         line = error_line(result)
         assert f"jobs{index}.jsonl line 3: {expected}" in line and "nothing was enqueued" in line
+    assert "binary.jsonl is not UTF-8 text" in error_line(not_text)
     assert job_count(env) == 0
 
 
