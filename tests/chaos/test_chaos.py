@@ -1,0 +1,208 @@
+"""The chaos test: tens of thousands of jobs while worker processes are
+SIGKILLed, Redis is wiped and PostgreSQL is killed and restarted, on servers
+this test starts for itself. Nothing may be lost; the jobs designed to die
+(and only they) end dead. Run it alone: ``pytest -m chaos``.
+
+Tunable through the environment: CHAOS_JOBS (default 20000), CHAOS_WORKERS
+(worker processes, default 3), CHAOS_ROUNDS (disruptions, default 12).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import attrs
+import pytest
+
+from pmq_core import DatabaseUnavailableError, Settings
+from pmq_core.admin import Admin
+from pmq_core.migrator import Migrator
+from pmq_core.testing import FAST, wait_until
+from tests.chaos.workload import QUEUE, RUNS_TABLE, plugins, start_worker_process
+from tests.reliability_support import own_postgres, own_valkey, redis_of, scalar, sql  # noqa: F401
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
+
+JOBS = int(os.environ.get("CHAOS_JOBS", "20000"))
+WORKERS = int(os.environ.get("CHAOS_WORKERS", "3"))
+ROUNDS = int(os.environ.get("CHAOS_ROUNDS", "12"))
+#: One disruption every this many seconds.
+PACE = 3.0
+CHUNK = 500
+#: Every this many jobs, one sleeps long enough to be caught mid-run by a
+#: kill, and one is designed to die.
+SLOW_EVERY, DIE_EVERY = 10, 100
+#: Kill, kill, wipe Redis, kill, restart PostgreSQL, in turn.
+ACTIONS = ("kill_worker", "kill_worker", "flush_redis", "kill_worker", "restart_postgres")
+
+
+def payload(index: int) -> dict[str, Any]:
+    if index % DIE_EVERY == DIE_EVERY - 1:
+        return {"die": True}
+    if index % SLOW_EVERY == 0:
+        return {"sleep": 0.5}
+    return {}
+
+
+class Producer(threading.Thread):
+    """Enqueues the jobs in chunks; a chunk refused while PostgreSQL is down
+    (DatabaseUnavailableError: nothing written) is offered again."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(name="chaos-producer", daemon=True)
+        self.settings = settings
+        self.accepted: dict[str, bool] = {}  # job id -> designed to die
+        self.refusals = 0
+        self.error: BaseException | None = None
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        from pmq_core import Client
+
+        try:
+            with Client(self.settings, plugins=plugins(self.settings.database_url or "")) as client:
+                for start in range(0, JOBS, CHUNK):
+                    batch = [payload(i) for i in range(start, min(start + CHUNK, JOBS))]
+                    while not self.halt.is_set():
+                        try:
+                            ids = client.enqueue_many(QUEUE, batch)
+                            break
+                        except DatabaseUnavailableError:
+                            self.refusals += 1
+                            self.halt.wait(0.2)
+                    else:
+                        return
+                    self.accepted.update({str(i): bool(p.get("die")) for i, p in zip(ids, batch)})
+                    self.halt.wait(0.5)  # spread over the first disruptions, a PostgreSQL restart included
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    processes: list[subprocess.Popen[bytes]] = []
+    yield processes
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+
+
+def test_nothing_is_lost_under_chaos(own_postgres, own_valkey, workers, tmp_path):
+    settings = attrs.evolve(Settings.load(database_url=own_postgres.url, redis_url=own_valkey.url),
+                            key_prefix="chaos:", **{**FAST, "rescue_after": 2.0, "shutdown_grace": 2.0})
+    url = settings.database_url
+    host = plugins(url)
+    with Admin(settings) as admin:
+        admin.upgrade(host)
+        admin.register_job_types(host)
+    sql(url, RUNS_TABLE)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+
+    def start_worker() -> subprocess.Popen[bytes]:
+        log = open(logs / f"worker-{len(workers)}.log", "wb")  # noqa: SIM115
+        process = start_worker_process(settings, log, concurrency=20)
+        log.close()  # the child holds its own copy
+        workers.append(process)
+        return process
+
+    for _ in range(WORKERS):
+        start_worker()
+    stop_migrator = threading.Event()
+    migrator = Migrator(settings, host)
+    migrator_thread = threading.Thread(target=migrator.run, args=(stop_migrator,), name="chaos-migrator", daemon=True)
+    migrator_thread.start()
+    producer = Producer(settings)
+    began = time.monotonic()
+    producer.start()
+
+    kills: list[float] = []  # wall-clock times of worker kills
+    done_counts: dict[str, int] = {}
+    rng = random.Random(5)
+    try:
+        for round_number in range(ROUNDS):
+            stop_migrator.wait(PACE)  # a paced schedule, not a synchronisation
+            action = ACTIONS[round_number % len(ACTIONS)]
+            done_counts[action] = done_counts.get(action, 0) + 1
+            if action == "kill_worker":
+                alive = [p for p in workers if p.poll() is None]
+                victim = rng.choice(alive)
+                os.kill(victim.pid, signal.SIGKILL)
+                victim.wait(timeout=10)
+                kills.append(time.time())
+                start_worker()
+            elif action == "flush_redis":
+                with redis_of(settings) as rds:
+                    rds.flushall()
+            else:
+                own_postgres.kill()
+                own_postgres.start()
+        producer.join(timeout=120)
+        assert not producer.is_alive(), "the producer did not finish"
+        assert producer.error is None, f"the producer failed: {producer.error!r}"
+
+        def finished() -> int:
+            try:
+                return scalar(url, "SELECT count(*) FROM jobs WHERE status IN ('completed', 'failed')")
+            except Exception:  # PostgreSQL still recovering
+                return -1
+
+        wait_until(finished, lambda n: n >= len(producer.accepted), 240,
+                   f"not all {len(producer.accepted)} jobs finished (worker logs in {logs})")
+        elapsed = time.monotonic() - began
+    finally:
+        producer.halt.set()
+        stop_migrator.set()
+        migrator_thread.join(timeout=30)
+
+    rows = sql(url, "SELECT id::text, status FROM jobs")
+    status_of = dict(rows)
+    accepted = producer.accepted
+    completed = [i for i, s in status_of.items() if s == "completed"]
+    dead = {i for i, s in status_of.items() if s == "failed"}
+    designed = {i for i, dies in accepted.items() if dies}
+    lost = [i for i in accepted if status_of.get(i) not in ("completed", "failed")]
+    runs = dict(sql(url, "SELECT job_id::text, count(*) FROM chaos_runs GROUP BY job_id"))
+    more_than_once = sum(1 for n in runs.values() if n > 1)
+    waits = rescue_waits(url, kills)
+    report = {
+        "enqueued": len(accepted), "completed": len(completed), "dead": len(dead), "designed_to_die": len(designed),
+        "lost": len(lost), "run_more_than_once": more_than_once, "rescued_attempts": len(waits),
+        "longest_kill_to_rescue_s": round(max(w[0] for w in waits), 2) if waits else None,
+        "longest_kill_to_rerun_s": round(max(w[1] for w in waits), 2) if waits else None,
+        "disruptions": done_counts, "enqueue_refusals": producer.refusals, "seconds": round(elapsed, 1),
+    }
+    print("\nchaos report: " + ", ".join(f"{k}={v}" for k, v in report.items()))
+
+    assert lost == [], f"{len(lost)} job(s) lost, e.g. {lost[:5]}"
+    assert len(status_of) == len(accepted), "jobs exist that no producer call returned"
+    assert dead == designed, "only the jobs designed to die may end dead"
+    assert all(runs.get(i, 0) >= 1 for i in completed), "a completed job never ran its handler"
+    assert kills and done_counts.get("flush_redis") and done_counts.get("restart_postgres")
+
+
+def rescue_waits(url: str, kills: list[float]) -> list[tuple[float, float]]:
+    """For each attempt rescued from a killed worker: seconds from the kill to
+    the rescue (the job back in the queue), and to the job's next start."""
+    rows = sql(url, """
+        SELECT extract(epoch FROM l.started_at)::float8, extract(epoch FROM l.finished_at)::float8,
+               extract(epoch FROM coalesce(
+                   (SELECT min(n.started_at) FROM job_logs n
+                     WHERE n.job_id = l.job_id AND n.attempt_number > l.attempt_number),
+                   j.started_at))::float8
+          FROM job_logs l JOIN jobs j ON j.id = l.job_id
+         WHERE l.log_message LIKE 'worker lost%%'""")
+    waits = []
+    for attempt_started, rescued, next_started in rows:
+        killed = min((k for k in kills if k >= attempt_started), default=None)
+        if killed is not None and next_started is not None:
+            waits.append((max(0.0, rescued - killed), max(0.0, next_started - killed)))
+    return waits
