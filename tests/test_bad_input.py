@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import attrs
@@ -65,7 +65,7 @@ queues = (
                      "q'; DELETE FROM jobs; --", "{free}", "free*", "a" * 101, ""])
     | odd_text | st.integers() | st.none() | st.binary(max_size=4)
 )
-zones = st.sampled_from([timezone.utc, timezone(timedelta(hours=14)), timezone(timedelta(hours=-12)),
+zones = st.sampled_from([UTC, timezone(timedelta(hours=14)), timezone(timedelta(hours=-12)),
                          timezone(timedelta(minutes=-30))])
 times = (
     st.none()
@@ -73,7 +73,7 @@ times = (
     | st.datetimes()                                             # naive
     | st.sampled_from([datetime.min.replace(tzinfo=timezone(timedelta(hours=14))),
                        datetime.max.replace(tzinfo=timezone(timedelta(hours=-12))),
-                       "2030-01-01T00:00:00Z", 1_700_000_000, datetime.now(timezone.utc).date()])
+                       "2030-01-01T00:00:00Z", 1_700_000_000, datetime.now(UTC).date()])
 )
 delays = (
     st.none() | st.floats(allow_nan=True, allow_infinity=True) | st.integers(min_value=-(2**64), max_value=2**64)

@@ -11,7 +11,8 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import attrs
 import pytest
@@ -20,14 +21,12 @@ from pmq_core import ConfigurationError, DatabaseUnavailableError, JobStatus, Jo
 from pmq_core.migrator import Migrator
 from pmq_core.plugins import Plugins
 from pmq_core.testing import wait_until
+from tests import reliability_support
 from tests.chaos.workload import QUEUE, RUNS_TABLE, Workload, start_worker_process
-from tests.reliability_support import (  # noqa: F401  (fixtures)
-    own_postgres,
-    own_valkey,
-    redis_of,
-    scalar,
-    sql,
-)
+from tests.reliability_support import redis_of, scalar, sql
+
+own_postgres = reliability_support.own_postgres
+own_valkey = reliability_support.own_valkey
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -80,7 +79,8 @@ def test_a_killed_workers_jobs_are_rescued_and_completed_by_another(pmq_settings
     rt = pmq_runtime(Workload(pmq_settings.database_url), worker=False, rescue_after=2.0)
     doomed_worker = worker_process(rt.settings)
     ids = rt.client.enqueue_many(QUEUE, [{"sleep": 120}] * 5)
-    held = "SELECT count(*) FROM jobs j JOIN pmq_workers w ON w.id = j.worker_id WHERE w.pid = %s AND j.status = 'running'"
+    held = ("SELECT count(*) FROM jobs j JOIN pmq_workers w ON w.id = j.worker_id"
+            " WHERE w.pid = %s AND j.status = 'running'")
     wait_until(lambda: scalar(rt.settings.database_url, held, (doomed_worker.pid,)), lambda n: n == 5, 30,
                "the worker process did not take all the jobs")
 
@@ -206,10 +206,18 @@ def test_postgres_restarted_under_load_loses_nothing(pmq_runtime, own_postgres):
         print(f"enqueue refused after {time.monotonic() - asked:.1f}s while PostgreSQL was down")
     finally:
         own_postgres.start()
-    after = rt.enqueue(QUEUE, {})  # producers work again at once
+    after = wait_until(lambda: try_enqueue(rt), bool, 30, "enqueue did not work again after the restart")
     all_completed(rt.settings, total + 1, 120)
     assert rt.job(after).status is JobStatus.COMPLETED
     counts = runs(rt.settings)
     assert len(counts) == total + 1
     # Live workers keep their jobs across the outage: none was rescued and run again.
     assert scalar(url, "SELECT count(*) FROM job_logs WHERE log_message LIKE 'worker lost%%'") == 0
+
+
+def try_enqueue(rt: Any) -> Any:
+    """A job id, or None while the client's pool is still reconnecting."""
+    try:
+        return rt.enqueue(QUEUE, {})
+    except DatabaseUnavailableError:
+        return None

@@ -30,8 +30,7 @@ def seed(url: str, status: str, days: int, n: int, log_days: int | None = None) 
 
 
 def by_status_and_age(url: str) -> dict[tuple[str, int], int]:
-    rows = sql(url, "SELECT status, (now() - updated_at > interval '1 day')::int * extract(day FROM now() - updated_at)::int,"
-                    " count(*) FROM jobs GROUP BY 1, 2")
+    rows = sql(url, "SELECT status, extract(day FROM now() - updated_at)::int, count(*) FROM jobs GROUP BY 1, 2")
     return {(status, age): n for status, age, n in rows}
 
 

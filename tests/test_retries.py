@@ -5,7 +5,7 @@ row) that the migrator hands back when due, never a sleeping worker."""
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -169,7 +169,7 @@ def test_retry_is_a_scheduled_row_not_a_sleeping_worker(pmq_runtime):
     waiting = rt.enqueue("explicit", {"delay": 60})
     job = rt.wait(waiting, statuses=[JobStatus.RETRY_SCHEDULED])
     assert job.worker_id is None and job.attempt_count == 1
-    assert timedelta(seconds=50) < job.run_at - datetime.now(timezone.utc) <= timedelta(seconds=60)
+    assert timedelta(seconds=50) < job.run_at - datetime.now(UTC) <= timedelta(seconds=60)
     logs = sql(rt.settings.database_url, "SELECT status, attempt_number, log_message FROM job_logs WHERE job_id = %s",
                (waiting,))
     assert logs == [("retry", 1, "Retry: not yet")]

@@ -19,8 +19,10 @@ from pmq_core.admin import Admin
 from pmq_core.config import Settings
 from pmq_core.keys import message
 from pmq_core.testing import wait_until
-from tests.reliability_support import background_worker, keys_of, own_valkey, redis_of, sql  # noqa: F401
+from tests import reliability_support
+from tests.reliability_support import background_worker, keys_of, redis_of, sql
 
+own_valkey = reliability_support.own_valkey
 ROOT = Path(__file__).resolve().parents[1]
 SERIALISERS_OF_CODE = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "jsonpickle", "marshal", "shelve"}
 
@@ -134,7 +136,8 @@ class Everything:
     @hookimpl
     def pmq_register_job_types(self) -> list[JobType]:
         quick = RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.02)
-        return [JobType(name="ok", handler=self.ok, priority=10), JobType(name="flaky", handler=self.flaky, retry=quick),
+        return [JobType(name="ok", handler=self.ok, priority=10),
+                JobType(name="flaky", handler=self.flaky, retry=quick),
                 JobType(name="dies", handler=self.dies, retry=quick, priority=500),
                 JobType(name="waits", handler=self.waits)]
 

@@ -15,8 +15,9 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import attrs
 import pytest
@@ -25,8 +26,12 @@ from pmq_core import DatabaseUnavailableError, Settings
 from pmq_core.admin import Admin
 from pmq_core.migrator import Migrator
 from pmq_core.testing import FAST, wait_until
+from tests import reliability_support
 from tests.chaos.workload import QUEUE, RUNS_TABLE, plugins, start_worker_process
-from tests.reliability_support import own_postgres, own_valkey, redis_of, scalar, sql  # noqa: F401
+from tests.reliability_support import redis_of, scalar, sql
+
+own_postgres = reliability_support.own_postgres
+own_valkey = reliability_support.own_valkey
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(600)]
 
@@ -79,7 +84,7 @@ class Producer(threading.Thread):
                             self.halt.wait(0.2)
                     else:
                         return
-                    self.accepted.update({str(i): bool(p.get("die")) for i, p in zip(ids, batch)})
+                    self.accepted.update({str(i): bool(p.get("die")) for i, p in zip(ids, batch, strict=True)})
                     self.halt.wait(0.5)  # spread over the first disruptions, a PostgreSQL restart included
         except BaseException as exc:  # reported by the test
             self.error = exc
