@@ -313,12 +313,14 @@ class Worker:
         try:
             for impl in self._wrappers:  # a wrapper failing before its yield unwinds those started
                 wrappers.append(_start_wrapper(impl, ctx))
-            if job_type.is_async:
-                result = await asyncio.wait_for(job_type.handler(ctx), job_type.timeout)
-            else:
-                call = functools.partial(contextvars.copy_context().run, job_type.handler, ctx)
-                future = asyncio.get_running_loop().run_in_executor(self.executor, call)
-                result = await asyncio.wait_for(future, job_type.timeout)
+            # asyncio.timeout, not wait_for: the handler runs in this task
+            # rather than in a second one created per job.
+            async with asyncio.timeout(job_type.timeout):
+                if job_type.is_async:
+                    result = await job_type.handler(ctx)
+                else:
+                    call = functools.partial(contextvars.copy_context().run, job_type.handler, ctx)
+                    result = await asyncio.get_running_loop().run_in_executor(self.executor, call)
         except BaseException as exc:
             return _unwind(wrappers, None, exc)
         return _unwind(wrappers, result, None)
