@@ -5,10 +5,12 @@ an operator's own tooling be."""
 from __future__ import annotations
 
 import uuid
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import psycopg
 import redis
+from psycopg.rows import DictRow
 
 from pmq_core import dispatch, schema
 from pmq_core.config import Settings, redact_url
@@ -50,11 +52,11 @@ class Admin:
         self.settings = resolve_servers(settings)
         assert self.settings.database_url and self.settings.redis_url
         self.keys = Keys(self.settings.key_prefix)
-        self._conn: psycopg.Connection[Any] | None = None
+        self._conn: psycopg.Connection[DictRow] | None = None
         self._redis: redis.Redis | None = None
 
     @property
-    def conn(self) -> psycopg.Connection[Any]:
+    def conn(self) -> psycopg.Connection[DictRow]:
         if self._conn is None or self._conn.closed:
             assert self.settings.database_url
             self._conn = pg_connect(self.settings.database_url)
@@ -105,9 +107,9 @@ class Admin:
     def queues(self) -> list[dict[str, Any]]:
         with self._translated():
             rows = self.conn.execute(q("queue_overview")).fetchall()
-            names = [row["name"] for row in rows]  # type: ignore[call-overload]
+            names = [row["name"] for row in rows]
             depths = dispatch.band_depths(self.redis, self.keys, names)
-        return [{**row, "bands": depths[row["name"]]} for row in rows]  # type: ignore[dict-item, call-overload]
+        return [{**row, "bands": depths[row["name"]]} for row in rows]
 
     def set_active(self, name: str, active: bool) -> None:
         """Pause (False) or resume (True) a queue. Pausing also takes back the
@@ -128,7 +130,7 @@ class Admin:
             JobStatus(status)
         with self._translated():
             rows = self.conn.execute(q("list_jobs"), {"queue": queue, "status": status, "limit": limit}).fetchall()
-        return [Job.from_row(row) for row in rows]  # type: ignore[arg-type]
+        return [Job.from_row(row) for row in rows]
 
     def job(self, job_id: uuid.UUID | str) -> tuple[Job, list[dict[str, Any]]]:
         """A job and its attempt log."""
@@ -138,7 +140,7 @@ class Admin:
             if row is None:
                 raise JobNotFoundError(f"no job with id {job_id}")
             logs = self.conn.execute(q("job_logs"), {"id": job_id}).fetchall()
-        return Job.from_row(row), logs  # type: ignore[arg-type, return-value]
+        return Job.from_row(row), logs
 
     def cancel(self, job_id: uuid.UUID | str) -> str | None:
         """Cancel a job that has not finished; return the status it had, or
@@ -152,16 +154,16 @@ class Admin:
                 return None
             pipe = self.redis.pipeline(transaction=False)
             dispatch.mark_status(pipe, self.keys, job_id, "cancelled")
-            if row["previous_status"] == "running":  # type: ignore[call-overload]
+            if row["previous_status"] == "running":
                 pipe.publish(self.keys.cancel_channel, str(job_id))
             pipe.execute()
-        return row["previous_status"]  # type: ignore[call-overload, no-any-return]
+        return str(row["previous_status"])
 
     # -- dead letters ------------------------------------------------------------
 
     def dead(self, queue: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         with self._translated():
-            return self.conn.execute(q("list_dead"), {"queue": queue, "limit": limit}).fetchall()  # type: ignore[return-value]
+            return self.conn.execute(q("list_dead"), {"queue": queue, "limit": limit}).fetchall()
 
     def replay(self, ids: Iterable[uuid.UUID | str] | None = None, queue: str | None = None) -> list[uuid.UUID]:
         """Send dead jobs back to the queue with their attempts reset: the
@@ -178,14 +180,14 @@ class Admin:
             rows = self.conn.execute(q(query), {"ids": id_list, "queue": queue}).fetchall()
             pipe = self.redis.pipeline(transaction=False)
             for row in rows:
-                pipe.lrem(self.keys.dead(row["queue_name"]), 0, str(row["id"]))  # type: ignore[call-overload]
+                pipe.lrem(self.keys.dead(row["queue_name"]), 0, str(row["id"]))
             pipe.execute()
         if id_list and len(rows) < len(id_list):
-            found = {row["id"] for row in rows}  # type: ignore[call-overload]
+            found = {row["id"] for row in rows}
             missing = [str(i) for i in id_list if i not in found]
             raise JobNotFoundError(f"not dead letters (no failed job with id): {', '.join(missing)}"
                                    + (f"; {len(rows)} other(s) done" if rows else ""))
-        return [row["id"] for row in rows]  # type: ignore[call-overload]
+        return [row["id"] for row in rows]
 
     # -- health and statistics ---------------------------------------------------
 
@@ -197,30 +199,30 @@ class Admin:
         report["redis"] = {"url": redact_url(self.settings.redis_url), "ok": True}
         try:
             overview = self.conn.execute(q("queue_overview")).fetchall()
-            oldest = {r["queue_name"]: r["age"] for r in self.conn.execute(q("oldest_waiting")).fetchall()}  # type: ignore[call-overload]
+            oldest = {r["queue_name"]: r["age"] for r in self.conn.execute(q("oldest_waiting")).fetchall()}
             workers = self.conn.execute(q("live_workers"), {"after": self.settings.rescue_after}).fetchall()
-            running = {r["worker_id"]: r["running"] for r in self.conn.execute(q("running_per_worker")).fetchall()}  # type: ignore[call-overload]
+            running = {r["worker_id"]: r["running"] for r in self.conn.execute(q("running_per_worker")).fetchall()}
         except (*PG_DOWN, DatabaseUnavailableError) as exc:
             report["postgres"].update(ok=False, error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             report["problems"].append("PostgreSQL is unreachable")
             overview, oldest, workers, running = [], {}, [], {}
         try:
-            depths = dispatch.band_depths(self.redis, self.keys, [r["name"] for r in overview])  # type: ignore[call-overload]
+            depths = dispatch.band_depths(self.redis, self.keys, [r["name"] for r in overview])
             report["warnings"].extend(redis_warnings(self.redis))
         except REDIS_DOWN as exc:
             report["redis"].update(ok=False, error=str(exc))
             report["problems"].append("Redis is unreachable")
-            depths = {r["name"]: {} for r in overview}  # type: ignore[call-overload]
-        served = {name for w in workers for name in w["queues"]}  # type: ignore[call-overload]
+            depths = {r["name"]: {} for r in overview}
+        served = {name for w in workers for name in w["queues"]}
         queues = []
         for row in overview:
-            name = row["name"]  # type: ignore[call-overload]
-            waiting = row["waiting"] + row["in_redis"]  # type: ignore[call-overload]
-            entry = {"name": name, "active": row["is_active"], "waiting": waiting,  # type: ignore[call-overload]
-                     "running": row["running"], "dead": row["dead"], "bands": depths.get(name, {}),  # type: ignore[call-overload]
+            name = row["name"]
+            waiting = row["waiting"] + row["in_redis"]
+            entry = {"name": name, "active": row["is_active"], "waiting": waiting,
+                     "running": row["running"], "dead": row["dead"], "bands": depths.get(name, {}),
                      "oldest_age": oldest.get(name), "served": name in served}
             queues.append(entry)
-            if waiting and row["is_active"] and name not in served:  # type: ignore[call-overload]
+            if waiting and row["is_active"] and name not in served:
                 report["warnings"].append(f"queue {name!r} has {waiting} waiting job(s) and no live worker serves it "
                                           "(is its plugin loaded on a worker?)")
         report["queues"] = queues
@@ -230,9 +232,9 @@ class Admin:
         if report["oldest_job_age"] and report["oldest_job_age"] > OLD_JOB_WARNING:
             report["warnings"].append(f"the oldest waiting job has waited {report['oldest_job_age']:.0f}s")
         report["workers"] = [{
-            "id": str(w["id"]), "hostname": w["hostname"], "pid": w["pid"], "queues": w["queues"],  # type: ignore[call-overload]
-            "concurrency": w["concurrency"], "running": running.get(w["id"], 0),  # type: ignore[call-overload]
-            "utilisation": running.get(w["id"], 0) / w["concurrency"],  # type: ignore[call-overload]
+            "id": str(w["id"]), "hostname": w["hostname"], "pid": w["pid"], "queues": w["queues"],
+            "concurrency": w["concurrency"], "running": running.get(w["id"], 0),
+            "utilisation": running.get(w["id"], 0) / w["concurrency"],
         } for w in workers]
         report["status"] = "critical" if report["problems"] else "warning" if report["warnings"] else "healthy"
         return report
@@ -246,19 +248,20 @@ class Admin:
             workers = self.conn.execute(q("live_workers"), {"after": self.settings.rescue_after}).fetchall()
             running = self.conn.execute(q("running_per_worker")).fetchall()
             queues = self.queues()
-        attempts = sum(activity.get(k) or 0 for k in ("succeeded", "retried", "failed"))  # type: ignore[union-attr]
-        capacity = sum(w["concurrency"] for w in workers)  # type: ignore[call-overload]
-        busy = sum(r["running"] for r in running if r["worker_id"] is not None)  # type: ignore[call-overload]
+        succeeded, retried, failed = (activity.get(k) or 0 for k in ("succeeded", "retried", "failed"))
+        attempts = succeeded + retried + failed
+        capacity = sum(w["concurrency"] for w in workers)
+        busy = sum(r["running"] for r in running if r["worker_id"] is not None)
         return {
             "window_minutes": minutes,
-            "processed_per_minute": (activity.get("succeeded") or 0) / minutes,  # type: ignore[union-attr]
-            "created_per_minute": (created.get("created") or 0) / minutes,  # type: ignore[union-attr]
-            "failed": activity.get("failed") or 0,  # type: ignore[union-attr]
-            "retried": activity.get("retried") or 0,  # type: ignore[union-attr]
-            "error_rate": ((activity.get("failed") or 0) + (activity.get("retried") or 0)) / attempts if attempts else 0.0,  # type: ignore[union-attr]
-            "avg_seconds": activity.get("avg_seconds"),  # type: ignore[union-attr]
-            "p50_seconds": activity.get("p50_seconds"),  # type: ignore[union-attr]
-            "p95_seconds": activity.get("p95_seconds"),  # type: ignore[union-attr]
+            "processed_per_minute": succeeded / minutes,
+            "created_per_minute": (created.get("created") or 0) / minutes,
+            "failed": failed,
+            "retried": retried,
+            "error_rate": (failed + retried) / attempts if attempts else 0.0,
+            "avg_seconds": activity.get("avg_seconds"),
+            "p50_seconds": activity.get("p50_seconds"),
+            "p95_seconds": activity.get("p95_seconds"),
             "active_workers": len(workers),
             "utilisation": busy / capacity if capacity else 0.0,
             "queues": [{"name": r["name"], "active": r["is_active"], "waiting": r["waiting"], "in_redis": r["in_redis"],

@@ -4,12 +4,12 @@ failures into pmq's errors (with passwords never shown)."""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import attrs
 import psycopg
 import redis
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 
 from pmq_core.config import Settings, redact_url
 from pmq_core.errors import ConfigurationError, DatabaseUnavailableError, RedisUnavailableError
@@ -19,10 +19,10 @@ PG_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 
 
-def pg_connect(url: str, *, autocommit: bool = True, timeout: float = 10.0) -> psycopg.Connection:
+def pg_connect(url: str, *, autocommit: bool = True, timeout: float = 10.0) -> psycopg.Connection[DictRow]:
     """A dict-row connection, or DatabaseUnavailableError naming the server."""
     try:
-        return psycopg.connect(url, autocommit=autocommit, row_factory=dict_row,  # type: ignore[arg-type]
+        return psycopg.connect(url, autocommit=autocommit, row_factory=dict_row,
                                connect_timeout=max(1, int(timeout)), application_name="pmq")
     except PG_DOWN as exc:
         raise DatabaseUnavailableError(
@@ -32,10 +32,11 @@ def pg_connect(url: str, *, autocommit: bool = True, timeout: float = 10.0) -> p
         raise DatabaseUnavailableError(f"invalid PostgreSQL URL {redact_url(url)}: {_first_line(exc)}") from None
 
 
-async def apg_connect(url: str, *, autocommit: bool = True, timeout: float = 10.0) -> psycopg.AsyncConnection:
+async def apg_connect(url: str, *, autocommit: bool = True,
+                      timeout: float = 10.0) -> psycopg.AsyncConnection[DictRow]:
     try:
         return await psycopg.AsyncConnection.connect(
-            url, autocommit=autocommit, row_factory=dict_row,  # type: ignore[arg-type]
+            url, autocommit=autocommit, row_factory=dict_row,
             connect_timeout=max(1, int(timeout)), application_name="pmq")
     except PG_DOWN as exc:
         raise DatabaseUnavailableError(

@@ -9,8 +9,9 @@ from __future__ import annotations
 import inspect
 import random
 import re
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any, Awaitable, Callable, Union
+from typing import Any, Union
 
 import attrs
 
@@ -80,7 +81,7 @@ class RetryPolicy:
         """Seconds to wait before the attempt after ``attempt`` (1-based)."""
         raw = min(self.base_delay * (2 ** min(attempt, 62)), self.max_delay)
         spread = (rng or random).uniform(-self.jitter, self.jitter)
-        return max(0.0, raw * (1 + spread))
+        return float(max(0.0, raw * (1 + spread)))
 
 
 def _callable(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -136,9 +137,8 @@ class JobType:
     @property
     def is_async(self) -> bool:
         """True for ``async def`` handlers, which run on the worker's event loop."""
-        return inspect.iscoroutinefunction(self.handler) or inspect.iscoroutinefunction(
-            getattr(self.handler, "__call__", None)
-        )
+        call = type(self.handler).__call__ if not inspect.isroutine(self.handler) else None
+        return inspect.iscoroutinefunction(self.handler) or inspect.iscoroutinefunction(call)
 
     @property
     def band(self) -> str:

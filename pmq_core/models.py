@@ -5,13 +5,14 @@ from __future__ import annotations
 import enum
 import threading
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 import attrs
 
 
-class JobStatus(str, enum.Enum):
+class JobStatus(enum.StrEnum):
     """The states of ``jobs.status`` (a contract: other programs read them)."""
 
     QUEUED = "queued"

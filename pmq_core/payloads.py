@@ -98,7 +98,8 @@ def to_json(payload: Any, *, queue: str, payload_class: type | None, limit: int)
     try:
         size = len(text.encode("utf-8"))
     except UnicodeEncodeError:
-        raise PayloadError(f"invalid payload for {queue!r}: contains a lone surrogate, which is not valid unicode") from None
+        raise PayloadError(f"invalid payload for {queue!r}: contains a lone surrogate, "
+                           "which is not valid unicode") from None
     if size > limit:
         raise PayloadError(
             f"invalid payload for {queue!r}: {size} bytes is over the limit of {limit} bytes; "

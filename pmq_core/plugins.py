@@ -13,7 +13,7 @@ import difflib
 import importlib.metadata
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import attrs
 import pluggy
@@ -157,7 +157,7 @@ class Plugins:
             name = impl.plugin_name
             dist = origins.get(name, (None, None))[0] or "not installed"
             try:
-                result = impl.function() or []
+                result = cast(list[Any], impl.function() or [])
             except Exception as exc:
                 raise PluginError(
                     f"plugin {name!r} (distribution {dist}) failed to declare its job types: "
@@ -180,10 +180,11 @@ class Plugins:
                 self._owners[item.name] = name
                 self.job_types[item.name] = item
                 declared.setdefault(name, []).append(item)
-        for name, plugin in self.pm.list_name_plugin():
-            dist, version = origins.get(name, (None, None))
+        for plugin_name, plugin in self.pm.list_name_plugin():
+            name = plugin_name or repr(plugin)
+            distribution, version = origins.get(name, (None, None))
             hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(plugin) or []))
-            self.infos.append(PluginInfo(name, dist, version, hooks, tuple(declared.get(name, ()))))
+            self.infos.append(PluginInfo(name, distribution, version, hooks, tuple(declared.get(name, ()))))
 
     def job_type(self, name: str) -> JobType | None:
         self.load()

@@ -18,7 +18,7 @@ def all_queries() -> dict[str, str]:
     text = resources.files("pmq_core").joinpath("sql/queries.sql").read_text(encoding="utf-8")
     parts = _NAME.split(text)
     found: dict[str, str] = {}
-    for name, body in zip(parts[1::2], parts[2::2]):
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
         found[name] = body.strip().rstrip(";")
     return found
 

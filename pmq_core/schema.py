@@ -11,8 +11,9 @@ is a no-op.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from importlib import resources
-from typing import Iterable
+from typing import Any
 
 import attrs
 import psycopg
@@ -46,7 +47,7 @@ def core_migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-def upgrade(conn: psycopg.Connection, extra: Iterable[Migration] = ()) -> list[Migration]:
+def upgrade(conn: psycopg.Connection[Any], extra: Iterable[Migration] = ()) -> list[Migration]:
     """Apply every migration not yet applied; return those applied now.
 
     ``conn`` must be in autocommit mode; each migration commits on its own.
@@ -80,7 +81,7 @@ def upgrade(conn: psycopg.Connection, extra: Iterable[Migration] = ()) -> list[M
     return applied_now
 
 
-def current_versions(conn: psycopg.Connection) -> dict[str, int]:
+def current_versions(conn: psycopg.Connection[Any]) -> dict[str, int]:
     """The latest applied version of each component (empty before any upgrade)."""
     with conn.cursor(row_factory=tuple_row) as cur:
         exists = cur.execute("SELECT to_regclass('pmq_schema_migrations') IS NOT NULL").fetchone()

@@ -23,8 +23,9 @@ import os
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
@@ -43,7 +44,7 @@ from pmq_core.plugins import Plugins
 from pmq_core.worker import Worker
 
 #: Settings that make tests quick: short polls, heartbeats and rescue windows.
-FAST = {"poll_interval": 0.2, "heartbeat_interval": 0.5, "rescue_after": 3.0, "redispatch_after": 1.0,
+FAST: dict[str, Any] = {"poll_interval": 0.2, "heartbeat_interval": 0.5, "rescue_after": 3.0, "redispatch_after": 1.0,
         "shutdown_grace": 5.0}
 
 
@@ -55,7 +56,7 @@ def run_inline(job_type: JobType, payload: Any = None, *, attempt: int = 1, max_
     import json
 
     raw = json.loads(text)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     ctx = JobContext(id=uuid.uuid4(), queue=job_type.name, payload=payloads.structure(raw, job_type.payload),
                      attempt=attempt, max_attempts=max_attempts or job_type.retry.max_attempts,
                      priority=job_type.priority, created_at=now, started_at=now, raw_payload=raw)
@@ -151,8 +152,9 @@ class Runtime:
         """Poll until the job reaches one of ``statuses`` (by default, any
         finished state); AssertionError with its last state after ``timeout``."""
         wanted = set(statuses)
-        return wait_until(lambda: self.job(job_id), lambda job: job.status in wanted, timeout,
+        job: Job = wait_until(lambda: self.job(job_id), lambda job: job.status in wanted, timeout,
                           f"job {job_id} did not reach {sorted(s.value for s in wanted)}")
+        return job
 
     def wait_all(self, job_ids: Iterable[uuid.UUID], timeout: float = 30.0) -> list[Job]:
         ids = list(job_ids)

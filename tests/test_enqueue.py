@@ -8,8 +8,8 @@ import psycopg
 import pytest
 
 from pmq_core import AsyncClient, JobStatus, PayloadError, UnknownQueueError
-from pmq_core.keys import Keys
 from pmq_core.db import redis_client
+from pmq_core.keys import Keys
 from tests.plugin_samples import Recorder, make_plugin
 
 
@@ -58,10 +58,9 @@ def test_unique_key_returns_the_live_job(pmq_runtime):
 def test_rolled_back_transaction_leaves_no_job_and_no_redis_entry(pmq_runtime):
     recorder = Recorder()
     rt = pmq_runtime(make_plugin(recorder))
-    with psycopg.connect(rt.settings.database_url) as conn:
-        with conn.transaction(force_rollback=True):
-            job_id = rt.client.enqueue("aecho", {"in": "tx"}, conn=conn)
-            assert conn.execute("SELECT count(*) FROM jobs WHERE id = %s", (job_id,)).fetchone()[0] == 1
+    with psycopg.connect(rt.settings.database_url) as conn, conn.transaction(force_rollback=True):
+        job_id = rt.client.enqueue("aecho", {"in": "tx"}, conn=conn)
+        assert conn.execute("SELECT count(*) FROM jobs WHERE id = %s", (job_id,)).fetchone()[0] == 1
     committed = rt.enqueue("aecho", {"after": "rollback"})
     rt.wait(committed)
     assert count_jobs(rt.settings.database_url) == 1
@@ -73,10 +72,9 @@ def test_rolled_back_transaction_leaves_no_job_and_no_redis_entry(pmq_runtime):
 
 def test_committed_transaction_runs_the_job(pmq_runtime):
     rt = pmq_runtime(make_plugin(Recorder()))
-    with psycopg.connect(rt.settings.database_url) as conn:
-        with conn.transaction():
-            job_id = rt.client.enqueue("aecho", {"in": "tx"}, conn=conn)
-            conn.execute("SELECT 1")
+    with psycopg.connect(rt.settings.database_url) as conn, conn.transaction():
+        job_id = rt.client.enqueue("aecho", {"in": "tx"}, conn=conn)
+        conn.execute("SELECT 1")
     assert rt.wait(job_id).status is JobStatus.COMPLETED
 
 

@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from pmq_core import JobStatus
 from pmq_core.testing import wait_until
 from tests.plugin_samples import Recorder, make_plugin
