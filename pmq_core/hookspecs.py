@@ -93,6 +93,13 @@ def pmq_worker_stopping(worker_id: uuid.UUID) -> None:
 
 
 @hookspec
+def pmq_worker_stopped(worker_id: uuid.UUID) -> None:
+    """Called when a worker has stopped: every job it held has finished or
+    been given back, and every outcome is recorded. Close here what
+    :func:`pmq_worker_started` opened. Since 0.1."""
+
+
+@hookspec
 def pmq_job_started(job: JobContext) -> None:
     """Called when an attempt has been claimed, just before its handler runs. Since 0.1."""
 

@@ -158,6 +158,7 @@ class Worker:
             await self._drain()
             self._outcome_ready.set()
             await finisher
+            self.plugins.safe_call("pmq_worker_stopped", worker_id=self.id)
             heartbeat.stop()
             await asyncio.get_running_loop().run_in_executor(None, heartbeat.unregister)
             for conn in self._conns.values():

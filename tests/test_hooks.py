@@ -89,6 +89,10 @@ class Lifecycle:
         self.note("worker_stopping", worker_id)
 
     @hookimpl
+    def pmq_worker_stopped(self, worker_id: Any) -> None:
+        self.note("worker_stopped", worker_id)
+
+    @hookimpl
     def pmq_job_started(self, job: Any) -> None:
         self.note("started", job.id, job.attempt)
 
@@ -175,7 +179,7 @@ def test_one_enqueued_call_per_bulk_enqueue(pmq_runtime):
     assert [e for e in hooks.events if e[0] == "enqueued"] == [("enqueued", "hooks:ok", tuple(ids))]
 
 
-def test_worker_started_and_stopping(pmq_runtime):
+def test_worker_started_stopping_and_stopped(pmq_runtime):
     hooks = Lifecycle()
     rt = pmq_runtime(Jobs(), hooks, worker=False, migrator=False)
     worker = Worker(rt.settings, rt.plugins, queues=["hooks:ok"])
@@ -191,6 +195,7 @@ def test_worker_started_and_stopping(pmq_runtime):
     assert hooks.events == [
         ("worker_started", worker.id, ("hooks:ok",), rt.settings.key_prefix),
         ("worker_stopping", worker.id),
+        ("worker_stopped", worker.id),
     ]
 
 

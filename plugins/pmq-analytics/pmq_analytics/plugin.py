@@ -80,12 +80,17 @@ class AnalyticsPlugin:
 
     @hookimpl
     def pmq_worker_started(self, settings: Settings) -> None:
-        """Take the worker's database. The pool stays open for the life of
-        the process: a stopping worker still finishes its running jobs."""
+        """Take the worker's database; the pool opens on first use."""
         with self._lock:
             if self._url != settings.database_url:
                 self._close()
                 self._url = settings.database_url
+
+    @hookimpl
+    def pmq_worker_stopped(self) -> None:
+        """Close the pool once the worker's last job is done."""
+        with self._lock:
+            self._close()
 
 
 #: The instance the ``pmq`` entry point loads.

@@ -95,14 +95,17 @@ class EmailPlugin:
 
     @hookimpl
     def pmq_worker_started(self, settings: Settings) -> None:
-        """Take the worker's database. The pool stays open for the life of
-        the process: a stopping worker still finishes its running jobs, and
-        no hook says when the last one is done."""
+        """Take the worker's database; the pool opens on first use."""
         with self._lock:
             if self._db is None or self._db.url != settings.database_url:
                 if self._db is not None:
                     self._db.close()
                 self._db = Database(settings, "pmq-email")
+
+    @hookimpl
+    def pmq_worker_stopped(self) -> None:
+        """Close the pool once the worker's last job is done."""
+        self.close()
 
 
 #: The instance the ``pmq`` entry point loads.
