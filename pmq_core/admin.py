@@ -218,7 +218,7 @@ class Admin:
         for row in overview:
             name = row["name"]
             waiting = row["waiting"] + row["in_redis"]
-            entry = {"name": name, "active": row["is_active"], "waiting": waiting,
+            entry = {"name": name, "active": row["is_active"], "waiting": waiting, "scheduled": row["scheduled"],
                      "running": row["running"], "dead": row["dead"], "bands": depths.get(name, {}),
                      "oldest_age": oldest.get(name), "served": name in served}
             queues.append(entry)
@@ -264,6 +264,7 @@ class Admin:
             "p95_seconds": activity.get("p95_seconds"),
             "active_workers": len(workers),
             "utilisation": busy / capacity if capacity else 0.0,
-            "queues": [{"name": r["name"], "active": r["is_active"], "waiting": r["waiting"], "in_redis": r["in_redis"],
-                        "running": r["running"], "dead": r["dead"], "bands": r["bands"]} for r in queues],
+            "queues": [{"name": r["name"], "active": r["is_active"], "waiting": r["waiting"],
+                        "scheduled": r["scheduled"], "in_redis": r["in_redis"], "running": r["running"],
+                        "dead": r["dead"], "bands": r["bands"]} for r in queues],
         }

@@ -265,7 +265,8 @@ DELETE FROM job_logs WHERE id IN (
 
 -- name: queue_overview
 SELECT q.name, q.default_priority, q.max_attempts, q.is_active, q.created_at,
-       count(j.id) FILTER (WHERE j.status IN ('queued', 'retry_scheduled')) AS waiting,
+       count(j.id) FILTER (WHERE j.status IN ('queued', 'retry_scheduled') AND j.run_at <= now()) AS waiting,
+       count(j.id) FILTER (WHERE j.status IN ('queued', 'retry_scheduled') AND j.run_at > now()) AS scheduled,
        count(j.id) FILTER (WHERE j.status = 'migrated_to_redis') AS in_redis,
        count(j.id) FILTER (WHERE j.status = 'running') AS running,
        count(j.id) FILTER (WHERE j.status = 'failed') AS dead
