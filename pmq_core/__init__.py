@@ -40,7 +40,8 @@ from pmq_core.errors import (
 from pmq_core.hookspecs import hookimpl
 from pmq_core.jobtypes import JobType, RetryPolicy
 from pmq_core.models import Job, JobContext, JobStatus
-from pmq_core.schema import Migration
+from pmq_core.queries import load_queries
+from pmq_core.schema import Migration, migrations_in
 
 __all__ = [
     "AsyncClient",
@@ -64,4 +65,6 @@ __all__ = [
     "Settings",
     "UnknownQueueError",
     "hookimpl",
+    "load_queries",
+    "migrations_in",
 ]

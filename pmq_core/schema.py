@@ -36,15 +36,20 @@ class Migration:
     sql: str
 
 
-def core_migrations() -> list[Migration]:
-    folder = resources.files("pmq_core").joinpath("sql/migrations")
+def migrations_in(package: str, component: str, folder: str = "sql/migrations") -> list[Migration]:
+    """The migrations shipped as ``NNNN_name.sql`` files in a folder of
+    ``package``, in version order: how the core and plugins keep theirs."""
     found = []
-    for entry in folder.iterdir():
+    for entry in resources.files(package).joinpath(folder).iterdir():
         match = _FILE.match(entry.name)
         if match:
-            found.append(Migration(component=CORE, version=int(match[1]), name=match[2],
+            found.append(Migration(component=component, version=int(match[1]), name=match[2],
                                    sql=entry.read_text(encoding="utf-8")))
     return sorted(found, key=lambda m: m.version)
+
+
+def core_migrations() -> list[Migration]:
+    return migrations_in("pmq_core", CORE)
 
 
 def upgrade(conn: psycopg.Connection[Any], extra: Iterable[Migration] = ()) -> list[Migration]:
