@@ -75,7 +75,7 @@ def settings() -> Settings:
 def bench_sql() -> dict[str, str]:
     """The named statements of ``prefill.sql``."""
     parts = re.split(r"^-- name: (\w+)\s*$", (HERE.parent / "prefill.sql").read_text(), flags=re.MULTILINE)
-    return {name: body.strip().rstrip(";") for name, body in zip(parts[1::2], parts[2::2])}
+    return {name: body.strip().rstrip(";") for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
 def setup() -> None:
