@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import attrs
 import psycopg
@@ -66,7 +67,7 @@ def _due_time(run_at: datetime | None, delay: float | timedelta | None) -> datet
         if seconds < 0:
             raise PayloadError(f"delay must not be negative, got {seconds}")
         try:
-            return datetime.now(timezone.utc) + timedelta(seconds=seconds)
+            return datetime.now(UTC) + timedelta(seconds=seconds)
         except OverflowError:
             raise PayloadError(f"delay of {seconds} seconds is too far in the future") from None
     return None
@@ -112,7 +113,7 @@ class Prepared:
         """The ids to return when some jobs were skipped for their unique
         key: the live job's id in their place."""
         by_key = {row["unique_key"]: row["id"] for row in live}
-        return [i if i in inserted else by_key.get(k, i) for i, k in zip(self.ids, self.unique_keys)]
+        return [i if i in inserted else by_key.get(k, i) for i, k in zip(self.ids, self.unique_keys, strict=True)]
 
     def uses_copy(self) -> bool:
         """Whether the rows go in by COPY: many of them, none with a unique
@@ -120,7 +121,7 @@ class Prepared:
         return len(self.ids) >= COPY_MIN_ROWS and all(k is None for k in self.unique_keys)
 
     def copy_rows(self) -> Iterable[tuple[Any, ...]]:
-        for job_id, payload in zip(self.ids, self.payloads):
+        for job_id, payload in zip(self.ids, self.payloads, strict=True):
             yield (job_id, self.queue, self.priority, payload, self.max_attempts, self.run_at or _NOW)
 
 
@@ -271,10 +272,9 @@ class Client(_ClientBase):
     def _write(self, conn: psycopg.Connection[Any], prepared: Prepared) -> list[uuid.UUID]:
         try:
             if prepared.uses_copy():
-                with conn.cursor() as cur:
-                    with cur.copy(q("copy_jobs")) as copy:
-                        for row in prepared.copy_rows():
-                            copy.write_row(row)
+                with conn.cursor() as cur, cur.copy(q("copy_jobs")) as copy:
+                    for row in prepared.copy_rows():
+                        copy.write_row(row)
                 return prepared.ids
             with conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(q("insert_jobs"), prepared.params())
@@ -377,10 +377,9 @@ class AsyncClient(_ClientBase):
     async def _write(self, conn: psycopg.AsyncConnection[Any], prepared: Prepared) -> list[uuid.UUID]:
         try:
             if prepared.uses_copy():
-                async with conn.cursor() as cur:
-                    async with cur.copy(q("copy_jobs")) as copy:
-                        for row in prepared.copy_rows():
-                            await copy.write_row(row)
+                async with conn.cursor() as cur, cur.copy(q("copy_jobs")) as copy:
+                    for row in prepared.copy_rows():
+                        await copy.write_row(row)
                 return prepared.ids
             async with conn.cursor(row_factory=dict_row) as cur:
                 await cur.execute(q("insert_jobs"), prepared.params())

@@ -8,7 +8,8 @@ through a pipeline, so a batch of jobs costs one round trip.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import redis
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -137,7 +137,7 @@ class Migrator:
         due = conn.execute(q("next_due_at")).fetchone()
         next_due = due["next_due_at"] if due else None  # type: ignore[call-overload]
         if next_due is not None:
-            wait = min(wait, max(0.001, (next_due - datetime.now(timezone.utc)).total_seconds()))
+            wait = min(wait, max(0.001, (next_due - datetime.now(UTC)).total_seconds()))
         return wait
 
     def migrate(self, conn: psycopg.Connection[Any], rds: redis.Redis, queues: list[str]) -> tuple[int, bool]:
@@ -219,7 +219,7 @@ class Migrator:
         if not scheduled:
             return 0
         client = Client(self.settings, plugins=self.plugins)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for job_type in scheduled:
             tick = croniter(job_type.cron, now).get_prev(datetime)
             with conn.transaction():

@@ -31,9 +31,10 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable, Callable, TypeVar
+from datetime import datetime, timedelta
+from typing import Any, TypeVar, cast
 
 import attrs
 import psycopg
@@ -41,7 +42,7 @@ import psycopg
 from pmq_core import dispatch, payloads
 from pmq_core.config import Settings
 from pmq_core.db import PG_DOWN, REDIS_DOWN, apg_connect, aredis_client, pg_connect
-from pmq_core.errors import DatabaseUnavailableError, Fail, JobCancelled, PluginError, Retry
+from pmq_core.errors import DatabaseUnavailableError, Fail, PluginError, Retry
 from pmq_core.jobtypes import JobType
 from pmq_core.keys import Keys, parse_message
 from pmq_core.models import JobContext
@@ -194,7 +195,8 @@ class Worker:
                 continue
             if not popped:
                 continue
-            messages = [m for m in (parse_message(raw) for raw in popped[1]) if m is not None]
+            raws = cast(list[bytes], popped[1])
+            messages = [m for m in map(parse_message, raws) if m is not None]
             if not messages:
                 continue
             self._to_claim.extend(messages)
@@ -214,7 +216,7 @@ class Worker:
                     return
                 continue
             try:
-                rows = await self._db("claim", lambda c: self._claim(c, batch), give_up=stop.is_set)
+                rows = await self._db("claim", functools.partial(self._claim, messages=batch), give_up=stop.is_set)
             finally:
                 self._unclaimed -= len(batch)
             if rows:
@@ -405,7 +407,7 @@ class Worker:
             except REDIS_DOWN:
                 await asyncio.sleep(backoff.next())
             finally:
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _cancel(self, data: Any) -> None:
         try:

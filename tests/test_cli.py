@@ -397,7 +397,8 @@ def test_missing_or_malformed_job_ids_are_one_line_errors(env):
 def test_queues_list_pause_and_resume(env, client):
     client.enqueue("cli-echo", {"n": 1}, delay=600)
     [queue] = as_json(pmq(env, "queues", "list", "--json"))
-    assert queue["name"] == "cli-echo" and queue["is_active"] is True and (queue["waiting"], queue["scheduled"]) == (0, 1)
+    assert queue["name"] == "cli-echo" and queue["is_active"] is True
+    assert (queue["waiting"], queue["scheduled"]) == (0, 1)
     assert queue["bands"] == {"high": 0, "normal": 0, "low": 0}
     paused, unknown = pmq_all(env, ["queues", "pause", "cli-echo"], ["queues", "pause", "nosuch"])
     assert ok(paused).strip() == "paused cli-echo"

@@ -53,7 +53,8 @@ def test_standby_migrator_takes_over_without_migrating_twice(pmq_runtime):
     rt = pmq_runtime(make_plugin(recorder), migrator=False)
     first, second = Migrator(rt.settings, rt.plugins), Migrator(rt.settings, rt.plugins)
     stops = [threading.Event(), threading.Event()]
-    threads = [threading.Thread(target=m.run, args=(s,), daemon=True) for m, s in zip((first, second), stops, strict=True)]
+    threads = [threading.Thread(target=m.run, args=(s,), daemon=True)
+               for m, s in zip((first, second), stops, strict=True)]
     for thread in threads:
         thread.start()
     try:
