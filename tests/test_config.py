@@ -1,0 +1,53 @@
+"""Settings: files, environment and arguments in layers; bad values named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pmq_core import ConfigurationError, Settings
+from pmq_core.config import redact_url
+
+
+def test_layers_apply_in_order_files_then_environment_then_arguments(tmp_path: Path):
+    (tmp_path / "pyproject.toml").write_text('[tool.pmq]\nconcurrency = 3\nkey_prefix = "a:"\npoll_interval = 9\n')
+    (tmp_path / "pmq.toml").write_text('key_prefix = "b:"\nplugins = ["email", "webhook"]\n')
+    settings = Settings.load(tmp_path, environ={"PMQ_POLL_INTERVAL": "0.5", "PMQ_UNRELATED": "x"},
+                             concurrency=7)
+    assert (settings.concurrency, settings.key_prefix, settings.poll_interval) == (7, "b:", 0.5)
+    assert settings.plugins == ("email", "webhook")
+
+
+def test_plugins_from_the_environment_are_a_comma_separated_list(tmp_path: Path):
+    settings = Settings.load(tmp_path, environ={"PMQ_PLUGINS": " email, webhook ,"})
+    assert settings.plugins == ("email", "webhook")
+    assert Settings.load(tmp_path, environ={}).plugins is None
+
+
+def test_no_urls_means_embedded_servers_and_one_url_is_refused_later(tmp_path: Path):
+    assert Settings.load(tmp_path, environ={}).embedded
+    assert not Settings.load(tmp_path, environ={"PMQ_DATABASE_URL": "postgresql://x/y"}).embedded
+
+
+def test_a_bad_value_is_reported_by_name_and_source(tmp_path: Path):
+    with pytest.raises(ConfigurationError, match="concurrency"):
+        Settings.load(tmp_path, environ={"PMQ_CONCURRENCY": "many"})
+    with pytest.raises(ConfigurationError, match="rescue_after"):
+        Settings.load(tmp_path, environ={"PMQ_RESCUE_AFTER": "-1"})
+    (tmp_path / "pmq.toml").write_text("concurency = 4\n")
+    with pytest.raises(ConfigurationError, match=r"pmq\.toml: unknown setting\(s\) concurency"):
+        Settings.load(tmp_path, environ={})
+
+
+def test_an_unreadable_file_is_one_clear_error(tmp_path: Path):
+    (tmp_path / "pmq.toml").write_text("concurrency = = 4\n")
+    with pytest.raises(ConfigurationError, match="pmq.toml: cannot read it"):
+        Settings.load(tmp_path, environ={})
+
+
+def test_passwords_are_redacted_wherever_settings_are_shown(tmp_path: Path):
+    url = "postgresql://pmq:s3cret@db.internal:5432/jobs"
+    assert redact_url(url) == "postgresql://pmq:***@db.internal:5432/jobs"
+    settings = Settings.load(tmp_path, environ={"PMQ_DATABASE_URL": url, "PMQ_REDIS_URL": "redis://:pw@r:6379/0"})
+    assert "s3cret" not in repr(settings) and "pw@" not in repr(settings)
