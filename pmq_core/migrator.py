@@ -19,10 +19,10 @@ import logging
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any
 
 import psycopg
 import redis
+from psycopg.rows import DictRow
 
 from pmq_core import dispatch
 from pmq_core.admin import redis_warnings
@@ -57,7 +57,6 @@ class Migrator:
         self.keys = Keys(settings.key_prefix)
         self.is_leader = threading.Event()
         self.migrated = 0
-        self._last_depth: dict[str, int] = {}
         self._next_housekeeping = 0.0
         self._next_rescue = 0.0
         self._next_retention = 0.0
@@ -89,7 +88,7 @@ class Migrator:
                         log.warning("%s", warning)
                 while not stop.is_set():
                     row = lock_conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (LEADER_LOCK,)).fetchone()
-                    if row and row["ok"]:  # type: ignore[call-overload]
+                    if row and row["ok"]:
                         break
                     stop.wait(STANDBY_RETRY)
                 if stop.is_set():
@@ -113,10 +112,10 @@ class Migrator:
 
     # -- one round -----------------------------------------------------------
 
-    def tick(self, conn: psycopg.Connection[Any], rds: redis.Redis) -> float:
+    def tick(self, conn: psycopg.Connection[DictRow], rds: redis.Redis) -> float:
         """Migrate what is due and do any housekeeping that is due; return
         how long to wait before the next round."""
-        queues = [row["name"] for row in conn.execute(q("active_queues")).fetchall()]  # type: ignore[call-overload]
+        queues = [row["name"] for row in conn.execute(q("active_queues")).fetchall()]
         moved, full = self.migrate(conn, rds, queues)
         now = time.monotonic()
         if now >= self._next_housekeeping:
@@ -135,12 +134,12 @@ class Migrator:
             return 0.005
         wait = min(self.settings.poll_interval, max(0.0, self._next_housekeeping - time.monotonic()))
         due = conn.execute(q("next_due_at")).fetchone()
-        next_due = due["next_due_at"] if due else None  # type: ignore[call-overload]
+        next_due = due["next_due_at"] if due else None
         if next_due is not None:
             wait = min(wait, max(0.001, (next_due - datetime.now(UTC)).total_seconds()))
         return wait
 
-    def migrate(self, conn: psycopg.Connection[Any], rds: redis.Redis, queues: list[str]) -> tuple[int, bool]:
+    def migrate(self, conn: psycopg.Connection[DictRow], rds: redis.Redis, queues: list[str]) -> tuple[int, bool]:
         """Move due jobs of ``queues`` into Redis, within each queue's room.
 
         Returns the number moved, and whether a batch came back full (more
@@ -157,7 +156,6 @@ class Migrator:
             room = min(self.settings.migrate_batch, self.settings.redis_depth - depth)
             if room > 0:
                 budgets[queue] = room
-            self._last_depth[queue] = depth
         if not budgets:
             return 0, False
         # One statement, atomic in autocommit: no BEGIN and COMMIT round trips.
@@ -165,25 +163,25 @@ class Migrator:
         if not rows:
             return 0, False
         pipe = rds.pipeline(transaction=True)
-        dispatch.push_jobs(pipe, self.keys, rows)  # type: ignore[arg-type]
+        dispatch.push_jobs(pipe, self.keys, rows)
         pipe.execute()
         self.migrated += len(rows)
         counts: dict[str, int] = {}
         for row in rows:
-            counts[row["queue_name"]] = counts.get(row["queue_name"], 0) + 1  # type: ignore[call-overload]
+            counts[row["queue_name"]] = counts.get(row["queue_name"], 0) + 1
         full = any(counts.get(queue, 0) >= room for queue, room in budgets.items())
         return len(rows), full
 
     # -- housekeeping --------------------------------------------------------
 
-    def redispatch_lost(self, conn: psycopg.Connection[Any], rds: redis.Redis) -> int:
+    def redispatch_lost(self, conn: psycopg.Connection[DictRow], rds: redis.Redis) -> int:
         """Hand over again jobs whose Redis message is gone (Redis restarted,
         wiped, or a worker died between popping and claiming)."""
         stale = conn.execute(q("stale_migrated"), {"after": self.settings.redispatch_after, "limit": 5000}).fetchall()
         if not stale:
             return 0
-        present = dispatch.queued_message_ids(rds, self.keys, {row["queue_name"] for row in stale})  # type: ignore[call-overload]
-        lost = [row["id"] for row in stale if str(row["id"]) not in present]  # type: ignore[call-overload]
+        present = dispatch.queued_message_ids(rds, self.keys, {row["queue_name"] for row in stale})
+        lost = [row["id"] for row in stale if str(row["id"]) not in present]
         if not lost:
             return 0
         count = len(conn.execute(q("requeue_migrated"), {"ids": lost}).fetchall())
@@ -191,7 +189,7 @@ class Migrator:
             log.warning("%d job(s) had lost their Redis message; handing them over again", count)
         return count
 
-    def rescue(self, conn: psycopg.Connection[Any], rds: redis.Redis) -> int:
+    def rescue(self, conn: psycopg.Connection[DictRow], rds: redis.Redis) -> int:
         """Take back jobs held by workers that stopped heartbeating."""
         after = self.settings.rescue_after
         with conn.transaction():
@@ -203,13 +201,13 @@ class Migrator:
             log.warning("rescued %d job(s) from dead workers", len(rows))
             pipe = rds.pipeline(transaction=False)
             for row in rows:
-                dispatch.mark_status(pipe, self.keys, row["id"], row["status"])  # type: ignore[call-overload]
-                if row["status"] == "failed":  # type: ignore[call-overload]
-                    pipe.lpush(self.keys.dead(row["queue_name"]), str(row["id"]))  # type: ignore[call-overload]
+                dispatch.mark_status(pipe, self.keys, row["id"], row["status"])
+                if row["status"] == "failed":
+                    pipe.lpush(self.keys.dead(row["queue_name"]), str(row["id"]))
             pipe.execute()
         return len(rows)
 
-    def enqueue_cron(self, conn: psycopg.Connection[Any]) -> int:
+    def enqueue_cron(self, conn: psycopg.Connection[DictRow]) -> int:
         """Enqueue each cron job type's latest tick, once per tick across all
         migrators (the tick is claimed in PostgreSQL in the same transaction)."""
         from croniter import croniter
@@ -229,7 +227,7 @@ class Migrator:
                     enqueued += 1
         return enqueued
 
-    def prune(self, conn: psycopg.Connection[Any]) -> dict[str, int]:
+    def prune(self, conn: psycopg.Connection[DictRow]) -> dict[str, int]:
         """Delete rows past retention, a batch per transaction."""
         removed = {"completed": 0, "cancelled": 0, "failed": 0, "job_logs": 0}
         plan = [("completed", self.settings.retention_completed_days),
