@@ -71,7 +71,7 @@ def run_worker(settings: Settings, queues: list[str] | None = None, concurrency:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, _stop_both, stop, thread_stop)
         await worker.run(stop)
 
     try:
@@ -80,6 +80,13 @@ def run_worker(settings: Settings, queues: list[str] | None = None, concurrency:
         thread_stop.set()
         if migrator_thread is not None:
             migrator_thread.join(timeout=10)
+
+
+def _stop_both(stop: asyncio.Event, thread_stop: threading.Event) -> None:
+    """Stop the worker and the migrator beside it together: jobs the worker
+    gives back then wait in PostgreSQL for whichever migrator leads next."""
+    stop.set()
+    thread_stop.set()
 
 
 def run_migrator(settings: Settings, plugins: Plugins | None = None) -> None:
