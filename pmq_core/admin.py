@@ -152,11 +152,9 @@ class Admin:
                 if self.conn.execute(q("get_job"), {"id": job_id}).fetchone() is None:
                     raise JobNotFoundError(f"no job with id {job_id}")
                 return None
-            pipe = self.redis.pipeline(transaction=False)
-            dispatch.mark_status(pipe, self.keys, job_id, "cancelled")
+            dispatch.Scripts.on(self.redis).mark(*dispatch.mark_args(self.keys, [dispatch.Mark(job_id, "cancelled")]))
             if row["previous_status"] == "running":
-                pipe.publish(self.keys.cancel_channel, str(job_id))
-            pipe.execute()
+                self.redis.publish(self.keys.cancel_channel, str(job_id))
         return str(row["previous_status"])
 
     # -- dead letters ------------------------------------------------------------

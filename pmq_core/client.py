@@ -1,9 +1,11 @@
 """Enqueueing jobs and looking after them, from any Python program.
 
 :class:`Client` is for threads and plain code, :class:`AsyncClient` for
-asyncio. Both write only to PostgreSQL (the migrator hands jobs to Redis), so
-an enqueue that returns has been committed, and an enqueue given the
-caller's own connection commits or rolls back with the caller's transaction.
+asyncio. An enqueue that returns has been committed in PostgreSQL, and an
+enqueue given the caller's own connection commits or rolls back with the
+caller's transaction (the migrator then hands its jobs to Redis). A small
+enqueue on the client's own connection hands its due jobs to Redis itself,
+right after the commit, saving them a trip through the migrator.
 Everything is checked before anything is written: a bad payload, priority or
 time raises one error naming the problem, and no job of the call is stored.
 """
@@ -25,6 +27,7 @@ from pmq_core import payloads
 from pmq_core.config import Settings
 from pmq_core.db import resolve_servers, translated
 from pmq_core.errors import JobNotFoundError, PayloadError, UnknownQueueError
+from pmq_core.handover import AsyncHandover, ThreadHandover
 from pmq_core.jobtypes import JobType, check_queue_name
 from pmq_core.models import Job, parse_job_id
 from pmq_core.plugins import Plugins
@@ -98,12 +101,20 @@ class Prepared:
     run_at: datetime | None
     unique_keys: list[str | None]
 
-    def params(self) -> dict[str, Any]:
+    def insert(self, dispatch: bool) -> tuple[str, dict[str, Any]]:
+        """The INSERT statement for these rows and its parameters; with
+        ``dispatch``, due jobs are stored as handed to Redis (the caller
+        pushes their messages once the statement has committed)."""
+        if len(self.ids) == 1:
+            return q("insert_job"), {
+                "id": self.ids[0], "queue": self.queue, "priority": self.priority, "payload": self.payloads[0],
+                "max_attempts": self.max_attempts, "run_at": self.run_at, "unique_key": self.unique_keys[0],
+                "dispatch": dispatch}
         n = len(self.ids)
-        return {
+        return q("insert_jobs"), {
             "ids": self.ids, "queues": [self.queue] * n, "priorities": [self.priority] * n,
             "payloads": self.payloads, "max_attempts": [self.max_attempts] * n,
-            "run_ats": [self.run_at] * n, "unique_keys": self.unique_keys,
+            "run_ats": [self.run_at] * n, "unique_keys": self.unique_keys, "dispatch": dispatch,
         }
 
     def key_params(self) -> dict[str, Any]:
@@ -126,6 +137,8 @@ class Prepared:
 
 
 _NOW = "now"  # COPY accepts the literal 'now' for a timestamptz.
+
+
 
 
 class _ClientBase:
@@ -201,6 +214,7 @@ class Client(_ClientBase):
     def __init__(self, settings: Settings | None = None, *, plugins: Plugins | None = None) -> None:
         super().__init__(settings, plugins=plugins)
         self._pool: ConnectionPool | None = None
+        self._handover: ThreadHandover | None = None
 
     @property
     def pool(self) -> ConnectionPool:
@@ -219,6 +233,9 @@ class Client(_ClientBase):
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+        if self._handover is not None:
+            self._handover.close()
+            self._handover = None
 
     def __enter__(self) -> Client:
         return self
@@ -259,30 +276,33 @@ class Client(_ClientBase):
         settings = self.settings
         with translated(settings.database_url):
             if conn is not None:
-                ids = self._write(conn, prepared)
+                ids, _rows = self._write(conn, prepared, dispatch=False)
             else:
                 # One write statement (COPY or INSERT), atomic on its own in
                 # autocommit: no BEGIN and COMMIT round trips around it.
                 with self.pool.connection() as own:
-                    ids = self._write(own, prepared)
+                    handover = self._handover = self._handover or ThreadHandover(self.settings)
+                    ids, rows = self._write(own, prepared, dispatch=handover.active())
+                handover.submit(rows)
         if self.plugins.has_impls("pmq_jobs_enqueued"):
             self.plugins.safe_call("pmq_jobs_enqueued", queue=queue, job_ids=ids)
         return ids
 
-    def _write(self, conn: psycopg.Connection[Any], prepared: Prepared) -> list[uuid.UUID]:
+    def _write(self, conn: psycopg.Connection[Any], prepared: Prepared,
+               dispatch: bool) -> tuple[list[uuid.UUID], list[dict[str, Any]]]:
         try:
             if prepared.uses_copy():
                 with conn.cursor() as cur, cur.copy(q("copy_jobs")) as copy:
                     for row in prepared.copy_rows():
                         copy.write_row(row)
-                return prepared.ids
+                return prepared.ids, []
             with conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(q("insert_jobs"), prepared.params())
-                inserted = {row["id"] for row in cur.fetchall()}
-                if len(inserted) == len(prepared.ids):
-                    return prepared.ids
+                cur.execute(*prepared.insert(dispatch))
+                rows = cur.fetchall()
+                if len(rows) == len(prepared.ids):
+                    return prepared.ids, rows
                 cur.execute(q("live_jobs_by_unique_key"), prepared.key_params())
-                return prepared.merge(inserted, cur.fetchall())
+                return prepared.merge({row["id"] for row in rows}, cur.fetchall()), rows
         except psycopg.errors.ForeignKeyViolation:
             raise self._unknown(prepared.queue) from None
 
@@ -319,6 +339,7 @@ class AsyncClient(_ClientBase):
     def __init__(self, settings: Settings | None = None, *, plugins: Plugins | None = None) -> None:
         super().__init__(settings, plugins=plugins)
         self._pool: AsyncConnectionPool | None = None
+        self._handover: AsyncHandover | None = None
 
     async def pool(self) -> AsyncConnectionPool:
         if self._pool is None:
@@ -336,6 +357,9 @@ class AsyncClient(_ClientBase):
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+        if self._handover is not None:
+            await self._handover.close()
+            self._handover = None
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -365,29 +389,32 @@ class AsyncClient(_ClientBase):
         await self._ensure_queue(queue)
         with translated(self.settings.database_url):
             if conn is not None:
-                ids = await self._write(conn, prepared)
+                ids, _rows = await self._write(conn, prepared, dispatch=False)
             else:
                 # One write statement, atomic on its own (see Client.enqueue_many).
                 async with (await self.pool()).connection() as own:
-                    ids = await self._write(own, prepared)
+                    handover = self._handover = self._handover or AsyncHandover(self.settings)
+                    ids, rows = await self._write(own, prepared, dispatch=handover.active())
+                handover.submit(rows)
         if self.plugins.has_impls("pmq_jobs_enqueued"):
             self.plugins.safe_call("pmq_jobs_enqueued", queue=queue, job_ids=ids)
         return ids
 
-    async def _write(self, conn: psycopg.AsyncConnection[Any], prepared: Prepared) -> list[uuid.UUID]:
+    async def _write(self, conn: psycopg.AsyncConnection[Any], prepared: Prepared,
+                     dispatch: bool) -> tuple[list[uuid.UUID], list[dict[str, Any]]]:
         try:
             if prepared.uses_copy():
                 async with conn.cursor() as cur, cur.copy(q("copy_jobs")) as copy:
                     for row in prepared.copy_rows():
                         await copy.write_row(row)
-                return prepared.ids
+                return prepared.ids, []
             async with conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(q("insert_jobs"), prepared.params())
-                inserted = {row["id"] for row in await cur.fetchall()}
-                if len(inserted) == len(prepared.ids):
-                    return prepared.ids
+                await cur.execute(*prepared.insert(dispatch))
+                rows = await cur.fetchall()
+                if len(rows) == len(prepared.ids):
+                    return prepared.ids, rows
                 await cur.execute(q("live_jobs_by_unique_key"), prepared.key_params())
-                return prepared.merge(inserted, await cur.fetchall())
+                return prepared.merge({row["id"] for row in rows}, await cur.fetchall()), rows
         except psycopg.errors.ForeignKeyViolation:
             raise self._unknown(prepared.queue) from None
 

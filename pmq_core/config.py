@@ -74,6 +74,13 @@ class Settings:
     """Seconds between a worker's heartbeats."""
     rescue_after: float = attrs.field(default=30.0, validator=[_positive, lambda s, a, v: _rescue_window(s, v)])
     """Seconds without a heartbeat after which a worker's jobs are rescued."""
+    dispatch_on_enqueue: bool = True
+    """Hand a job that is due now to Redis as soon as its enqueue commits,
+    instead of waiting for the migrator: one commit and one wake-up less on
+    the way to a worker. Applies to enqueues of fewer than 64 jobs on pmq's
+    own connection; a job whose message the producer could not push (Redis
+    down, or the producer died right after the commit) is handed over by the
+    migrator after redispatch_after."""
     redispatch_after: float = attrs.field(default=5.0, validator=_positive)
     """Seconds a job may sit in migrated_to_redis before pmq checks that its
     Redis message still exists (and migrates it again if not)."""
@@ -157,6 +164,20 @@ def _float(value: Any, _type: Any) -> float:
     return float(value)
 
 
+_TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
+
+
+def _bool(value: Any, _type: Any) -> bool:
+    """A strict boolean: True/False, or their usual spellings in a string
+    (``bool("false")`` would be True)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
 def _int(value: Any, _type: Any) -> int:
     if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
         raise ValueError(f"expected a whole number, got {value!r}")
@@ -167,6 +188,7 @@ _converter = cattrs.Converter(forbid_extra_keys=True)
 _converter.register_structure_hook(tuple[str, ...] | None, _split_names)
 _converter.register_structure_hook(float, _float)
 _converter.register_structure_hook(int, _int)
+_converter.register_structure_hook(bool, _bool)
 _converter.register_structure_hook(Path, lambda v, _t: Path(os.path.expanduser(str(v))))
 _converter.register_structure_hook(str | None, lambda v, _t: None if v in (None, "") else str(v))
 

@@ -44,18 +44,22 @@ async def apg_connect(url: str, *, autocommit: bool = True,
         ) from None
 
 
-def redis_client(url: str) -> redis.Redis:
+def redis_client(url: str, *, timeout: float | None = None) -> redis.Redis:
+    """A Redis client; ``timeout`` bounds each connect and reply (default:
+    5 s to connect, replies unbounded, as blocking pops need)."""
     try:
-        return redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+        return redis.Redis.from_url(url, socket_connect_timeout=timeout or 5, socket_timeout=timeout,
+                                    health_check_interval=30)
     except ValueError as exc:
         raise RedisUnavailableError(f"invalid Redis URL {redact_url(url)}: {exc}") from None
 
 
-def aredis_client(url: str) -> redis.asyncio.Redis:
+def aredis_client(url: str, *, timeout: float | None = None) -> redis.asyncio.Redis:
     import redis.asyncio
 
     try:
-        return redis.asyncio.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
+        return redis.asyncio.Redis.from_url(url, socket_connect_timeout=timeout or 5, socket_timeout=timeout,
+                                            health_check_interval=30)
     except ValueError as exc:
         raise RedisUnavailableError(f"invalid Redis URL {redact_url(url)}: {exc}") from None
 

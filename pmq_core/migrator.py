@@ -162,9 +162,7 @@ class Migrator:
         rows = conn.execute(q("migrate_due"), {"queues": list(budgets), "limits": list(budgets.values())}).fetchall()
         if not rows:
             return 0, False
-        pipe = rds.pipeline(transaction=True)
-        dispatch.push_jobs(pipe, self.keys, rows)
-        pipe.execute()
+        dispatch.Scripts.on(rds).push(*dispatch.push_args(self.keys, rows))
         self.migrated += len(rows)
         counts: dict[str, int] = {}
         for row in rows:
@@ -199,12 +197,11 @@ class Migrator:
             conn.execute(q("forget_dead_workers"), {"after": after * 2})
         if rows:
             log.warning("rescued %d job(s) from dead workers", len(rows))
-            pipe = rds.pipeline(transaction=False)
+            dispatch.Scripts.on(rds).mark(*dispatch.mark_args(
+                self.keys, [dispatch.Mark(row["id"], row["status"]) for row in rows]))
             for row in rows:
-                dispatch.mark_status(pipe, self.keys, row["id"], row["status"])
                 if row["status"] == "failed":
-                    pipe.lpush(self.keys.dead(row["queue_name"]), str(row["id"]))
-            pipe.execute()
+                    rds.lpush(self.keys.dead(row["queue_name"]), str(row["id"]))
         return len(rows)
 
     def enqueue_cron(self, conn: psycopg.Connection[DictRow]) -> int:

@@ -108,6 +108,7 @@ class Worker:
         self.job_types = {name: known[name] for name in (queues or sorted(known))}
         self.concurrency = concurrency or settings.concurrency
         self.id = uuid.uuid4()
+        self._worker_name = str(self.id)
         self.keys = Keys(settings.key_prefix)
         self.pop_keys = [self.keys.band(name, band) for band in ("high", "normal", "low") for name in self.job_types]
         self.running: dict[uuid.UUID, _Running] = {}
@@ -135,6 +136,7 @@ class Worker:
             raise PluginError("no job types to serve: install or select a plugin that declares some")
         assert self.settings.database_url and self.settings.redis_url
         self.redis = aredis_client(self.settings.redis_url)
+        self.scripts = dispatch.Scripts.on(self.redis)
         self.executor = ThreadPoolExecutor(self.concurrency + SPARE_THREADS, thread_name_prefix="pmq-job")
         heartbeat = _Heartbeat(self.settings, self.id, list(self.job_types), self.concurrency)
         await asyncio.get_running_loop().run_in_executor(None, heartbeat.register)
@@ -231,7 +233,7 @@ class Worker:
         return await cur.fetchall()
 
     def _start(self, rows: list[Any]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
+        marks = []
         for row in rows:
             job_type = self.job_types.get(row["queue_name"])
             if job_type is None:  # the claim only takes jobs of served queues
@@ -243,13 +245,13 @@ class Worker:
             running = _Running(ctx, job_type)
             self.running[ctx.id] = running
             running.task = asyncio.create_task(self._execute(running))
-            dispatch.mark_status(pipe, self.keys, ctx.id, "running", attempt=ctx.attempt, worker=str(self.id))
-        asyncio.create_task(self._mirror(pipe))
+            marks.append(dispatch.Mark(ctx.id, "running", ctx.attempt, self._worker_name))
+        asyncio.create_task(self._mirror(marks))
 
-    async def _mirror(self, pipe: Any) -> None:
+    async def _mirror(self, marks: list[dispatch.Mark]) -> None:
         """Send status-hash updates; Redis being down costs only the mirror."""
         try:
-            await pipe.execute()
+            await self.scripts.mark(*dispatch.mark_args(self.keys, marks))
         except REDIS_DOWN:
             pass
 
@@ -355,16 +357,14 @@ class Worker:
         applied = await self._db("finish", write, give_up=lambda: False)
         if applied is None:
             return
-        pipe = self.redis.pipeline(transaction=False)
-        dead = []
-        for outcome in batch:
-            if outcome.ctx.id not in applied:
-                continue
-            dispatch.mark_status(pipe, self.keys, outcome.ctx.id, outcome.status, error=outcome.error)
-            if outcome.status == "failed":
-                pipe.lpush(self.keys.dead(outcome.ctx.queue), str(outcome.ctx.id))
-                dead.append(outcome)
-        await self._mirror(pipe)
+        done = [o for o in batch if o.ctx.id in applied]
+        await self._mirror([dispatch.Mark(o.ctx.id, o.status, error=o.error) for o in done])
+        dead = [o for o in done if o.status == "failed"]
+        for outcome in dead:
+            try:
+                await self.redis.lpush(self.keys.dead(outcome.ctx.queue), str(outcome.ctx.id))
+            except REDIS_DOWN:
+                pass
         if dead and self._lifecycle["pmq_job_dead"]:
             for outcome in dead:
                 self.plugins.safe_call("pmq_job_dead", job=outcome.ctx, error=outcome.exc)

@@ -275,7 +275,8 @@ def test_db_upgrade_applies_then_reports_up_to_date(env, pmq_servers: Servers):
     try:
         url = pmq_servers.database_url.rsplit("/", 1)[0] + f"/{name}"
         env = {**env, "PMQ_DATABASE_URL": url}
-        assert ok(pmq(env, "db", "upgrade")).splitlines() == ["applied pmq_core 0001 initial"]
+        assert ok(pmq(env, "db", "upgrade")).splitlines() == [
+            "applied pmq_core 0001 initial", "applied pmq_core 0002 notify_waiting_only"]
         assert ok(pmq(env, "db", "upgrade")).strip() == "schema is up to date"
     finally:
         with psycopg.connect(pmq_servers.database_url, autocommit=True) as conn:
@@ -289,7 +290,8 @@ def test_enqueue_prints_the_id_and_jobs_show_reads_it_back(env):
     job_id = ok(pmq(env, "enqueue", "cli-echo", '{"n": 1}', "--priority", "7", "--max-attempts", "2")).strip()
     shown, text = pmq_all(env, ["jobs", "show", job_id, "--json"], ["jobs", "show", job_id])
     job = as_json(shown)["job"]
-    assert job["id"] == job_id and job["queue_name"] == "cli-echo" and job["status"] == "queued"
+    # handed to Redis by the producer itself (no worker runs here)
+    assert job["id"] == job_id and job["queue_name"] == "cli-echo" and job["status"] == "migrated_to_redis"
     assert job["payload"] == {"n": 1} and job["priority"] == 7 and job["max_attempts"] == 2
     assert as_json(shown)["logs"] == []
     assert "7 (high band)" in ok(text) and "0 of 2" in text.stdout and "no attempts yet" in text.stdout
@@ -516,7 +518,7 @@ def test_stats_once_as_json_and_watching(env, client):
                                    ["stats", "--json", "--watch", "--interval", "0.05", "--iterations", "2"])
     data = as_json(once)
     assert data["created_per_minute"] == 1 and data["failed"] == 0 and data["active_workers"] == 0
-    assert [q["name"] for q in data["queues"]] == ["cli-echo"] and data["queues"][0]["waiting"] == 1
+    assert [q["name"] for q in data["queues"]] == ["cli-echo"] and data["queues"][0]["in_redis"] == 1
     assert ok(watched).count("processing time:") == 3 and "Ctrl-C to stop" in watched.stdout
     assert [json.loads(line)["window_minutes"] for line in ok(lines).splitlines()] == [1, 1]
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
+import attrs
 import psycopg
 import pytest
 
-from pmq_core import AsyncClient, JobStatus, PayloadError, UnknownQueueError
+from pmq_core import AsyncClient, Client, JobStatus, PayloadError, UnknownQueueError
 from pmq_core.db import redis_client
 from pmq_core.keys import Keys
+from pmq_core.testing import wait_until
 from tests.plugin_samples import Recorder, make_plugin
 
 
@@ -21,7 +23,7 @@ def count_jobs(url: str) -> int:
 def test_priority_and_attempts_default_to_the_job_type(pmq_runtime):
     rt = pmq_runtime(make_plugin(Recorder(), priority=30), worker=False, migrator=False)
     job = rt.job(rt.enqueue("echo", {"n": 1}))
-    assert (job.priority, job.max_attempts, job.status) == (30, 5, JobStatus.QUEUED)
+    assert (job.priority, job.max_attempts) == (30, 5)
     job = rt.job(rt.enqueue("echo", {"n": 1}, priority=200, max_attempts=2))
     assert (job.priority, job.max_attempts) == (200, 2)
 
@@ -98,3 +100,55 @@ def test_delayed_job_waits_for_its_time(pmq_runtime):
     assert job.status is JobStatus.QUEUED and job.run_at > job.created_at
     done = rt.wait(job_id)
     assert done.started_at >= job.run_at
+
+
+# -- handing jobs to Redis at enqueue time ------------------------------------------
+
+
+def band_messages(rt, queue: str, band: str = "normal") -> list[str]:
+    rds = redis_client(rt.settings.redis_url)
+    return [m.decode().partition(":")[0] for m in rds.lrange(Keys(rt.settings.key_prefix).band(queue, band), 0, -1)]
+
+
+def test_a_due_job_is_handed_to_redis_without_the_migrator(pmq_runtime):
+    rt = pmq_runtime(make_plugin(Recorder()), worker=False, migrator=False)
+    urgent = rt.enqueue("echo", {"n": 1}, priority=10)
+    many = rt.client.enqueue_many("echo", [{"n": i} for i in range(5)])
+    assert rt.job(urgent).status is JobStatus.MIGRATED_TO_REDIS
+    wait_until(lambda: band_messages(rt, "echo", "high"), lambda ids: ids == [str(urgent)], 5, "no message")
+    wait_until(lambda: band_messages(rt, "echo"), lambda ids: ids == [str(i) for i in many], 5, "no messages")
+    rds = redis_client(rt.settings.redis_url)
+    assert rds.hget(Keys(rt.settings.key_prefix).job(urgent), "status") == b"migrated_to_redis"
+    rt.start_worker()
+    assert {j.status for j in rt.wait_all([urgent, *many])} == {JobStatus.COMPLETED}
+
+
+def test_scheduled_paused_transactional_and_opted_out_jobs_wait_for_the_migrator(pmq_runtime):
+    rt = pmq_runtime(make_plugin(Recorder()), worker=False, migrator=False)
+    later = rt.enqueue("echo", {"n": 1}, delay=60)
+    with psycopg.connect(rt.settings.database_url, autocommit=True) as conn:
+        in_tx = rt.client.enqueue("echo", {"n": 2}, conn=conn)
+    with rt.admin() as admin:
+        admin.set_active("aecho", False)
+    paused = rt.enqueue("aecho", {"n": 3})
+    opted_out = pmq_runtime(make_plugin(Recorder()), worker=False, migrator=False, dispatch_on_enqueue=False)
+    plain = opted_out.enqueue("echo", {"n": 4})
+    assert {rt.job(j).status for j in (later, in_tx, paused)} == {JobStatus.QUEUED}
+    assert opted_out.job(plain).status is JobStatus.QUEUED
+    assert band_messages(rt, "echo") == [] and band_messages(opted_out, "echo") == []
+
+
+def test_jobs_enqueued_while_redis_is_down_still_run(pmq_runtime):
+    rt = pmq_runtime(make_plugin(Recorder()), worker=False, migrator=False, redispatch_after=0.5)
+    cut_off = Client(attrs.evolve(rt.settings, redis_url="redis://127.0.0.1:1/0"), plugins=rt.plugins)
+    with cut_off:
+        first = cut_off.enqueue("echo", {"n": 1})  # stored as handed over; its push fails
+        handover = cut_off._handover
+        assert handover is not None
+        wait_until(handover.active, lambda active: not active, 10, "the failed push was not noticed")
+        second = cut_off.enqueue("echo", {"n": 2})  # left to the migrator at once
+    assert rt.job(first).status is JobStatus.MIGRATED_TO_REDIS
+    assert rt.job(second).status is JobStatus.QUEUED
+    rt.start_migrator()
+    rt.start_worker()
+    assert {j.status for j in rt.wait_all([first, second])} == {JobStatus.COMPLETED}

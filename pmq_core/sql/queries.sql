@@ -3,11 +3,18 @@
 -- Parameters use psycopg's %(name)s placeholders.
 
 -- name: insert_jobs
--- Enqueue one or many jobs in one statement. A job whose uniqueness key is
--- already held by a live job is skipped; RETURNING lists those inserted.
-INSERT INTO jobs (id, queue_name, priority, payload, max_attempts, run_at, unique_key)
+-- Enqueue many jobs in one statement. A job whose uniqueness key is already
+-- held by a live job is skipped; RETURNING lists those inserted. With
+-- %(dispatch)s, a job that is due now in an active queue is stored as
+-- already handed to Redis: the producer pushes its message right after the
+-- commit, and the migrator's check for lost messages covers a producer that
+-- dies in between.
+INSERT INTO jobs (id, queue_name, priority, payload, max_attempts, run_at, unique_key, status)
 SELECT i.id, i.queue_name, i.priority, i.payload, i.max_attempts,
-       coalesce(i.run_at, now()), i.unique_key
+       coalesce(i.run_at, now()), i.unique_key,
+       CASE WHEN %(dispatch)s AND coalesce(i.run_at, now()) <= now()
+                 AND (SELECT is_active FROM job_queues WHERE name = i.queue_name)
+            THEN 'migrated_to_redis' ELSE 'queued' END
   FROM unnest(%(ids)s::uuid[], %(queues)s::varchar[], %(priorities)s::int[],
               %(payloads)s::jsonb[], %(max_attempts)s::int[],
               %(run_ats)s::timestamptz[], %(unique_keys)s::text[])
@@ -16,7 +23,22 @@ ON CONFLICT (queue_name, unique_key)
    WHERE unique_key IS NOT NULL
      AND status IN ('queued', 'migrated_to_redis', 'running', 'retry_scheduled')
    DO NOTHING
-RETURNING id;
+RETURNING id, queue_name, status, priority, attempt_count, created_at;
+
+-- name: insert_job
+-- The same for one job, with plain parameters: the common case, and
+-- cheaper to send than arrays.
+INSERT INTO jobs (id, queue_name, priority, payload, max_attempts, run_at, unique_key, status)
+VALUES (%(id)s::uuid, %(queue)s::varchar, %(priority)s::int, %(payload)s::jsonb, %(max_attempts)s::int,
+        coalesce(%(run_at)s::timestamptz, now()), %(unique_key)s::text,
+        CASE WHEN %(dispatch)s::boolean AND coalesce(%(run_at)s::timestamptz, now()) <= now()
+                  AND (SELECT is_active FROM job_queues WHERE name = %(queue)s::varchar)
+             THEN 'migrated_to_redis' ELSE 'queued' END)
+ON CONFLICT (queue_name, unique_key)
+   WHERE unique_key IS NOT NULL
+     AND status IN ('queued', 'migrated_to_redis', 'running', 'retry_scheduled')
+   DO NOTHING
+RETURNING id, queue_name, status, priority, attempt_count, created_at;
 
 -- name: live_jobs_by_unique_key
 SELECT unique_key, id FROM jobs
