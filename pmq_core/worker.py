@@ -7,13 +7,13 @@ short:
 
 - messages are popped in batches (as many as there are free slots) with one
   ``BLMPOP`` across all served bands, most urgent first;
-- the popped jobs are claimed with one conditional ``UPDATE`` (a message is
-  only a hint: a duplicate, stale or forged one claims nothing) by one task,
-  all that have been popped per statement: while a claim commits, popping
-  goes on for the slots that free up, so claims batch themselves under load
-  and the commit's wait is not paid once per job;
-- outcomes are written by one task, all that have piled up per statement, so
-  writes batch themselves under load and cost nothing extra when idle.
+- one task talks to PostgreSQL for the worker. Each round it records every
+  outcome that has piled up (one ``UPDATE`` and its log rows) and claims
+  every message popped meanwhile (one conditional ``UPDATE``: a message is
+  only a hint, and a duplicate, stale or forged one claims nothing), both
+  sent in one pipelined round trip. While a round is in flight, popping and
+  handlers go on, so rounds batch themselves under load, the commit's wait is
+  not paid once per job, and an idle worker pays nothing extra.
 
 A heartbeat thread with its own connection proves the worker alive, however
 busy its handlers keep the event loop. If the worker dies, the leading
@@ -115,14 +115,14 @@ class Worker:
         self.processed = 0
         self.started = asyncio.Event()
         self._outcomes: list[_Outcome] = []
-        self._outcome_ready = asyncio.Event()
-        self._slot_freed = asyncio.Event()
         self._to_claim: list[tuple[uuid.UUID, int]] = []
-        self._claim_ready = asyncio.Event()
         self._unclaimed = 0  # popped messages whose claim has not returned yet: they hold slots
+        self._db_wanted = asyncio.Event()  # outcomes or messages are waiting for the database task
+        self._round_done = asyncio.Event()
+        self._slot_freed = asyncio.Event()
         self._fetching = True
-        self._conns: dict[str, psycopg.AsyncConnection[Any] | None] = {"claim": None, "finish": None}
-        self._backoff = {"claim": Backoff(), "finish": Backoff()}
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._backoff = Backoff()
         self._stopping = False
         self._wrappers = self.plugins.pm.hook.pmq_wrap_job.get_hookimpls()
         self._lifecycle = {name: self.plugins.has_impls(name) for name in (
@@ -143,39 +143,44 @@ class Worker:
         heartbeat.start()
         self.plugins.safe_call("pmq_worker_started", worker_id=self.id, queues=list(self.job_types),
                                settings=self.settings)
-        finisher = asyncio.create_task(self._finish_loop(), name="pmq-finisher")
+        database = asyncio.create_task(self._database_loop(stop), name="pmq-database")
+        database.add_done_callback(self._database_ended)
         canceller = asyncio.create_task(self._cancel_listener(), name="pmq-cancel-listener")
-        claimer = asyncio.create_task(self._claim_loop(stop), name="pmq-claimer")
-        claimer.add_done_callback(lambda _: self._slot_freed.set())
         self.started.set()
         log.info("worker %s serves %s with concurrency %d", self.id, ", ".join(self.job_types), self.concurrency)
         try:
-            await self._fetch_loop(stop, claimer)
+            await self._fetch_loop(stop, database)
         finally:
             self._fetching = False
-            self._claim_ready.set()
-            await asyncio.gather(claimer, return_exceptions=True)
+            while self._unclaimed and not database.done():  # start what was popped before stopping
+                self._round_done.clear()
+                self._db_wanted.set()
+                await self._round_done.wait()
             self._stopping = True
             self.plugins.safe_call("pmq_worker_stopping", worker_id=self.id)
             canceller.cancel()
             await self._drain()
-            self._outcome_ready.set()
-            await finisher
+            self._db_wanted.set()
+            await asyncio.gather(database, return_exceptions=True)
             self.plugins.safe_call("pmq_worker_stopped", worker_id=self.id)
             heartbeat.stop()
             await asyncio.get_running_loop().run_in_executor(None, heartbeat.unregister)
-            for conn in self._conns.values():
-                if conn is not None:
-                    await conn.close()
+            if self._conn is not None:
+                await self._conn.close()
             await self.redis.aclose()
             self.executor.shutdown(wait=False, cancel_futures=True)
             log.info("worker %s stopped after %d job(s)", self.id, self.processed)
 
-    async def _fetch_loop(self, stop: asyncio.Event, claimer: asyncio.Task[None]) -> None:
+    def _database_ended(self, _task: asyncio.Task[None]) -> None:
+        """Wake whoever waits on the database task, so that they see it ended."""
+        self._slot_freed.set()
+        self._round_done.set()
+
+    async def _fetch_loop(self, stop: asyncio.Event, database: asyncio.Task[None]) -> None:
         backoff = Backoff()
         while not stop.is_set():
-            if claimer.done():
-                claimer.result()  # the claimer failed: fail the worker with its error
+            if database.done():
+                database.result()  # the database task failed: fail the worker with its error
                 return
             free = self.concurrency - len(self.running) - self._unclaimed
             if free <= 0:
@@ -203,34 +208,52 @@ class Worker:
                 continue
             self._to_claim.extend(messages)
             self._unclaimed += len(messages)
-            self._claim_ready.set()
+            self._db_wanted.set()
 
-    async def _claim_loop(self, stop: asyncio.Event) -> None:
-        """Claim what the fetch loop popped, everything pending per statement,
-        until the fetch loop has stopped and nothing is left."""
+    async def _database_loop(self, stop: asyncio.Event) -> None:
+        """Record outcomes and claim popped messages, all that are waiting
+        per round, until the worker has stopped and nothing is left."""
         while True:
-            if self._fetching and not self._to_claim:
-                await self._claim_ready.wait()
-            self._claim_ready.clear()
-            batch, self._to_claim = self._to_claim, []
-            if not batch:
-                if not self._fetching:
+            if not self._to_claim and not self._outcomes:
+                if self._stopping and not self.running:
                     return
+                self._db_wanted.clear()
+                await self._db_wanted.wait()
                 continue
+            messages, self._to_claim = self._to_claim, []
+            outcomes, self._outcomes = self._outcomes, []
             try:
-                rows = await self._db("claim", functools.partial(self._claim, messages=batch), give_up=stop.is_set)
+                # While stopping, popped messages may be dropped (the migrator
+                # hands them over again); outcomes are never dropped.
+                result = await self._db(functools.partial(self._round, messages=messages, outcomes=outcomes),
+                                        give_up=functools.partial(_dropping_claims, stop, bool(outcomes)))
             finally:
-                self._unclaimed -= len(batch)
+                self._unclaimed -= len(messages)
+                self._round_done.set()
+            rows, applied = result or ([], set())
             if rows:
                 self._start(rows)
-            if len(rows or ()) < len(batch):
+            if len(rows) < len(messages):
                 self._slot_freed.set()  # messages that claimed nothing give their slots back
+            if outcomes:
+                await self._finished(outcomes, applied)
 
-    async def _claim(self, conn: psycopg.AsyncConnection[Any], messages: list[tuple[uuid.UUID, int]]) -> list[Any]:
-        cur = await conn.execute(q("claim_jobs"), {
-            "ids": [m[0] for m in messages], "attempts": [m[1] for m in messages], "worker_id": self.id,
-            "queues": list(self.job_types)})
-        return await cur.fetchall()
+    async def _round(self, conn: psycopg.AsyncConnection[Any], messages: list[tuple[uuid.UUID, int]],
+                     outcomes: list[_Outcome]) -> tuple[list[Any], set[uuid.UUID]]:
+        """One round trip: the outcomes' write and the messages' claim, each
+        one statement committed on its own (pipelined: two commits cost
+        little more than one, where a transaction around both cost more)."""
+        finish = claim = None
+        async with conn.pipeline():
+            if outcomes:
+                finish = await conn.execute(q("finish_jobs"), _finish_params(outcomes))
+            if messages:
+                claim = await conn.execute(q("claim_jobs"), {
+                    "ids": [m[0] for m in messages], "attempts": [m[1] for m in messages],
+                    "worker_id": self.id, "queues": list(self.job_types)})
+        rows = await claim.fetchall() if claim else []
+        applied = {row["job_id"] for row in await finish.fetchall()} if finish else set()
+        return rows, applied
 
     def _start(self, rows: list[Any]) -> None:
         marks = []
@@ -290,7 +313,7 @@ class Worker:
         else:
             outcome = self._failure(job_type, ctx, error, finished)
         self._outcomes.append(outcome)
-        self._outcome_ready.set()
+        self._db_wanted.set()
         self._forget(ctx.id)
 
     def _failure(self, job_type: JobType, ctx: JobContext, error: BaseException, finished: datetime) -> _Outcome:
@@ -332,31 +355,10 @@ class Worker:
 
     # -- recording outcomes ------------------------------------------------------
 
-    async def _finish_loop(self) -> None:
-        while True:
-            await self._outcome_ready.wait()
-            self._outcome_ready.clear()
-            batch, self._outcomes = self._outcomes, []
-            if batch:
-                await self._record(batch)
-            elif self._stopping and not self.running:
-                return
-
-    async def _record(self, batch: list[_Outcome]) -> None:
-        params = {
-            "ids": [o.ctx.id for o in batch], "attempts": [o.ctx.attempt for o in batch],
-            "statuses": [o.status for o in batch], "log_statuses": [o.log_status for o in batch],
-            "run_ats": [o.run_at for o in batch], "errors": [o.error for o in batch],
-            "started": [o.ctx.started_at for o in batch], "finished": [o.finished_at for o in batch],
-        }
-
-        async def write(conn: psycopg.AsyncConnection[Any]) -> set[uuid.UUID]:
-            cur = await conn.execute(q("finish_jobs"), params)
-            return {row["job_id"] for row in await cur.fetchall()}  # type: ignore[call-overload]
-
-        applied = await self._db("finish", write, give_up=lambda: False)
-        if applied is None:
-            return
+    async def _finished(self, batch: list[_Outcome], applied: set[uuid.UUID]) -> None:
+        """Mirror recorded outcomes to Redis and tell the plugins of deaths.
+        An outcome not applied belonged to an attempt that is no longer this
+        worker's (the job was cancelled, or rescued from a worker thought dead)."""
         done = [o for o in batch if o.ctx.id in applied]
         await self._mirror([dispatch.Mark(o.ctx.id, o.status, error=o.error) for o in done])
         dead = [o for o in done if o.status == "failed"]
@@ -391,7 +393,7 @@ class Worker:
             async def release(conn: psycopg.AsyncConnection[Any]) -> None:
                 await conn.execute(q("release_jobs"), {"ids": ids, "worker_id": self.id})
 
-            await self._db("finish", release, give_up=lambda: True)
+            await self._db(release, give_up=lambda: True)
             log.warning("gave back %d unfinished job(s) to the queue", len(ids))
 
     async def _cancel_listener(self) -> None:
@@ -425,28 +427,43 @@ class Worker:
 
     # -- PostgreSQL with reconnects -------------------------------------------
 
-    async def _db(self, name: str, op: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]],
+    async def _db(self, op: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]],
                   give_up: Callable[[], bool]) -> T | None:
-        """Run ``op`` on connection ``name``, reconnecting with backoff while
-        PostgreSQL is down; None if ``give_up()`` says to stop trying."""
+        """Run ``op`` on the worker's connection, reconnecting with backoff
+        while PostgreSQL is down; None if ``give_up()`` says to stop trying."""
         assert self.settings.database_url
         while True:
-            conn = self._conns[name]
+            conn = self._conn
             try:
                 if conn is None or conn.closed:
-                    conn = self._conns[name] = await apg_connect(self.settings.database_url)
+                    conn = self._conn = await apg_connect(self.settings.database_url)
                 result = await op(conn)
-                self._backoff[name].reset()
+                self._backoff.reset()
                 return result
             except (*PG_DOWN, DatabaseUnavailableError) as exc:
                 if conn is not None:
                     await _close_quietly(conn)
-                self._conns[name] = None
+                self._conn = None
                 if give_up():
                     return None
-                delay = self._backoff[name].next()
+                delay = self._backoff.next()
                 log.warning("worker lost PostgreSQL (%s); retrying in %.1fs", str(exc).splitlines()[0], delay)
                 await asyncio.sleep(delay)
+
+
+def _dropping_claims(stop: asyncio.Event, has_outcomes: bool) -> bool:
+    """Whether a round may be abandoned while PostgreSQL is down: only when
+    stopping, and only if it carries no outcome."""
+    return stop.is_set() and not has_outcomes
+
+
+def _finish_params(batch: list[_Outcome]) -> dict[str, Any]:
+    return {
+        "ids": [o.ctx.id for o in batch], "attempts": [o.ctx.attempt for o in batch],
+        "statuses": [o.status for o in batch], "log_statuses": [o.log_status for o in batch],
+        "run_ats": [o.run_at for o in batch], "errors": [o.error for o in batch],
+        "started": [o.ctx.started_at for o in batch], "finished": [o.finished_at for o in batch],
+    }
 
 
 def _start_wrapper(impl: Any, ctx: JobContext) -> Any:
