@@ -63,6 +63,11 @@ class Settings:
     """Largest payload accepted, as compact JSON in UTF-8."""
     concurrency: int = attrs.field(default=10, validator=_positive)
     """Jobs one worker process runs at once."""
+    prefetch: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
+    """Jobs a worker claims ahead, beyond those it runs, so that a quick job's
+    slot finds the next job already claimed instead of waiting a round trip
+    for it. Default: as many as ``concurrency``. With long jobs, set 0: a job
+    claimed ahead waits for a slot of this worker even when another is idle."""
     migrate_batch: int = attrs.field(default=500, validator=_positive)
     """Most jobs the migrator moves to Redis in one round trip."""
     redis_depth: int = attrs.field(default=2000, validator=_positive)
@@ -191,6 +196,7 @@ _converter.register_structure_hook(int, _int)
 _converter.register_structure_hook(bool, _bool)
 _converter.register_structure_hook(Path, lambda v, _t: Path(os.path.expanduser(str(v))))
 _converter.register_structure_hook(str | None, lambda v, _t: None if v in (None, "") else str(v))
+_converter.register_structure_hook(int | None, lambda v, _t: None if v in (None, "") else _int(v, int))
 
 
 def _describe(exc: BaseException, type_: Any) -> str:

@@ -23,6 +23,7 @@ migrator rescues its jobs.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import functools
 import logging
@@ -64,8 +65,11 @@ SPARE_THREADS = 32
 
 @attrs.define(eq=False)
 class _Running:
+    """A claimed job: waiting for a slot (no task yet) or running."""
+
     ctx: JobContext
     job_type: JobType
+    claimed: float = attrs.field(factory=time.monotonic)
     task: asyncio.Task[None] | None = None
     stop_reason: str | None = None
 
@@ -107,11 +111,14 @@ class Worker:
                 )
         self.job_types = {name: known[name] for name in (queues or sorted(known))}
         self.concurrency = concurrency or settings.concurrency
+        self.prefetch = self.concurrency if settings.prefetch is None else settings.prefetch
         self.id = uuid.uuid4()
         self._worker_name = str(self.id)
         self.keys = Keys(settings.key_prefix)
         self.pop_keys = [self.keys.band(name, band) for band in ("high", "normal", "low") for name in self.job_types]
-        self.running: dict[uuid.UUID, _Running] = {}
+        self.running: dict[uuid.UUID, _Running] = {}  # every claimed job, waiting or running
+        self._waiting: collections.deque[_Running] = collections.deque()  # claimed ahead, in claim order
+        self._active = 0  # jobs whose handler runs
         self.processed = 0
         self.started = asyncio.Event()
         self._outcomes: list[_Outcome] = []
@@ -182,7 +189,7 @@ class Worker:
             if database.done():
                 database.result()  # the database task failed: fail the worker with its error
                 return
-            free = self.concurrency - len(self.running) - self._unclaimed
+            free = self.concurrency + self.prefetch - len(self.running) - self._unclaimed
             if free <= 0:
                 self._slot_freed.clear()
                 stop_wait = asyncio.ensure_future(stop.wait())
@@ -267,9 +274,18 @@ class Worker:
                              raw_payload=row["payload"])
             running = _Running(ctx, job_type)
             self.running[ctx.id] = running
-            running.task = asyncio.create_task(self._execute(running))
+            self._waiting.append(running)
             marks.append(dispatch.Mark(ctx.id, "running", ctx.attempt, self._worker_name))
+        self._launch()
         asyncio.create_task(self._mirror(marks))
+
+    def _launch(self) -> None:
+        """Start claimed jobs while slots are free (none once stopping: the
+        jobs still waiting are given back)."""
+        while self._waiting and self._active < self.concurrency and not self._stopping:
+            running = self._waiting.popleft()
+            self._active += 1
+            running.task = asyncio.create_task(self._execute(running))
 
     async def _mirror(self, marks: list[dispatch.Mark]) -> None:
         """Send status-hash updates; Redis being down costs only the mirror."""
@@ -283,6 +299,7 @@ class Worker:
     async def _execute(self, running: _Running) -> None:
         ctx, job_type = running.ctx, running.job_type
         clock = time.monotonic()
+        waited = clock - running.claimed
         result: Any = None
         error: BaseException | None = None
         try:
@@ -305,7 +322,7 @@ class Worker:
             except BaseException as exc:  # a handler's failure is data, whatever it is
                 error = exc
         duration = time.monotonic() - clock
-        finished = ctx.started_at + timedelta(seconds=duration)
+        finished = ctx.started_at + timedelta(seconds=waited + duration)
         if error is None:
             outcome = _Outcome(ctx, "completed", "success", None, None, finished, None)
             if self._lifecycle["pmq_job_succeeded"]:
@@ -333,6 +350,8 @@ class Worker:
     def _forget(self, job_id: uuid.UUID) -> None:
         self.running.pop(job_id, None)
         self.processed += 1
+        self._active -= 1
+        self._launch()
         self._slot_freed.set()
 
     async def _call(self, job_type: JobType, ctx: JobContext) -> Any:
@@ -386,6 +405,9 @@ class Worker:
             running.ctx.cancel()
             if running.task:
                 running.task.cancel()
+        for running in self._waiting:  # claimed ahead, never started
+            self.running.pop(running.ctx.id, None)
+        self._waiting.clear()
         if leftovers:
             await asyncio.gather(*(r.task for r in leftovers if r.task), return_exceptions=True)
             ids = [r.ctx.id for r in leftovers]
@@ -418,6 +440,11 @@ class Worker:
             return
         running = self.running.get(job_id)
         if running is None:
+            return
+        if running.task is None:  # claimed ahead, not started: just drop it
+            self.running.pop(job_id)
+            self._waiting.remove(running)
+            self._slot_freed.set()
             return
         log.info("job %s cancelled while running", job_id)
         running.stop_reason = "cancelled"

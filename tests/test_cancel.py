@@ -102,3 +102,39 @@ def test_running_sync_job_sees_cancelled_and_stays_cancelled(pmq_runtime):
     assert sentinel.status is JobStatus.COMPLETED
     job = rt.job(job_id)
     assert job.status is JobStatus.CANCELLED and job.completed_at is None
+
+
+# -- jobs claimed ahead (prefetch) --------------------------------------------------------
+
+
+def test_a_job_claimed_ahead_waits_for_a_slot_and_can_be_cancelled(pmq_runtime):
+    plugin = Cancellable()
+    rt = pmq_runtime(plugin, concurrency=1, prefetch=1)
+    busy = rt.enqueue("along", {})
+    assert plugin.started_event(busy).wait(10)
+    ahead = rt.enqueue("quick", {})
+    rt.wait(ahead, statuses=[JobStatus.RUNNING])  # claimed by the worker, whose only slot is taken
+    assert plugin.ran == [str(busy)]
+    with rt.admin() as admin:
+        assert admin.cancel(ahead) == "running"
+        wait_until(lambda: ahead in rt.worker.running, lambda held: not held, 10, "the worker kept the job")
+        assert admin.cancel(busy) == "running"
+    sentinel = rt.wait(rt.enqueue("quick", {}))
+    assert sentinel.status is JobStatus.COMPLETED
+    assert plugin.ran == [str(busy), str(sentinel.id)]  # the cancelled job never started
+    assert rt.job(ahead).status is JobStatus.CANCELLED
+
+
+def test_jobs_claimed_ahead_are_given_back_when_the_worker_stops(pmq_runtime):
+    plugin = Cancellable()
+    rt = pmq_runtime(plugin, concurrency=1, prefetch=2, shutdown_grace=0.2)
+    busy = rt.enqueue("along", {})
+    assert plugin.started_event(busy).wait(10)
+    ahead = [rt.enqueue("quick", {}) for _ in range(2)]
+    for job_id in ahead:
+        rt.wait(job_id, statuses=[JobStatus.RUNNING])
+    rt.stop()
+    assert plugin.ran == [str(busy)]
+    for job in map(rt.job, [busy, *ahead]):  # waiting again, the attempt not counted
+        assert job.status in (JobStatus.QUEUED, JobStatus.MIGRATED_TO_REDIS)
+        assert (job.attempt_count, job.worker_id) == (0, None)

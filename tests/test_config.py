@@ -30,11 +30,22 @@ def test_no_urls_means_embedded_servers_and_one_url_is_refused_later(tmp_path: P
     assert not Settings.load(tmp_path, environ={"PMQ_DATABASE_URL": "postgresql://x/y"}).embedded
 
 
+def test_booleans_and_optional_numbers_read_their_usual_spellings(tmp_path: Path):
+    settings = Settings.load(tmp_path, environ={"PMQ_DISPATCH_ON_ENQUEUE": "off", "PMQ_PREFETCH": "0"})
+    assert (settings.dispatch_on_enqueue, settings.prefetch) == (False, 0)
+    assert Settings.load(tmp_path, environ={"PMQ_DISPATCH_ON_ENQUEUE": "Yes"}).dispatch_on_enqueue is True
+    assert Settings.load(tmp_path, environ={}).prefetch is None  # as many as concurrency
+
+
 def test_a_bad_value_is_reported_by_name_and_source(tmp_path: Path):
     with pytest.raises(ConfigurationError, match="concurrency"):
         Settings.load(tmp_path, environ={"PMQ_CONCURRENCY": "many"})
     with pytest.raises(ConfigurationError, match="rescue_after"):
         Settings.load(tmp_path, environ={"PMQ_RESCUE_AFTER": "-1"})
+    with pytest.raises(ConfigurationError, match="prefetch"):
+        Settings.load(tmp_path, environ={"PMQ_PREFETCH": "-1"})
+    with pytest.raises(ConfigurationError, match="dispatch_on_enqueue"):
+        Settings.load(tmp_path, environ={"PMQ_DISPATCH_ON_ENQUEUE": "nope"})
     (tmp_path / "pmq.toml").write_text("concurency = 4\n")
     with pytest.raises(ConfigurationError, match=r"pmq\.toml: unknown setting\(s\) concurency"):
         Settings.load(tmp_path, environ={})
