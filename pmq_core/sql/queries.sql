@@ -110,6 +110,10 @@ SELECT least(
 -- Redis at the attempt the message names, its queue is not paused, and the
 -- worker serves its queue (a message forged into another queue's list
 -- claims nothing).
+-- The status test is written so that no index can serve it: statistics
+-- taken while few jobs were in Redis made the planner scan every such job
+-- by the status index and compare it with every message (8 ms for 20
+-- messages and 1,000 jobs in Redis, against 1.5 ms by primary key).
 WITH msg AS (
     SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[]) AS m(id, attempt)
 )
@@ -118,7 +122,7 @@ UPDATE jobs j
        started_at = now(), updated_at = now(), worker_id = %(worker_id)s
   FROM msg, job_queues q
  WHERE j.id = msg.id AND j.attempt_count = msg.attempt
-   AND j.status = 'migrated_to_redis'
+   AND (j.status || '') = 'migrated_to_redis'
    AND j.queue_name = ANY(%(queues)s::varchar[])
    AND q.name = j.queue_name AND q.is_active
 RETURNING j.id, j.queue_name, j.payload, j.attempt_count, j.max_attempts,
