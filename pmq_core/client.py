@@ -29,7 +29,7 @@ from pmq_core.db import resolve_servers, translated
 from pmq_core.errors import JobNotFoundError, PayloadError, UnknownQueueError
 from pmq_core.handover import AsyncHandover, ThreadHandover
 from pmq_core.jobtypes import JobType, check_queue_name
-from pmq_core.models import Job, parse_job_id
+from pmq_core.models import Job, new_job_ids, parse_job_id
 from pmq_core.plugins import Plugins
 from pmq_core.queries import q
 
@@ -188,7 +188,7 @@ class _ClientBase:
             keys.append(self._unique_key(job_type, item, unique_key))
         if unique_key is not None and len(items) > 1:
             raise PayloadError("unique_key names one job; give unique keys through the job type for a bulk enqueue")
-        return Prepared(queue, [uuid.uuid4() for _ in texts], texts, priority, max_attempts, due, keys)
+        return Prepared(queue, new_job_ids(len(texts)), texts, priority, max_attempts, due, keys)
 
     @staticmethod
     def _unique_key(job_type: JobType | None, item: Any, explicit: str | None) -> str | None:

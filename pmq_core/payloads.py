@@ -19,6 +19,9 @@ import cattrs.v
 from pmq_core.errors import PayloadError
 
 _converter = cattrs.Converter(forbid_extra_keys=True)
+#: Compact JSON that refuses NaN and infinities; one encoder for every call
+#: (json.dumps with options builds a new one each time).
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 #: A NUL character as JSON escapes it (an odd number of backslashes before
 #: u0000): jsonb refuses it, so it must be caught before the write.
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
@@ -84,16 +87,17 @@ def to_json(payload: Any, *, queue: str, payload_class: type | None, limit: int)
     if not isinstance(data, dict):
         raise PayloadError(f"invalid payload for {queue!r}: must be a JSON object (a dict), got {type(data).__name__}")
     try:
-        bad = _find_non_finite(data, "payload")
+        text = _encode(data)
     except RecursionError:
         raise PayloadError(f"invalid payload for {queue!r}: nested too deeply") from None
-    if bad:
-        raise PayloadError(f"invalid payload for {queue!r}: {bad} is NaN or infinite, which JSON cannot hold")
-    try:
-        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as exc:
+    except (TypeError, ValueError) as exc:
+        # The encoder refuses NaN and infinities without saying where: find it.
+        bad = _find_non_finite(data, "payload") if isinstance(exc, ValueError) else None
+        if bad:
+            raise PayloadError(f"invalid payload for {queue!r}: {bad} is NaN or infinite, "
+                               "which JSON cannot hold") from None
         raise PayloadError(f"invalid payload for {queue!r}: not JSON-serialisable: {exc}") from None
-    if "\x00" in text or _NUL_ESCAPE.search(text):
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
         raise PayloadError(f"invalid payload for {queue!r}: contains a NUL character, which PostgreSQL cannot store")
     try:
         size = len(text.encode("utf-8"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import attrs
 import psycopg
@@ -11,6 +12,7 @@ import pytest
 from pmq_core import AsyncClient, Client, JobStatus, PayloadError, UnknownQueueError
 from pmq_core.db import redis_client
 from pmq_core.keys import Keys
+from pmq_core.models import new_job_ids
 from pmq_core.testing import wait_until
 from tests.plugin_samples import Recorder, make_plugin
 
@@ -152,3 +154,11 @@ def test_jobs_enqueued_while_redis_is_down_still_run(pmq_runtime):
     rt.start_migrator()
     rt.start_worker()
     assert {j.status for j in rt.wait_all([first, second])} == {JobStatus.COMPLETED}
+
+
+def test_job_ids_are_time_ordered_uuid7():
+    first = new_job_ids(1000)
+    assert len(set(first)) == 1000
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in first)
+    later = wait_until(lambda: new_job_ids(1)[0], lambda i: i.bytes[:6] > first[-1].bytes[:6], 5, "clock stood still")
+    assert later > max(first)  # a later millisecond sorts after
