@@ -131,7 +131,9 @@ RETURNING j.id, j.queue_name, j.payload, j.attempt_count, j.max_attempts,
 -- name: finish_jobs
 -- Record the outcome of many attempts at once: the job's new state and one
 -- job_logs row each. An outcome is dropped when the job is no longer this
--- attempt's (cancelled, or rescued from a worker thought dead).
+-- attempt's (cancelled, or rescued from a worker thought dead). As in
+-- claim_jobs, the status test keeps the planner on the primary key (here it
+-- read the running-jobs index, thousands of entries not yet vacuumed).
 WITH r AS (
     SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(statuses)s::varchar[],
                          %(log_statuses)s::varchar[], %(run_ats)s::timestamptz[],
@@ -147,7 +149,7 @@ WITH r AS (
            last_error_message = coalesce(r.error, j.last_error_message),
            updated_at = now(), worker_id = NULL
       FROM r
-     WHERE j.id = r.id AND j.status = 'running' AND j.attempt_count = r.attempt
+     WHERE j.id = r.id AND (j.status || '') = 'running' AND j.attempt_count = r.attempt
     RETURNING j.id
 )
 INSERT INTO job_logs (job_id, status, log_message, attempt_number, started_at, finished_at, duration)
