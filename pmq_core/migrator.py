@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from datetime import UTC, datetime
 
 import psycopg
@@ -61,6 +62,7 @@ class Migrator:
         self._next_rescue = 0.0
         self._next_retention = 0.0
         self._redis_checked = False
+        self._missing: set[uuid.UUID] = set()  # jobs in migrated_to_redis whose message was missing last time
 
     def run(self, stop: threading.Event) -> None:
         """Lead or stand by until ``stop`` is set, reconnecting after server
@@ -174,12 +176,20 @@ class Migrator:
 
     def redispatch_lost(self, conn: psycopg.Connection[DictRow], rds: redis.Redis) -> int:
         """Hand over again jobs whose Redis message is gone (Redis restarted,
-        wiped, or a worker died between popping and claiming)."""
+        wiped, or a worker died between popping and claiming).
+
+        A message a worker has just popped is missing too, until its claim
+        commits a moment later: a job counts as lost only when its message
+        was missing at two checks in a row (a housekeeping round apart), so
+        that such a job is not handed over twice and run out of turn.
+        """
         stale = conn.execute(q("stale_migrated"), {"after": self.settings.redispatch_after, "limit": 5000}).fetchall()
         if not stale:
+            self._missing = set()
             return 0
         present = dispatch.queued_message_ids(rds, self.keys, {row["queue_name"] for row in stale})
-        lost = [row["id"] for row in stale if str(row["id"]) not in present]
+        missing = {row["id"] for row in stale if str(row["id"]) not in present}
+        lost, self._missing = list(missing & self._missing), missing
         if not lost:
             return 0
         count = len(conn.execute(q("requeue_migrated"), {"ids": lost}).fetchall())

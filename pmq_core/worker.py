@@ -239,7 +239,7 @@ class Worker:
                 self._round_done.set()
             rows, applied = result or ([], set())
             if rows:
-                self._start(rows)
+                self._start(rows, messages)
             if len(rows) < len(messages):
                 self._slot_freed.set()  # messages that claimed nothing give their slots back
             if outcomes:
@@ -262,9 +262,13 @@ class Worker:
         applied = {row["job_id"] for row in await finish.fetchall()} if finish else set()
         return rows, applied
 
-    def _start(self, rows: list[Any]) -> None:
+    def _start(self, rows: list[Any], messages: list[tuple[uuid.UUID, int]]) -> None:
+        """Run (or keep ready) the claimed jobs in the order their messages
+        were popped, which is priority order: the claim's rows come back in
+        any order."""
+        popped = {job_id: index for index, (job_id, _attempt) in enumerate(messages)}
         marks = []
-        for row in rows:
+        for row in sorted(rows, key=lambda row: popped[row["id"]]):
             job_type = self.job_types.get(row["queue_name"])
             if job_type is None:  # the claim only takes jobs of served queues
                 continue

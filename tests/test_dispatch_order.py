@@ -7,7 +7,9 @@ import threading
 import psycopg
 
 from pmq_core import JobStatus
+from pmq_core.db import redis_client
 from pmq_core.jobtypes import band_of
+from pmq_core.keys import Keys
 from pmq_core.migrator import Migrator
 from pmq_core.testing import wait_until
 from tests.plugin_samples import Recorder, make_plugin
@@ -25,8 +27,12 @@ def test_thousand_jobs_start_in_band_order(pmq_runtime):
     for priority in sorted(set(priorities)):
         count = priorities.count(priority)
         rt.client.enqueue_many("echo", [{"n": priority}] * count, priority=priority)
-    wait_until(lambda: status_counts(rt.settings.database_url), lambda c: c.get("migrated_to_redis") == 1000,
-               20, "all jobs should be handed to Redis")
+    rds = redis_client(rt.settings.redis_url)
+    band_keys = Keys(rt.settings.key_prefix).bands("echo")
+    # every message in Redis (a producer pushes them just after its commit)
+    wait_until(lambda: sum(rds.llen(key) for key in band_keys), lambda n: n == 1000, 20,
+               "all jobs should be handed to Redis")
+    assert status_counts(rt.settings.database_url) == {"migrated_to_redis": 1000}
     rt.start_worker(concurrency=1)
     wait_until(lambda: len(recorder.calls), lambda n: n == 1000, 60, "all jobs should run")
     bands = [band_of(payload.n) for _queue, payload, _attempt in recorder.calls]

@@ -18,11 +18,14 @@ import attrs
 import pytest
 
 from pmq_core import ConfigurationError, DatabaseUnavailableError, JobStatus, JobType, Settings, hookimpl
+from pmq_core.db import pg_connect
+from pmq_core.keys import Keys
 from pmq_core.migrator import Migrator
 from pmq_core.plugins import Plugins
 from pmq_core.testing import wait_until
 from tests import reliability_support
 from tests.chaos.workload import QUEUE, RUNS_TABLE, Workload, start_worker_process
+from tests.plugin_samples import Recorder, make_plugin
 from tests.reliability_support import redis_of, scalar, sql
 
 own_postgres = reliability_support.own_postgres
@@ -147,6 +150,22 @@ def test_jobs_wiped_from_redis_are_handed_over_again(pmq_settings, pmq_runtime, 
     print(f"300 wiped jobs handed over again and completed in {time.monotonic() - wiped_at:.1f}s")
     assert "had lost their Redis message" in caplog.text
     assert sorted(runs(rt.settings).values()) == [1] * 300
+
+
+def test_a_message_popped_a_moment_ago_is_not_taken_for_lost(pmq_runtime):
+    rt = pmq_runtime(make_plugin(Recorder()), worker=False, migrator=False, redispatch_after=0.1)
+    popped, lost = rt.enqueue("echo", {"n": 1}), rt.enqueue("echo", {"n": 2})
+    band = Keys(rt.settings.key_prefix).band("echo", "normal")
+    with redis_of(rt.settings) as rds:
+        wait_until(lambda: rds.llen(band), lambda n: n == 2, 5, "the messages did not arrive")
+        rds.delete(band)  # both messages gone, as if a worker had just popped them
+    sql(rt.settings.database_url, "UPDATE jobs SET updated_at = now() - interval '1 minute'")
+    migrator = Migrator(rt.settings, rt.plugins)
+    with redis_of(rt.settings) as rds, pg_connect(rt.settings.database_url) as conn:
+        assert migrator.redispatch_lost(conn, rds) == 0  # missing once: maybe in flight
+        sql(rt.settings.database_url, "UPDATE jobs SET status = 'running' WHERE id = %s", (popped,))  # claimed
+        assert migrator.redispatch_lost(conn, rds) == 1  # missing twice: lost
+    assert (rt.job(popped).status, rt.job(lost).status) == (JobStatus.RUNNING, JobStatus.QUEUED)
 
 
 def test_redis_wiped_and_restarted_under_load_loses_nothing(pmq_settings, pmq_runtime, own_valkey):
