@@ -26,7 +26,7 @@ from typing import Any
 
 from pmq_core import dispatch
 from pmq_core.config import Settings
-from pmq_core.db import REDIS_DOWN, aredis_client, redis_client
+from pmq_core.db import aredis_client, redis_client
 from pmq_core.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -96,28 +96,31 @@ class ThreadHandover(_Base):
         self._thread = None
 
     def _run(self) -> None:
-        client = redis_client(self.settings.redis_url or "", timeout=TIMEOUT)
-        scripts = dispatch.Scripts.on(client)
-        try:
-            stopping = False
-            while not stopping:
-                batch: Rows = []
-                item = self._queue.get()
-                while True:  # take everything queued meanwhile: one push for all
-                    if item is None:
-                        stopping = True
-                    else:
-                        batch += item
-                    try:
-                        item = self._queue.get_nowait()
-                    except queue.Empty:
-                        break
-                if batch:
-                    try:
-                        scripts.push(*dispatch.push_args(self.keys, batch))
-                    except REDIS_DOWN as exc:
-                        self._failed(len(batch), exc)
-        finally:
+        client: Any = None
+        scripts: dispatch.Scripts | None = None
+        stopping = False
+        while not stopping:
+            batch: Rows = []
+            item = self._queue.get()
+            while True:  # take everything queued meanwhile: one push for all
+                if item is None:
+                    stopping = True
+                else:
+                    batch += item
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if not batch:
+                continue
+            try:
+                if scripts is None:
+                    client = redis_client(self.settings.redis_url or "", timeout=TIMEOUT)
+                    scripts = dispatch.Scripts.on(client)
+                scripts.push(*dispatch.push_args(self.keys, batch))
+            except Exception as exc:  # whatever failed, the migrator hands these jobs over
+                self._failed(len(batch), exc)
+        if client is not None:
             client.close()
 
 
@@ -151,5 +154,5 @@ class AsyncHandover(_Base):
                 self._client = aredis_client(self.settings.redis_url or "", timeout=TIMEOUT)
                 self._scripts = dispatch.Scripts.on(self._client)
             await self._scripts.push(*dispatch.push_args(self.keys, rows))
-        except REDIS_DOWN as exc:
+        except Exception as exc:  # whatever failed, the migrator hands these jobs over
             self._failed(len(rows), exc)
