@@ -139,8 +139,6 @@ class Prepared:
 _NOW = "now"  # COPY accepts the literal 'now' for a timestamptz.
 
 
-
-
 class _ClientBase:
     """What both clients share: settings, plugins and the checks."""
 

@@ -55,9 +55,6 @@ end
 return #KEYS
 """
 
-FINISHED = frozenset({"completed", "failed", "cancelled"})
-
-
 @attrs.frozen
 class Scripts:
     """The dispatch scripts bound to one Redis client (sync or asyncio:

@@ -32,7 +32,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -127,6 +127,7 @@ class Worker:
         self._db_wanted = asyncio.Event()  # outcomes or messages are waiting for the database task
         self._round_done = asyncio.Event()
         self._slot_freed = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
         self._fetching = True
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._backoff = Backoff()
@@ -169,6 +170,7 @@ class Worker:
             await self._drain()
             self._db_wanted.set()
             await asyncio.gather(database, return_exceptions=True)
+            await asyncio.gather(*self._background, return_exceptions=True)
             self.plugins.safe_call("pmq_worker_stopped", worker_id=self.id)
             heartbeat.stop()
             await asyncio.get_running_loop().run_in_executor(None, heartbeat.unregister)
@@ -177,6 +179,13 @@ class Worker:
             await self.redis.aclose()
             self.executor.shutdown(wait=False, cancel_futures=True)
             log.info("worker %s stopped after %d job(s)", self.id, self.processed)
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run Redis-side work (the status mirror, dead letters) beside the
+        database task rather than in its way: a round need not wait for it."""
+        task = asyncio.create_task(work)
+        self._background.add(task)  # a reference, so the task is not collected mid-way
+        task.add_done_callback(self._background.discard)
 
     def _database_ended(self, _task: asyncio.Task[None]) -> None:
         """Wake whoever waits on the database task, so that they see it ended."""
@@ -243,7 +252,7 @@ class Worker:
             if len(rows) < len(messages):
                 self._slot_freed.set()  # messages that claimed nothing give their slots back
             if outcomes:
-                await self._finished(outcomes, applied)
+                self._in_background(self._finished(outcomes, applied))
 
     async def _round(self, conn: psycopg.AsyncConnection[Any], messages: list[tuple[uuid.UUID, int]],
                      outcomes: list[_Outcome]) -> tuple[list[Any], set[uuid.UUID]]:
@@ -281,7 +290,7 @@ class Worker:
             self._waiting.append(running)
             marks.append(dispatch.Mark(ctx.id, "running", ctx.attempt, self._worker_name))
         self._launch()
-        asyncio.create_task(self._mirror(marks))
+        self._in_background(self._mirror(marks))
 
     def _launch(self) -> None:
         """Start claimed jobs while slots are free (none once stopping: the
