@@ -8,10 +8,10 @@ short:
 - messages are popped in batches (as many as there are free slots) with one
   ``BLMPOP`` across all served bands, most urgent first;
 - one task talks to PostgreSQL for the worker. Each round it records every
-  outcome that has piled up (one ``UPDATE`` and its log rows) and claims
-  every message popped meanwhile (one conditional ``UPDATE``: a message is
-  only a hint, and a duplicate, stale or forged one claims nothing), both
-  sent in one pipelined round trip. While a round is in flight, popping and
+  outcome that has piled up (the jobs' new state and their log rows) and
+  claims every message popped meanwhile (a message is only a hint, and a
+  duplicate, stale or forged one claims nothing), both in one statement:
+  one round trip, one commit. While a round is in flight, popping and
   handlers go on, so rounds batch themselves under load, the commit's wait is
   not paid once per job, and an idle worker pays nothing extra.
 
@@ -110,6 +110,7 @@ class Worker:
                     f"{', '.join(sorted(known)) or 'none'}"
                 )
         self.job_types = {name: known[name] for name in (queues or sorted(known))}
+        self._queues = list(self.job_types)
         self.concurrency = concurrency or settings.concurrency
         self.prefetch = self.concurrency if settings.prefetch is None else settings.prefetch
         self.id = uuid.uuid4()
@@ -256,20 +257,19 @@ class Worker:
 
     async def _round(self, conn: psycopg.AsyncConnection[Any], messages: list[tuple[uuid.UUID, int]],
                      outcomes: list[_Outcome]) -> tuple[list[Any], set[uuid.UUID]]:
-        """One round trip: the outcomes' write and the messages' claim, each
-        one statement committed on its own (pipelined: two commits cost
-        little more than one, where a transaction around both cost more)."""
-        finish = claim = None
-        async with conn.pipeline():
-            if outcomes:
-                finish = await conn.execute(q("finish_jobs"), _finish_params(outcomes))
-            if messages:
-                claim = await conn.execute(q("claim_jobs"), {
-                    "ids": [m[0] for m in messages], "attempts": [m[1] for m in messages],
-                    "worker_id": self.id, "queues": list(self.job_types)})
-        rows = await claim.fetchall() if claim else []
-        applied = {row["job_id"] for row in await finish.fetchall()} if finish else set()
-        return rows, applied
+        """One statement, one round trip and one commit: the outcomes' write
+        and the messages' claim. Returns the claimed rows and the ids of the
+        outcomes applied."""
+        cursor = await conn.execute(q("worker_round"), {
+            **_finish_params(outcomes), "claim_ids": [m[0] for m in messages],
+            "claim_attempts": [m[1] for m in messages], "worker_id": self.id, "queues": self._queues})
+        claimed, applied = [], set()
+        for row in await cursor.fetchall():
+            if row["kind"] == "claimed":
+                claimed.append(row)
+            else:
+                applied.add(row["id"])
+        return claimed, applied
 
     def _start(self, rows: list[Any], messages: list[tuple[uuid.UUID, int]]) -> None:
         """Run (or keep ready) the claimed jobs in the order their messages
