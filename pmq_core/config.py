@@ -66,8 +66,10 @@ class Settings:
     prefetch: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
     """Jobs a worker claims ahead, beyond those it runs, so that a quick job's
     slot finds the next job already claimed instead of waiting a round trip
-    for it. Default: as many as ``concurrency``. With long jobs, set 0: a job
-    claimed ahead waits for a slot of this worker even when another is idle."""
+    for it. Default (unset): sized by the worker from its measured job and
+    database round durations, from none for long jobs up to four times
+    ``concurrency`` for quick ones. A job claimed ahead waits for a slot of
+    this worker even when another is idle; 0 turns claiming ahead off."""
     migrate_batch: int = attrs.field(default=500, validator=_positive)
     """Most jobs the migrator moves to Redis in one round trip."""
     redis_depth: int = attrs.field(default=2000, validator=_positive)

@@ -48,6 +48,7 @@ from pmq_core.jobtypes import JobType
 from pmq_core.keys import Keys, parse_message
 from pmq_core.models import JobContext
 from pmq_core.plugins import Plugins
+from pmq_core.prefetch import Prefetch
 from pmq_core.queries import q
 from pmq_core.reconnect import Backoff
 
@@ -112,7 +113,7 @@ class Worker:
         self.job_types = {name: known[name] for name in (queues or sorted(known))}
         self._queues = list(self.job_types)
         self.concurrency = concurrency or settings.concurrency
-        self.prefetch = self.concurrency if settings.prefetch is None else settings.prefetch
+        self.prefetch = Prefetch(self.concurrency, settings.prefetch)
         self.id = uuid.uuid4()
         self._worker_name = str(self.id)
         self.keys = Keys(settings.key_prefix)
@@ -199,7 +200,7 @@ class Worker:
             if database.done():
                 database.result()  # the database task failed: fail the worker with its error
                 return
-            free = self.concurrency + self.prefetch - len(self.running) - self._unclaimed
+            free = self.concurrency + self.prefetch.ahead() - len(self.running) - self._unclaimed
             if free <= 0:
                 self._slot_freed.clear()
                 stop_wait = asyncio.ensure_future(stop.wait())
@@ -239,6 +240,7 @@ class Worker:
                 continue
             messages, self._to_claim = self._to_claim, []
             outcomes, self._outcomes = self._outcomes, []
+            sent = time.monotonic()
             try:
                 # While stopping, popped messages may be dropped (the migrator
                 # hands them over again); outcomes are never dropped.
@@ -247,6 +249,7 @@ class Worker:
             finally:
                 self._unclaimed -= len(messages)
                 self._round_done.set()
+            self.prefetch.round_took(time.monotonic() - sent)
             rows, applied = result or ([], set())
             if rows:
                 self._start(rows, messages)
@@ -335,6 +338,7 @@ class Worker:
             except BaseException as exc:  # a handler's failure is data, whatever it is
                 error = exc
         duration = time.monotonic() - clock
+        self.prefetch.job_took(duration)
         finished = ctx.started_at + timedelta(seconds=waited + duration)
         if error is None:
             outcome = _Outcome(ctx, "completed", "success", None, None, finished, None)

@@ -34,7 +34,7 @@ def test_booleans_and_optional_numbers_read_their_usual_spellings(tmp_path: Path
     settings = Settings.load(tmp_path, environ={"PMQ_DISPATCH_ON_ENQUEUE": "off", "PMQ_PREFETCH": "0"})
     assert (settings.dispatch_on_enqueue, settings.prefetch) == (False, 0)
     assert Settings.load(tmp_path, environ={"PMQ_DISPATCH_ON_ENQUEUE": "Yes"}).dispatch_on_enqueue is True
-    assert Settings.load(tmp_path, environ={}).prefetch is None  # as many as concurrency
+    assert Settings.load(tmp_path, environ={}).prefetch is None  # sized by the worker
 
 
 def test_a_bad_value_is_reported_by_name_and_source(tmp_path: Path):
