@@ -28,6 +28,10 @@ def test_job_inserted_by_plain_sql_runs(pmq_runtime):
     with psycopg.connect(rt.settings.database_url, autocommit=True) as conn:
         job_id = conn.execute("INSERT INTO jobs (queue_name, payload) VALUES ('aecho', '{\"k\": 1}') RETURNING id"
                               ).fetchone()[0]
+        # A row that gives one of the two takes the queue's default for the other.
+        half = conn.execute("INSERT INTO jobs (queue_name, priority, run_at) "
+                            "VALUES ('flaky', 7, now() + interval '1 hour') RETURNING id").fetchone()[0]
     job = rt.wait(job_id)
     assert job.status is JobStatus.COMPLETED
     assert job.priority == 100 and job.max_attempts == 5
+    assert (rt.job(half).priority, rt.job(half).max_attempts) == (7, 3)
