@@ -481,6 +481,7 @@ class Worker:
             try:
                 if conn is None or conn.closed:
                     conn = self._conn = await apg_connect(self.settings.database_url)
+                    await conn.execute(q("worker_session"))
                 result = await op(conn)
                 self._backoff.reset()
                 return result
