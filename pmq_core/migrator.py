@@ -46,6 +46,11 @@ STANDBY_RETRY = 1.0
 #: Seconds between housekeeping rounds (lost messages, cron).
 HOUSEKEEPING_EVERY = 1.0
 RETENTION_EVERY = 3600.0
+#: Seconds between looks at Redis while a queue's share there is full and
+#: more of its jobs are due: workers empty a full share (2,000 jobs by
+#: default) in about half a second at 4,000 jobs/s, so the longer waits of
+#: an idle migrator would leave them without work.
+REFILL_EVERY = 0.02
 RETENTION_BATCH = 1000
 
 
@@ -63,6 +68,7 @@ class Migrator:
         self._next_retention = 0.0
         self._redis_checked = False
         self._missing: set[uuid.UUID] = set()  # jobs in migrated_to_redis whose message was missing last time
+        self._backlog: set[str] = set()  # queues whose last batch came back full: more are probably due
 
     def run(self, stop: threading.Event) -> None:
         """Lead or stand by until ``stop`` is set, reconnecting after server
@@ -134,6 +140,8 @@ class Migrator:
             return 0.0
         if moved:
             return 0.005
+        if self._backlog:
+            return REFILL_EVERY
         wait = min(self.settings.poll_interval, max(0.0, self._next_housekeeping - time.monotonic()))
         due = conn.execute(q("next_due_at")).fetchone()
         next_due = due["next_due_at"] if due else None
@@ -145,10 +153,14 @@ class Migrator:
         """Move due jobs of ``queues`` into Redis, within each queue's room.
 
         Returns the number moved, and whether a batch came back full (more
-        are probably due). Redis is written after PostgreSQL commits: a
-        crash in between leaves jobs in migrated_to_redis without a
-        message, which :meth:`redispatch_lost` repairs.
+        are probably due). A queue whose batch came back full stays in the
+        backlog until one comes back short, so that the migrator keeps
+        watching for room while its share in Redis is full. Redis is written
+        after PostgreSQL commits: a crash in between leaves jobs in
+        migrated_to_redis without a message, which :meth:`redispatch_lost`
+        repairs.
         """
+        self._backlog &= set(queues)  # a paused or deleted queue is nobody's backlog
         if not queues:
             return 0, False
         depths = dispatch.band_depths(rds, self.keys, queues)
@@ -162,15 +174,16 @@ class Migrator:
             return 0, False
         # One statement, atomic in autocommit: no BEGIN and COMMIT round trips.
         rows = conn.execute(q("migrate_due"), {"queues": list(budgets), "limits": list(budgets.values())}).fetchall()
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[row["queue_name"]] = counts.get(row["queue_name"], 0) + 1
+        filled = {queue for queue, room in budgets.items() if counts.get(queue, 0) >= room}
+        self._backlog = (self._backlog - set(budgets)) | filled
         if not rows:
             return 0, False
         dispatch.Scripts.on(rds).push(*dispatch.push_args(self.keys, rows))
         self.migrated += len(rows)
-        counts: dict[str, int] = {}
-        for row in rows:
-            counts[row["queue_name"]] = counts.get(row["queue_name"], 0) + 1
-        full = any(counts.get(queue, 0) >= room for queue, room in budgets.items())
-        return len(rows), full
+        return len(rows), bool(filled)
 
     # -- housekeeping --------------------------------------------------------
 

@@ -7,10 +7,10 @@ import threading
 import psycopg
 
 from pmq_core import JobStatus
-from pmq_core.db import redis_client
+from pmq_core.db import pg_connect, redis_client
 from pmq_core.jobtypes import band_of
 from pmq_core.keys import Keys
-from pmq_core.migrator import Migrator
+from pmq_core.migrator import REFILL_EVERY, Migrator
 from pmq_core.testing import wait_until
 from tests.plugin_samples import Recorder, make_plugin
 
@@ -39,6 +39,29 @@ def test_thousand_jobs_start_in_band_order(pmq_runtime):
     rank = {"high": 0, "normal": 1, "low": 2}
     assert [rank[b] for b in bands] == sorted(rank[b] for b in bands)
     assert {"high", "normal", "low"} == set(bands)
+
+
+def test_a_migrator_keeps_watching_for_room_while_jobs_wait_behind_a_full_share(pmq_runtime):
+    rt = pmq_runtime(make_plugin(Recorder()), worker=False, migrator=False, redis_depth=5,
+                     dispatch_on_enqueue=False)
+    rt.client.enqueue_many("echo", [{"n": i} for i in range(12)])
+    band = Keys(rt.settings.key_prefix).band("echo", "normal")
+    migrator = Migrator(rt.settings, rt.plugins)
+    rds = redis_client(rt.settings.redis_url)
+    with pg_connect(rt.settings.database_url) as conn:
+        assert migrator.tick(conn, rds) == 0.0  # a full batch: more may be due, look again at once
+        assert rds.llen(band) == 5
+        assert migrator.tick(conn, rds) == REFILL_EVERY  # no room, 7 due: watch for room, not sleep
+        rds.lpop(band, 5)  # as workers would
+        assert migrator.tick(conn, rds) == 0.0
+        rds.lpop(band, 5)
+        assert migrator.tick(conn, rds) > 0.0  # the last 2: a short batch ends the backlog
+        assert rds.llen(band) == 2
+        # Room, and nothing due: the idle wait (bounded by the next housekeeping,
+        # so its length varies), not the refill watch.
+        assert migrator.tick(conn, rds) != REFILL_EVERY
+    rds.close()
+    assert status_counts(rt.settings.database_url) == {"migrated_to_redis": 12}
 
 
 def test_paused_queue_waits_and_resumes(pmq_runtime):
