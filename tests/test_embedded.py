@@ -226,8 +226,11 @@ def test_port_collision_is_retried_on_another_port(
         squatter.bind(("127.0.0.1", 0))
         squatter.listen()
         taken = squatter.getsockname()[1]
-        free_ports = iter([taken, embedded._free_port()])
-        monkeypatch.setattr(embedded, "_free_port", lambda: next(free_ports))
+        # The first port offered is taken; later ones are found as usual, at
+        # the moment they are needed (one found ahead could be taken by then).
+        real_free_port = embedded._free_port
+        offered = iter([taken])
+        monkeypatch.setattr(embedded, "_free_port", lambda: next(offered, None) or real_free_port())
 
         valkey.start()
 
