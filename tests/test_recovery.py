@@ -141,8 +141,13 @@ def test_jobs_wiped_from_redis_are_handed_over_again(pmq_settings, pmq_runtime, 
     rt = pmq_runtime(Workload(pmq_settings.database_url), worker=False, redis_url=own_valkey.url)
     ids = rt.client.enqueue_many(QUEUE, [{}] * 300)
     wait_until(lambda: statuses(rt.settings), lambda s: s == {"migrated_to_redis": 300}, 20,
-               "the jobs did not all reach Redis")
+               "the jobs were not all handed to Redis")
+    band = Keys(rt.settings.key_prefix).band(QUEUE, "normal")
     with redis_of(rt.settings) as rds:
+        # The migrator pushes the messages just after its commit: wipe them
+        # once they are there, not in between (a push after the wipe would
+        # leave nothing lost).
+        wait_until(lambda: rds.llen(band), lambda n: n == 300, 20, "the messages did not all reach Redis")
         rds.flushall()
     wiped_at = time.monotonic()
     rt.start_worker()
