@@ -49,7 +49,9 @@ RETENTION_EVERY = 3600.0
 #: Seconds between looks at Redis while a queue's share there is full and
 #: more of its jobs are due: workers empty a full share (2,000 jobs by
 #: default) in about half a second at 4,000 jobs/s, so the longer waits of
-#: an idle migrator would leave them without work.
+#: an idle migrator would leave them without work. Each look that finds no
+#: room doubles the next wait, up to the poll interval, so that a backlog
+#: behind slow jobs is not polled fifty times a second.
 REFILL_EVERY = 0.02
 RETENTION_BATCH = 1000
 
@@ -69,6 +71,7 @@ class Migrator:
         self._redis_checked = False
         self._missing: set[uuid.UUID] = set()  # jobs in migrated_to_redis whose message was missing last time
         self._backlog: set[str] = set()  # queues whose last batch came back full: more are probably due
+        self._refill_wait = REFILL_EVERY
 
     def run(self, stop: threading.Event) -> None:
         """Lead or stand by until ``stop`` is set, reconnecting after server
@@ -136,12 +139,12 @@ class Migrator:
         if now >= self._next_retention:
             self._next_retention = now + RETENTION_EVERY
             self.prune(conn)
-        if full:
-            return 0.0
         if moved:
-            return 0.005
+            self._refill_wait = REFILL_EVERY
+            return 0.0 if full else 0.005
         if self._backlog:
-            return REFILL_EVERY
+            wait, self._refill_wait = self._refill_wait, min(2 * self._refill_wait, self.settings.poll_interval)
+            return wait
         wait = min(self.settings.poll_interval, max(0.0, self._next_housekeeping - time.monotonic()))
         due = conn.execute(q("next_due_at")).fetchone()
         next_due = due["next_due_at"] if due else None

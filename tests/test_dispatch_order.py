@@ -52,8 +52,10 @@ def test_a_migrator_keeps_watching_for_room_while_jobs_wait_behind_a_full_share(
         assert migrator.tick(conn, rds) == 0.0  # a full batch: more may be due, look again at once
         assert rds.llen(band) == 5
         assert migrator.tick(conn, rds) == REFILL_EVERY  # no room, 7 due: watch for room, not sleep
+        assert migrator.tick(conn, rds) == 2 * REFILL_EVERY  # still no room: look less often
         rds.lpop(band, 5)  # as workers would
         assert migrator.tick(conn, rds) == 0.0
+        assert migrator.tick(conn, rds) == REFILL_EVERY  # room was found: watch closely again
         rds.lpop(band, 5)
         assert migrator.tick(conn, rds) > 0.0  # the last 2: a short batch ends the backlog
         assert rds.llen(band) == 2
