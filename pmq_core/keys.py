@@ -25,6 +25,9 @@ from __future__ import annotations
 import uuid
 
 BANDS = ("high", "normal", "low")
+#: Largest attempt count a message may name: jobs.attempt_count is a
+#: PostgreSQL integer, and a larger number would fail a worker's whole claim.
+MAX_ATTEMPT = 2**31 - 1
 
 #: How long a finished job's status hash stays readable.
 FINISHED_JOB_TTL = 3600
@@ -58,10 +61,15 @@ def message(job_id: uuid.UUID | str, attempt: int) -> str:
 
 def parse_message(raw: bytes | str) -> tuple[uuid.UUID, int] | None:
     """The job id and attempt a message names, or None when it is malformed
-    (a forged or corrupt message is dropped, never run)."""
+    (a forged or corrupt message is dropped, never run). An attempt outside
+    PostgreSQL's integer range is malformed too: sent with the other popped
+    messages, it would make the worker's whole claim statement fail."""
     text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
     job_id, _, attempt = text.partition(":")
+    if not attempt.isascii() or not attempt.isdigit() or len(attempt) > 10:
+        return None
     try:
-        return uuid.UUID(job_id), int(attempt)
+        parsed = uuid.UUID(job_id), int(attempt)
     except ValueError:
         return None
+    return parsed if parsed[1] <= MAX_ATTEMPT else None

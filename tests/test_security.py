@@ -86,6 +86,22 @@ def test_a_forged_message_cannot_run_a_job_of_another_queue(pmq_runtime):
     assert rt.job(unloaded).status is JobStatus.MIGRATED_TO_REDIS
 
 
+def test_forged_messages_with_odd_attempts_are_dropped_and_cost_no_one_anything(pmq_runtime):
+    plugin = TwoQueues()
+    rt = pmq_runtime(plugin, worker=False)
+    victim = rt.enqueue("public", {})
+    rt.wait(victim, statuses=[JobStatus.MIGRATED_TO_REDIS])
+    forged = [f"{victim}:{2**31}", f"{victim}:{10**40}", f"{victim}:-1", f"{victim}:1e3", f"{uuid.uuid4()}:{2**63}"]
+    with redis_of(rt.settings) as rds:
+        rds.lpush(keys_of(rt.settings).band("public", "high"), *forged)
+    with background_worker(rt.settings, rt.plugins, queues=["public"]):
+        # Popped in one batch with the genuine message, the forged ones once
+        # failed the whole claim ("integer out of range") and the worker with it.
+        assert rt.wait(victim).status is JobStatus.COMPLETED
+        assert rt.wait(rt.enqueue("public", {})).status is JobStatus.COMPLETED
+    assert [queue for queue, _ in plugin.ran] == ["public", "public"]
+
+
 PASSWORD = "s3cr3t-Pa55"
 
 
