@@ -176,10 +176,9 @@ class Admin:
         id_list = [parse_job_id(i) for i in ids] if ids is not None else None
         with self._translated():
             rows = self.conn.execute(q(query), {"ids": id_list, "queue": queue}).fetchall()
-            pipe = self.redis.pipeline(transaction=False)
-            for row in rows:
-                pipe.lrem(self.keys.dead(row["queue_name"]), 0, str(row["id"]))
-            pipe.execute()
+            if rows:
+                dispatch.Scripts.on(self.redis).dead_remove(
+                    *dispatch.dead_args(self.keys, [(row["queue_name"], row["id"]) for row in rows]))
         if id_list and len(rows) < len(id_list):
             found = {row["id"] for row in rows}
             missing = [str(i) for i in id_list if i not in found]

@@ -1,71 +1,59 @@
-"""The Redis side of pmq: handing jobs to workers and mirroring their status.
+"""The Redis side of pmq: handing jobs to workers, mirroring their status,
+and the dead-letter lists.
 
 Redis holds nothing PostgreSQL does not: losing it loses no job, only time
-(the migrator notices and hands the jobs over again). Every write here is
-one script call per batch of jobs: one round trip and one command.
+(the migrator notices and hands the jobs over again). Every write is one
+call of a Lua script (``lua/*.lua``) per batch of jobs: one round trip and
+one command. This module binds the scripts and builds their arguments; the
+key names and the message format are in :mod:`pmq_core.keys`.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterable
+from functools import cache
+from importlib import resources
 from typing import Any
 
 import attrs
 import redis
 
 from pmq_core.jobtypes import band_of
-from pmq_core.keys import FINISHED_JOB_TTL, Keys, message
+from pmq_core.keys import BANDS, FINISHED_JOB_TTL, Keys, message, parse_message
 
-# Both scripts take their keys in KEYS, as Redis asks, and do per batch of
-# jobs in one command what would otherwise be several commands per job: the
-# client-side cost of a command (packing it, parsing its reply) was most of
-# pmq's Redis time.
+#: Where the Lua scripts are, in the package: one file per script, whose
+#: header names its KEYS and ARGV.
+LUA_DIR = "lua"
 
-#: KEYS: per job, its band list then its status hash. ARGV: the time, then
-#: per job its message, queue, priority and attempt.
-_PUSH = """
-local now = ARGV[1]
-for i = 1, #KEYS / 2 do
-  local a = 2 + (i - 1) * 4
-  redis.call('RPUSH', KEYS[2 * i - 1], ARGV[a])
-  redis.call('HSET', KEYS[2 * i], 'status', 'migrated_to_redis', 'queue', ARGV[a + 1],
-             'priority', ARGV[a + 2], 'attempt', ARGV[a + 3], 'updated_at', now)
-end
-return #KEYS / 2
-"""
 
-#: KEYS: status hashes. ARGV: the time, the seconds a finished job's hash is
-#: kept, then per job its status, attempt, worker and error ('' leaves a
-#: field as it is).
-_MARK = """
-local now, ttl = ARGV[1], ARGV[2]
-local fields = {'attempt', 'worker', 'error'}
-for i, key in ipairs(KEYS) do
-  local a = 3 + (i - 1) * 4
-  local status = ARGV[a]
-  redis.call('HSET', key, 'status', status, 'updated_at', now)
-  for f = 1, 3 do
-    if ARGV[a + f] ~= '' then redis.call('HSET', key, fields[f], ARGV[a + f]) end
-  end
-  if status == 'completed' or status == 'failed' or status == 'cancelled' then
-    redis.call('EXPIRE', key, ttl)
-  end
-end
-return #KEYS
-"""
+@cache
+def lua_source(name: str) -> str:
+    """The text of the script ``name`` (``lua/<name>.lua``), shipped as
+    package data like the SQL."""
+    return resources.files("pmq_core").joinpath(LUA_DIR, f"{name}.lua").read_text(encoding="utf-8")
+
 
 @attrs.frozen
 class Scripts:
-    """The dispatch scripts bound to one Redis client (sync or asyncio:
-    calling one returns the result, or an awaitable of it)."""
+    """pmq's Lua scripts bound to one Redis client (sync or asyncio: calling
+    one returns the result, or an awaitable of it). Each field is named
+    after its file in ``lua/``.
+
+    Each script does for a batch of jobs, in one command, what would
+    otherwise be one or more commands per job: the client-side cost of a
+    command (packing it, parsing its reply) was most of pmq's Redis time.
+    """
 
     push: Any
     mark: Any
+    dead_push: Any
+    dead_remove: Any
 
     @classmethod
     def on(cls, client: Any) -> Scripts:
-        return cls(client.register_script(_PUSH), client.register_script(_MARK))
+        return cls(**{field.name: client.register_script(lua_source(field.name)) for field in attrs.fields(cls)})
 
 
 @attrs.frozen
@@ -80,7 +68,7 @@ class Mark:
 
 
 def push_args(keys: Keys, rows: Iterable[dict[str, Any]]) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV for :data:`_PUSH`: ``rows`` (id, queue_name, priority,
+    """KEYS and ARGV for ``push.lua``: ``rows`` (id, queue_name, priority,
     attempt_count, created_at) in priority order within each band."""
     script_keys: list[str] = []
     args: list[Any] = [time.time()]
@@ -92,12 +80,24 @@ def push_args(keys: Keys, rows: Iterable[dict[str, Any]]) -> tuple[list[str], li
 
 
 def mark_args(keys: Keys, marks: Iterable[Mark]) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV for :data:`_MARK`."""
+    """KEYS and ARGV for ``mark.lua``."""
     script_keys: list[str] = []
     args: list[Any] = [time.time(), FINISHED_JOB_TTL]
     for mark in marks:
         script_keys.append(keys.job(mark.job_id))
         args += (mark.status, "" if mark.attempt is None else mark.attempt, mark.worker or "", mark.error or "")
+    return script_keys, args
+
+
+def dead_args(keys: Keys, jobs: Iterable[tuple[str, uuid.UUID | str]]) -> tuple[list[str], list[str]]:
+    """KEYS and ARGV for ``dead_push.lua`` and ``dead_remove.lua``: ``jobs``
+    are (queue, job id) pairs. These two scripts are the only writers of the
+    dead-letter lists."""
+    script_keys: list[str] = []
+    args: list[str] = []
+    for queue, job_id in jobs:
+        script_keys.append(keys.dead(queue))
+        args.append(str(job_id))
     return script_keys, args
 
 
@@ -111,11 +111,7 @@ def queued_message_ids(client: redis.Redis, keys: Keys, queues: Iterable[str]) -
     for queue in queues:
         for key in keys.bands(queue):
             pipe.lrange(key, 0, -1)
-    found: set[str] = set()
-    for items in pipe.execute():
-        for raw in items:
-            found.add(raw.decode("ascii", "replace").partition(":")[0])
-    return found
+    return {str(parsed[0]) for items in pipe.execute() for parsed in map(parse_message, items) if parsed is not None}
 
 
 def band_depths(client: redis.Redis, keys: Keys, queues: list[str]) -> dict[str, dict[str, int]]:
@@ -125,4 +121,4 @@ def band_depths(client: redis.Redis, keys: Keys, queues: list[str]) -> dict[str,
         for key in keys.bands(queue):
             pipe.llen(key)
     lengths = iter(pipe.execute())
-    return {queue: {band: next(lengths) for band in ("high", "normal", "low")} for queue in queues}
+    return {queue: {band: next(lengths) for band in BANDS} for queue in queues}

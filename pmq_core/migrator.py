@@ -225,9 +225,9 @@ class Migrator:
             log.warning("rescued %d job(s) from dead workers", len(rows))
             dispatch.Scripts.on(rds).mark(*dispatch.mark_args(
                 self.keys, [dispatch.Mark(row["id"], row["status"]) for row in rows]))
-            for row in rows:
-                if row["status"] == "failed":
-                    rds.lpush(self.keys.dead(row["queue_name"]), str(row["id"]))
+            dead = [(row["queue_name"], row["id"]) for row in rows if row["status"] == "failed"]
+            if dead:
+                dispatch.Scripts.on(rds).dead_push(*dispatch.dead_args(self.keys, dead))
         return len(rows)
 
     def enqueue_cron(self, conn: psycopg.Connection[DictRow]) -> int:

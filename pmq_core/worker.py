@@ -45,7 +45,7 @@ from pmq_core.config import Settings
 from pmq_core.db import PG_DOWN, REDIS_DOWN, apg_connect, aredis_client, pg_connect
 from pmq_core.errors import DatabaseUnavailableError, Fail, PluginError, Retry
 from pmq_core.jobtypes import JobType
-from pmq_core.keys import Keys, parse_message
+from pmq_core.keys import BANDS, Keys, parse_message
 from pmq_core.models import JobContext
 from pmq_core.plugins import Plugins
 from pmq_core.prefetch import Prefetch
@@ -117,7 +117,7 @@ class Worker:
         self.id = uuid.uuid4()
         self._worker_name = str(self.id)
         self.keys = Keys(settings.key_prefix)
-        self.pop_keys = [self.keys.band(name, band) for band in ("high", "normal", "low") for name in self.job_types]
+        self.pop_keys = [self.keys.band(name, band) for band in BANDS for name in self.job_types]
         self.running: dict[uuid.UUID, _Running] = {}  # every claimed job, waiting or running
         self._waiting: collections.deque[_Running] = collections.deque()  # claimed ahead, in claim order
         self._active = 0  # jobs whose handler runs
@@ -398,9 +398,9 @@ class Worker:
         done = [o for o in batch if o.ctx.id in applied]
         await self._mirror([dispatch.Mark(o.ctx.id, o.status, error=o.error) for o in done])
         dead = [o for o in done if o.status == "failed"]
-        for outcome in dead:
+        if dead:
             try:
-                await self.redis.lpush(self.keys.dead(outcome.ctx.queue), str(outcome.ctx.id))
+                await self.scripts.dead_push(*dispatch.dead_args(self.keys, [(o.ctx.queue, o.ctx.id) for o in dead]))
             except REDIS_DOWN:
                 pass
         if dead and self._lifecycle["pmq_job_dead"]:

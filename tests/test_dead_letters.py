@@ -9,8 +9,9 @@ import psycopg
 import pytest
 
 from pmq_core import JobNotFoundError, JobStatus, JobType, RetryPolicy, hookimpl
-from pmq_core.db import redis_client
+from pmq_core.db import pg_connect, redis_client
 from pmq_core.keys import Keys
+from pmq_core.migrator import Migrator
 from pmq_core.testing import wait_until
 from pmq_core.worker import MAX_ERROR_LENGTH
 
@@ -70,6 +71,23 @@ def test_a_dead_job_is_failed_logged_bounded_and_listed_in_redis(pmq_runtime):
     assert all(len(log["log_message"]) <= MAX_ERROR_LENGTH for log in logs)
     assert [row["id"] for row in dead] == [job_id]
     assert dead_list(rt, "mail") == [str(job_id)]
+
+
+def test_a_job_whose_worker_is_lost_at_its_last_attempt_is_listed_in_redis(pmq_runtime):
+    rt = pmq_runtime(Doomed(), worker=False, migrator=False)
+    last, early = rt.enqueue("mail", {}), rt.enqueue("hooks", {})
+    # Held by a worker that has vanished: one job at its last attempt, one at its first.
+    with psycopg.connect(rt.settings.database_url, autocommit=True) as conn:
+        conn.execute("UPDATE jobs SET status = 'running', started_at = now(), "
+                     "attempt_count = CASE WHEN id = %s THEN max_attempts ELSE 1 END", (last,))
+    rds = redis_client(rt.settings.redis_url)
+    try:
+        with pg_connect(rt.settings.database_url) as conn:
+            assert Migrator(rt.settings, rt.plugins).rescue(conn, rds) == 2
+    finally:
+        rds.close()
+    assert (rt.job(last).status, rt.job(early).status) == (JobStatus.FAILED, JobStatus.QUEUED)
+    assert (dead_list(rt, "mail"), dead_list(rt, "hooks")) == ([str(last)], [])
 
 
 def test_replay_by_id_resets_attempts_and_runs_again(pmq_runtime):
