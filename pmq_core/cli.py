@@ -31,6 +31,7 @@ from pmq_core.client import Client
 from pmq_core.config import Settings, redact_url
 from pmq_core.errors import PayloadError, PluginError, PmqError, UnknownQueueError
 from pmq_core.jobtypes import band_of
+from pmq_core.keys import BANDS
 from pmq_core.models import Job, JobStatus
 from pmq_core.plugins import Plugins
 
@@ -197,8 +198,13 @@ def _check_queue(admin: Admin, name: str | None) -> None:
         raise UnknownQueueError(f"unknown queue {name!r} (see `pmq queues list`)")
 
 
-def _bands(bands: dict[str, int]) -> tuple[int, int, int]:
-    return bands.get("high", 0), bands.get("normal", 0), bands.get("low", 0)
+#: The column headers of a queue's depth by band.
+BAND_HEADERS = [band.upper() for band in BANDS]
+
+
+def _bands(bands: dict[str, int]) -> list[int]:
+    """A queue's depth by band, in the order of :data:`BAND_HEADERS`."""
+    return [bands.get(band, 0) for band in BANDS]
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
@@ -511,7 +517,7 @@ def queues_list(as_json: bool) -> None:
         click.echo("no queues (they appear when a plugin's job types are registered)")
         return
     click.echo(_table(
-        ["QUEUE", "STATE", "PRIORITY", "WAITING", "HIGH", "NORMAL", "LOW", "RUNNING", "DEAD"],
+        ["QUEUE", "STATE", "PRIORITY", "WAITING", *BAND_HEADERS, "RUNNING", "DEAD"],
         [(row["name"], "active" if row["is_active"] else "paused", row["default_priority"], row["waiting"],
           *_bands(row["bands"]), row["running"], row["dead"]) for row in rows]))
 
@@ -614,7 +620,7 @@ def _render_health(report: dict[str, Any]) -> str:
     lines = [_server_line("PostgreSQL", report["postgres"]), _server_line("Redis", report["redis"]), ""]
     if report["queues"]:
         lines.append(_table(
-            ["QUEUE", "STATE", "WAITING", "HIGH", "NORMAL", "LOW", "RUNNING", "DEAD", "OLDEST", "SERVED"],
+            ["QUEUE", "STATE", "WAITING", *BAND_HEADERS, "RUNNING", "DEAD", "OLDEST", "SERVED"],
             [(q["name"], "active" if q["active"] else "paused", q["waiting"], *_bands(q["bands"]), q["running"],
               q["dead"], _age(q["oldest_age"]), "yes" if q["served"] else "no") for q in report["queues"]]))
     else:
@@ -676,7 +682,7 @@ def _render_stats(data: dict[str, Any]) -> str:
     ]
     if data["queues"]:
         lines.append(_table(
-            ["QUEUE", "STATE", "WAITING", "IN REDIS", "HIGH", "NORMAL", "LOW", "RUNNING", "DEAD"],
+            ["QUEUE", "STATE", "WAITING", "IN REDIS", *BAND_HEADERS, "RUNNING", "DEAD"],
             [(q["name"], "active" if q["active"] else "paused", q["waiting"], q["in_redis"], *_bands(q["bands"]),
               q["running"], q["dead"]) for q in data["queues"]]))
     else:

@@ -16,6 +16,7 @@ from typing import Any, Union
 import attrs
 
 from pmq_core.errors import Fail, JobCancelled, Retry
+from pmq_core.keys import HIGH, LOW, NORMAL
 
 #: The characters a queue name may use: it appears in Redis keys and URLs.
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
@@ -27,12 +28,12 @@ Handler = Callable[[Any], Union[Any, Awaitable[Any]]]
 
 
 def band_of(priority: int) -> str:
-    """The Redis band ("high", "normal" or "low") a priority falls into."""
+    """The Redis band (one of :data:`~pmq_core.keys.BANDS`) a priority falls into."""
     if priority <= HIGH_MAX:
-        return "high"
+        return HIGH
     if priority <= NORMAL_MAX:
-        return "normal"
-    return "low"
+        return NORMAL
+    return LOW
 
 
 def check_queue_name(name: str) -> str:

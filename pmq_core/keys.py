@@ -1,16 +1,19 @@
-"""Every Redis key pmq uses, in one place, so the on-Redis format is visible
-at a glance.
+"""Every Redis key pmq uses, and the message format, in one place, so the
+on-Redis format is visible at a glance.
 
 All keys start with the configured prefix (default ``pmq:``), so that several
-deployments can share one Redis. A queue's keys carry its name as a hash tag
-(``{name}``), so that on Redis Cluster its bands live in one slot.
+deployments can share one Redis. A queue's name sits in braces (``{name}``)
+in its keys: they set it apart from the prefix and the band suffix, and are
+the hash tag that puts one queue's keys in one Redis Cluster slot.
 
 ======================  =====================================================
 ``P{q}:high``           list of messages, priority <= 50
 ``P{q}``                list of messages, priority 51-150
 ``P{q}:low``            list of messages, priority > 150
-``P{q}:dead``           list of dead job ids, newest first (mirror of
-                        PostgreSQL's ``failed`` jobs, for replay tools)
+``P{q}:dead``           list of dead job ids, newest first: pushed when a job
+                        dies, removed when it is replayed or purged (for
+                        tools that read Redis; pmq reads PostgreSQL).
+                        Retention does not trim it yet.
 ``Pjob:<id>``           hash mirroring a live job's status, for real-time
                         views; expires an hour after the job finishes
 ``Pcancel``             pub/sub channel: ids of running jobs to stop
@@ -18,13 +21,23 @@ deployments can share one Redis. A queue's keys carry its name as a hash tag
 
 A message is ``<job id>:<attempt count>``: a hint that the job is ready, never
 trusted on its own (workers claim it in PostgreSQL first).
+
+pmq needs one Redis primary: a standalone Redis (or Valkey), or one kept
+available by Sentinel-managed failover behind a URL that reaches the current
+primary (pmq connects to that one URL; it does not ask Sentinel itself).
+Redis Cluster is not supported yet, the hash tag notwithstanding: the push
+script writes band lists of several queues and ``job:<id>`` hashes (no tag)
+in one call, and a worker's ``BLMPOP`` spans every queue it serves, so both
+would fail with ``CROSSSLOT`` on a cluster.
 """
 
 from __future__ import annotations
 
 import uuid
 
+#: A queue's bands, most urgent first: the order in which workers pop them.
 BANDS = ("high", "normal", "low")
+HIGH, NORMAL, LOW = BANDS
 #: Largest attempt count a message may name: jobs.attempt_count is a
 #: PostgreSQL integer, and a larger number would fail a worker's whole claim.
 MAX_ATTEMPT = 2**31 - 1
@@ -42,7 +55,7 @@ class Keys:
 
     def band(self, queue: str, band: str) -> str:
         base = f"{self.prefix}{{{queue}}}"
-        return base if band == "normal" else f"{base}:{band}"
+        return base if band == NORMAL else f"{base}:{band}"
 
     def bands(self, queue: str) -> list[str]:
         """The queue's three lists, most urgent first."""
