@@ -29,6 +29,13 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session
+def unit(session: nox.Session) -> None:
+    """The unit tier alone: no server, a few seconds."""
+    install_project(session, "test")
+    session.run("pytest", "tests/unit", *session.posargs)
+
+
+@nox.session
 def chaos(session: nox.Session) -> None:
     """The chaos test: kills workers, wipes Redis and restarts PostgreSQL on
     servers it starts itself, and checks that no job is lost."""
