@@ -29,7 +29,7 @@ import redis
 from pmq_core.admin import Admin
 from pmq_core.client import Client
 from pmq_core.config import Settings, redact_url
-from pmq_core.errors import PayloadError, PluginError, PmqError, UnknownQueueError
+from pmq_core.errors import PayloadError, PluginError, PmqError, UnknownQueueError, shown
 from pmq_core.jobtypes import band_of
 from pmq_core.models import Job, JobStatus
 from pmq_core.plugins import Plugins
@@ -194,7 +194,7 @@ def _names(value: str | None) -> list[str] | None:
 
 def _check_queue(admin: Admin, name: str | None) -> None:
     if name is not None and name not in {row["name"] for row in admin.queues()}:
-        raise UnknownQueueError(f"unknown queue {name!r} (see `pmq queues list`)")
+        raise UnknownQueueError(f"unknown queue {shown(name)} (see `pmq queues list`)")
 
 
 def _bands(bands: dict[str, int]) -> tuple[int, int, int]:
@@ -316,9 +316,9 @@ class AwareDateTime(click.ParamType):  # type: ignore[type-arg]  # generic only 
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
-            self.fail(f"{value!r} is not an ISO 8601 time, e.g. 2030-01-31T09:00:00+00:00", param, ctx)
+            self.fail(f"{shown(value)} is not an ISO 8601 time, e.g. 2030-01-31T09:00:00+00:00", param, ctx)
         if parsed.tzinfo is None or parsed.utcoffset() is None:
-            self.fail(f"{value!r} has no time zone; add one, e.g. {value}+00:00 or {value}Z", param, ctx)
+            self.fail(f"{shown(value)} has no time zone; add one, e.g. +00:00 or Z at its end", param, ctx)
         return parsed
 
 

@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from pmq_core import payloads
 from pmq_core.config import Settings
 from pmq_core.db import resolve_servers, translated
-from pmq_core.errors import JobNotFoundError, PayloadError, UnknownQueueError
+from pmq_core.errors import JobNotFoundError, PayloadError, UnknownQueueError, shown
 from pmq_core.handover import AsyncHandover, ThreadHandover
 from pmq_core.jobtypes import JobType, check_queue_name
 from pmq_core.models import Job, new_job_ids, parse_job_id
@@ -47,9 +47,9 @@ MAX_UNIQUE_KEY_BYTES = 1000
 
 def _check_int(name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise PayloadError(f"{name} must be a whole number, got {type(value).__name__} {value!r}")
+        raise PayloadError(f"{name} must be a whole number, got {type(value).__name__} {shown(value)}")
     if not low <= value <= INT32:
-        raise PayloadError(f"{name} must be between {low} and {INT32}, got {value}")
+        raise PayloadError(f"{name} must be between {low} and {INT32}, got {shown(value)}")
     return value
 
 
@@ -66,7 +66,7 @@ def _due_time(run_at: datetime | None, delay: float | timedelta | None) -> datet
     if delay is not None:
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
-            raise PayloadError(f"delay must be a finite number of seconds, got {delay!r}")
+            raise PayloadError(f"delay must be a finite number of seconds, got {shown(delay)}")
         if seconds < 0:
             raise PayloadError(f"delay must not be negative, got {seconds}")
         try:
@@ -81,9 +81,9 @@ def _check_unique_key(key: str) -> str:
     try:
         size = len(key.encode("utf-8"))
     except UnicodeEncodeError:
-        raise PayloadError(f"unique_key {key!r} contains a lone surrogate, which is not valid unicode") from None
+        raise PayloadError(f"unique_key {shown(key)} contains a lone surrogate, which is not valid unicode") from None
     if "\x00" in key:
-        raise PayloadError(f"unique_key {key!r} contains a NUL character, which PostgreSQL cannot store")
+        raise PayloadError(f"unique_key {shown(key)} contains a NUL character, which PostgreSQL cannot store")
     if size > MAX_UNIQUE_KEY_BYTES:
         raise PayloadError(f"unique_key is {size} bytes, over the limit of {MAX_UNIQUE_KEY_BYTES}: use a digest")
     return key
@@ -192,7 +192,7 @@ class _ClientBase:
     def _unique_key(job_type: JobType | None, item: Any, explicit: str | None) -> str | None:
         if explicit is not None:
             if not isinstance(explicit, str) or not explicit:
-                raise PayloadError(f"unique_key must be a non-empty string, got {explicit!r}")
+                raise PayloadError(f"unique_key must be a non-empty string, got {shown(explicit)}")
             return _check_unique_key(explicit)
         if job_type is None or job_type.unique_key is None:
             return None
@@ -201,7 +201,7 @@ class _ClientBase:
 
     def _unknown(self, queue: str) -> UnknownQueueError:
         return UnknownQueueError(
-            f"unknown queue {queue!r}: no job type declares it and job_queues has no such row; "
+            f"unknown queue {shown(queue)}: no job type declares it and job_queues has no such row; "
             "load the plugin that declares it (pmq plugins) or create the queue"
         )
 

@@ -262,7 +262,7 @@ def test_plugins_lists_job_types_without_any_server(env):
     assert info["name"] == "cli-sample" and info["distribution"] == "pmq-cli-sample" and info["version"] == "0.1"
     by_name = {jt["name"]: jt for jt in info["job_types"]}
     assert by_name["cli-doomed"]["retry"]["max_attempts"] == 2 and by_name["cli-doomed"]["band"] == "normal"
-    assert "nosuch not installed" in error_line(unknown)
+    assert "'nosuch' not installed" in error_line(unknown)
 
 
 # -- schema ----------------------------------------------------------------------------
@@ -481,7 +481,7 @@ def test_serving_needs_job_types_and_known_queues(env):
     assert "no job types to serve" in error_line(no_types)
     assert "no job types to serve" in error_line(no_types_either)
     assert "queue(s) nosuch" in error_line(unknown_queue)
-    assert "plugin(s) nosuch not installed" in error_line(unknown_plugin)
+    assert "plugin(s) 'nosuch' not installed" in error_line(unknown_plugin)
     assert "'--concurrency'" in error_line(bad_concurrency, 2)
 
 
