@@ -135,7 +135,7 @@ def test_a_bad_timeout_setting_is_named(receiver, monkeypatch):
     ({"url": "ftp://example.com/x", "body": {}}, "url must start with http:// or https://"),
     ({"url": "https:///x", "body": {}}, "url has no host"),
     ({"url": "https://user:pw@example.com/", "body": {}}, "must not hold credentials"),
-    ({"url": "https://example.com/", "body": [1]}, "expected a mapping @ payload.body"),
+    ({"url": "https://example.com/", "body": [1]}, "expected an object, got an array [1] @ payload.body"),
     ({"url": "https://example.com/"}, "required field missing @ payload.body"),
     ({"url": "https://example.com/", "body": {}, "headers": {"Authorization": "Bearer x"}}, "carries credentials"),
     ({"url": "https://example.com/", "body": {}, "headers": {"X-Pmq-Signature": "x"}}, "is set by pmq-webhook"),
