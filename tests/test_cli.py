@@ -280,7 +280,7 @@ def test_db_upgrade_applies_then_reports_up_to_date(env, pmq_servers: Servers):
         env = {**env, "PMQ_DATABASE_URL": url}
         assert ok(pmq(env, "db", "upgrade")).splitlines() == [
             "applied pmq_core 0001 initial", "applied pmq_core 0002 notify_waiting_only",
-            "applied pmq_core 0003 defaults_only_when_missing"]
+            "applied pmq_core 0003 defaults_only_when_missing", "applied pmq_core 0007 job_listing_indexes"]
         assert ok(pmq(env, "db", "upgrade")).strip() == "schema is up to date"
     finally:
         with psycopg.connect(pmq_servers.database_url, autocommit=True) as conn:
@@ -371,8 +371,8 @@ def test_a_payload_nested_too_deep_is_one_line_whatever_its_depth(env):
     far_too_deep = '{"a":' * 10_000 + "1" + "}" * 10_000
     one_too_deep = '{"a":' * 32 + "{}" + "}" * 32  # 33 levels: the decoder takes it, the check does not
     at_the_limit = '{"a":' * 31 + "{}" + "}" * 31
-    decoder, check, fine = pmq_all(env, ["enqueue", "cli-doomed", far_too_deep], ["enqueue", "cli-doomed", one_too_deep],
-                                   ["enqueue", "cli-doomed", at_the_limit])
+    decoder, check, fine = pmq_all(env, ["enqueue", "cli-doomed", far_too_deep],
+                                   ["enqueue", "cli-doomed", one_too_deep], ["enqueue", "cli-doomed", at_the_limit])
     assert "a payload may be nested at most 32 levels deep" in error_line(decoder, 2)
     assert "is nested more than 32 levels deep" in error_line(check)
     assert uuid.UUID(ok(fine).strip())
