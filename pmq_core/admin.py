@@ -15,7 +15,7 @@ from psycopg.rows import DictRow
 from pmq_core import dispatch, schema
 from pmq_core.config import Settings, redact_url
 from pmq_core.db import PG_DOWN, REDIS_DOWN, pg_connect, redis_client, resolve_servers, translated
-from pmq_core.errors import DatabaseUnavailableError, JobNotFoundError, UnknownQueueError
+from pmq_core.errors import DatabaseUnavailableError, JobNotFoundError, UnknownQueueError, shown
 from pmq_core.keys import Keys
 from pmq_core.models import Job, JobStatus, parse_job_id
 from pmq_core.plugins import Plugins
@@ -116,7 +116,7 @@ class Admin:
         jobs already handed to Redis, so nothing more of it starts."""
         with self._translated(), self.conn.transaction():
             if not self.conn.execute(q("set_queue_active"), {"name": name, "active": active}).fetchone():
-                raise UnknownQueueError(f"unknown queue {name!r}")
+                raise UnknownQueueError(f"unknown queue {shown(name)}")
             if not active:
                 self.conn.execute(q("requeue_paused"), {"name": name})
         if not active:

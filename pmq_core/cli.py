@@ -12,24 +12,27 @@ built-in commands down.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, BinaryIO, NoReturn
 from urllib.parse import urlsplit
 
 import click
 import psycopg
 import redis
 
+from pmq_core import payloads
 from pmq_core.admin import Admin
 from pmq_core.client import Client
 from pmq_core.config import Settings, redact_url
-from pmq_core.errors import PayloadError, PluginError, PmqError, UnknownQueueError
+from pmq_core.errors import PayloadError, PluginError, PmqError, UnknownQueueError, shown
 from pmq_core.jobtypes import band_of
 from pmq_core.keys import BANDS
 from pmq_core.models import Job, JobStatus
@@ -100,6 +103,10 @@ def cli() -> None:
 
 def main(args: Sequence[str] | None = None) -> NoReturn:
     """Run ``pmq``; every failure becomes one line on stderr and an exit status."""
+    # The connection pool logs its retries as warnings; with no logging set
+    # up (every command but the serving ones), Python would print them on
+    # stderr ahead of the command's own one-line error.
+    logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
     try:
         code = cli.main(args=list(args) if args is not None else None, prog_name="pmq", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -195,7 +202,7 @@ def _names(value: str | None) -> list[str] | None:
 
 def _check_queue(admin: Admin, name: str | None) -> None:
     if name is not None and name not in {row["name"] for row in admin.queues()}:
-        raise UnknownQueueError(f"unknown queue {name!r} (see `pmq queues list`)")
+        raise UnknownQueueError(f"unknown queue {shown(name)} (see `pmq queues list`)")
 
 
 #: The column headers of a queue's depth by band.
@@ -322,9 +329,9 @@ class AwareDateTime(click.ParamType):  # type: ignore[type-arg]  # generic only 
         try:
             parsed = datetime.fromisoformat(value)
         except ValueError:
-            self.fail(f"{value!r} is not an ISO 8601 time, e.g. 2030-01-31T09:00:00+00:00", param, ctx)
+            self.fail(f"{shown(value)} is not an ISO 8601 time, e.g. 2030-01-31T09:00:00+00:00", param, ctx)
         if parsed.tzinfo is None or parsed.utcoffset() is None:
-            self.fail(f"{value!r} has no time zone; add one, e.g. {value}+00:00 or {value}Z", param, ctx)
+            self.fail(f"{shown(value)} has no time zone; add one, e.g. +00:00 or Z at its end", param, ctx)
         return parsed
 
 
@@ -334,35 +341,44 @@ def _json_object(text: str) -> dict[str, Any]:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"malformed JSON: {exc.msg} at column {exc.colno}") from None
+    except RecursionError:  # the decoder's own limit, far beyond a payload's
+        raise ValueError(f"a payload may be nested at most {payloads.MAX_DEPTH} levels deep") from None
     if not isinstance(value, dict):
         raise ValueError(f"a payload must be a JSON object, not {type(value).__name__}")
     return value
 
 
-def _read_jobs(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """Every payload of a JSON-lines file (blank lines skipped), or
-    PayloadError naming the first bad line."""
-    items: list[tuple[int, dict[str, Any]]] = []
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise PayloadError(f"{path.name} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
-                           "nothing was enqueued") from None
-    for number, line in enumerate(text.split("\n"), start=1):
+def _read_jobs(handle: BinaryIO, name: str, max_line: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each payload of a JSON-lines file with its line number (blank lines
+    skipped), or PayloadError naming the first bad line. No line is read
+    beyond ``max_line`` bytes, so a file with no line break (``/dev/zero``)
+    cannot fill memory."""
+    for number in itertools.count(1):
+        raw = handle.readline(max_line + 1)
+        if not raw:
+            return
+        if len(raw) > max_line and not raw.endswith(b"\n"):
+            raise PayloadError(f"{name} line {number}: longer than {max_line} bytes (twice max_payload_bytes); "
+                               "nothing was enqueued")
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PayloadError(f"{name} is not UTF-8 text ({exc.reason} on line {number}); "
+                               "nothing was enqueued") from None
         if not line.strip():
             continue
         try:
-            items.append((number, _json_object(line)))
+            yield number, _json_object(line)
         except ValueError as exc:
-            raise PayloadError(f"{path.name} line {number}: {exc}; nothing was enqueued") from None
-    return items
+            raise PayloadError(f"{name} line {number}: {exc}; nothing was enqueued") from None
 
 
 @cli.command()
 @click.argument("queue")
 @click.argument("payload", required=False, metavar="[JSON]")
 @click.option("--file", "jobs_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Enqueue one job per line of this JSON-lines file (all or none).")
+              help="Enqueue one job per line of this JSON-lines file (all or none; "
+                   "lines of at most twice max_payload_bytes).")
 @click.option("--priority", type=int, help="Lower runs sooner (default: the job type's).")
 @click.option("--delay", type=click.FloatRange(min=0), metavar="SECONDS", help="Run no sooner than this.")
 @click.option("--at", "run_at", type=AwareDateTime(), help="Run at this ISO 8601 time (with a time zone).")
@@ -390,27 +406,39 @@ def enqueue(queue: str, payload: str | None, jobs_file: Path | None, priority: i
     click.echo(f"enqueued {count} job(s) on {queue}")
 
 
-def _enqueue_file(client: Client, queue: str, path: Path, options: dict[str, Any]) -> int:
-    """Check every line, then write them all in one transaction."""
-    numbered = _read_jobs(path)
-    for number, item in numbered:
+def _checked(client: Client, queue: str, name: str, batch: list[tuple[int, dict[str, Any]]],
+             options: dict[str, Any]) -> list[dict[str, Any]]:
+    """The batch's payloads, each checked alone so that an error names its line."""
+    for number, item in batch:
         try:
             client.prepare(queue, [item], unique_key=None, **options)
         except PayloadError as exc:
-            raise PayloadError(f"{path.name} line {number}: {exc}; nothing was enqueued") from None
-    items = [item for _number, item in numbered]
-    if not items:
-        return 0
-    if client.plugins.job_type(queue) is None:
-        with Admin(client.settings) as admin:
-            _check_queue(admin, queue)
-    with client.pool.connection() as conn, conn.transaction(), click.progressbar(
-            length=len(items), label="enqueueing", file=sys.stderr) as bar:
-        for start in range(0, len(items), ENQUEUE_BATCH):
-            batch = items[start:start + ENQUEUE_BATCH]
-            client.enqueue_many(queue, batch, conn=conn, **options)
-            bar.update(len(batch))
-    return len(items)
+            raise PayloadError(f"{name} line {number}: {exc}; nothing was enqueued") from None
+    return [item for _number, item in batch]
+
+
+def _enqueue_file(client: Client, queue: str, path: Path, options: dict[str, Any]) -> int:
+    """Read, check and write the file a batch at a time, in one transaction:
+    a bad line anywhere rolls everything back, and memory holds one batch
+    whatever the file's size. The first batch is checked before connecting."""
+    count = 0
+    with path.open("rb") as handle:
+        lines = _read_jobs(handle, path.name, 2 * client.settings.max_payload_bytes)
+        batch = _checked(client, queue, path.name, list(itertools.islice(lines, ENQUEUE_BATCH)), options)
+        if not batch:
+            return 0
+        if client.plugins.job_type(queue) is None:
+            with Admin(client.settings) as admin:
+                _check_queue(admin, queue)
+        size = os.fstat(handle.fileno()).st_size
+        with client.pool.connection() as conn, conn.transaction(), click.progressbar(
+                length=size, label="enqueueing", file=sys.stderr) as bar:
+            while batch:
+                client.enqueue_many(queue, batch, conn=conn, **options)
+                count += len(batch)
+                bar.update(handle.tell() - bar.pos)
+                batch = _checked(client, queue, path.name, list(itertools.islice(lines, ENQUEUE_BATCH)), options)
+    return count
 
 
 # -- jobs --------------------------------------------------------------------------

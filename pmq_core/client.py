@@ -12,9 +12,10 @@ time raises one error naming the problem, and no job of the call is stored.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,8 +26,8 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from pmq_core import payloads
 from pmq_core.config import Settings
-from pmq_core.db import resolve_servers, translated
-from pmq_core.errors import JobNotFoundError, PayloadError, UnknownQueueError
+from pmq_core.db import apg_connect, pg_connect, resolve_servers, translated
+from pmq_core.errors import DatabaseUnavailableError, JobNotFoundError, PayloadError, UnknownQueueError, shown
 from pmq_core.handover import AsyncHandover, ThreadHandover
 from pmq_core.jobtypes import JobType, check_queue_name
 from pmq_core.models import Job, new_job_ids, parse_job_id
@@ -40,6 +41,8 @@ COPY_CHUNK = 10_000
 COPY_MIN_ROWS = 64
 #: Seconds an enqueue waits for a connection before reporting PostgreSQL
 #: unavailable (the pool's default, 30 s, left producers hanging in an outage).
+#: Also bounds opening the pool, after one plain connection has checked the
+#: server (see Client.pool).
 POOL_WAIT = 5.0
 #: Longest uniqueness key, in UTF-8 bytes: it must fit in a btree index entry.
 MAX_UNIQUE_KEY_BYTES = 1000
@@ -47,9 +50,9 @@ MAX_UNIQUE_KEY_BYTES = 1000
 
 def _check_int(name: str, value: Any, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise PayloadError(f"{name} must be a whole number, got {type(value).__name__} {value!r}")
+        raise PayloadError(f"{name} must be a whole number, got {type(value).__name__} {shown(value)}")
     if not low <= value <= INT32:
-        raise PayloadError(f"{name} must be between {low} and {INT32}, got {value}")
+        raise PayloadError(f"{name} must be between {low} and {INT32}, got {shown(value)}")
     return value
 
 
@@ -66,7 +69,7 @@ def _due_time(run_at: datetime | None, delay: float | timedelta | None) -> datet
     if delay is not None:
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
-            raise PayloadError(f"delay must be a finite number of seconds, got {delay!r}")
+            raise PayloadError(f"delay must be a finite number of seconds, got {shown(delay)}")
         if seconds < 0:
             raise PayloadError(f"delay must not be negative, got {seconds}")
         try:
@@ -76,14 +79,24 @@ def _due_time(run_at: datetime | None, delay: float | timedelta | None) -> datet
     return None
 
 
+@contextlib.contextmanager
+def _unwritten() -> Iterator[None]:
+    """A failed connection, said to have written nothing (the caller's
+    enqueue has not started)."""
+    try:
+        yield
+    except DatabaseUnavailableError as exc:
+        raise DatabaseUnavailableError(f"{exc}; nothing was written") from None
+
+
 def _check_unique_key(key: str) -> str:
     """``key`` if PostgreSQL can store and index it, else PayloadError."""
     try:
         size = len(key.encode("utf-8"))
     except UnicodeEncodeError:
-        raise PayloadError(f"unique_key {key!r} contains a lone surrogate, which is not valid unicode") from None
+        raise PayloadError(f"unique_key {shown(key)} contains a lone surrogate, which is not valid unicode") from None
     if "\x00" in key:
-        raise PayloadError(f"unique_key {key!r} contains a NUL character, which PostgreSQL cannot store")
+        raise PayloadError(f"unique_key {shown(key)} contains a NUL character, which PostgreSQL cannot store")
     if size > MAX_UNIQUE_KEY_BYTES:
         raise PayloadError(f"unique_key is {size} bytes, over the limit of {MAX_UNIQUE_KEY_BYTES}: use a digest")
     return key
@@ -192,7 +205,7 @@ class _ClientBase:
     def _unique_key(job_type: JobType | None, item: Any, explicit: str | None) -> str | None:
         if explicit is not None:
             if not isinstance(explicit, str) or not explicit:
-                raise PayloadError(f"unique_key must be a non-empty string, got {explicit!r}")
+                raise PayloadError(f"unique_key must be a non-empty string, got {shown(explicit)}")
             return _check_unique_key(explicit)
         if job_type is None or job_type.unique_key is None:
             return None
@@ -201,7 +214,7 @@ class _ClientBase:
 
     def _unknown(self, queue: str) -> UnknownQueueError:
         return UnknownQueueError(
-            f"unknown queue {queue!r}: no job type declares it and job_queues has no such row; "
+            f"unknown queue {shown(queue)}: no job type declares it and job_queues has no such row; "
             "load the plugin that declares it (pmq plugins) or create the queue"
         )
 
@@ -216,14 +229,19 @@ class Client(_ClientBase):
 
     @property
     def pool(self) -> ConnectionPool:
+        """The client's pool, opened on first use. One plain connection
+        comes first: a server that is down or refuses us is reported at once
+        with its cause, instead of after the pool's silent retries."""
         if self._pool is None:
             settings = self._resolved()
             assert settings.database_url
+            with _unwritten():
+                pg_connect(settings.database_url, timeout=POOL_WAIT).close()
             pool = ConnectionPool(settings.database_url, min_size=1, max_size=8, open=False, timeout=POOL_WAIT,
                                   kwargs={"autocommit": True, "row_factory": dict_row,
                                           "application_name": "pmq-client"})
             with translated(settings.database_url):
-                pool.open(wait=True, timeout=10)
+                pool.open(wait=True, timeout=POOL_WAIT)
             self._pool = pool
         return self._pool
 
@@ -340,14 +358,17 @@ class AsyncClient(_ClientBase):
         self._handover: AsyncHandover | None = None
 
     async def pool(self) -> AsyncConnectionPool:
+        """The client's pool, opened on first use; see :attr:`Client.pool`."""
         if self._pool is None:
             settings = self._resolved()
             assert settings.database_url
+            with _unwritten():
+                await (await apg_connect(settings.database_url, timeout=POOL_WAIT)).close()
             pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=8, open=False, timeout=POOL_WAIT,
                                        kwargs={"autocommit": True, "row_factory": dict_row,
                                                "application_name": "pmq-client"})
             with translated(settings.database_url):
-                await pool.open(wait=True, timeout=10)
+                await pool.open(wait=True, timeout=POOL_WAIT)
             self._pool = pool
         return self._pool
 

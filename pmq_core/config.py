@@ -10,6 +10,7 @@ reported by its name and source, with everything else that is wrong.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,7 +21,7 @@ import attrs
 import cattrs
 import cattrs.v
 
-from pmq_core.errors import ConfigurationError
+from pmq_core.errors import ConfigurationError, shown
 
 ENV_PREFIX = "PMQ_"
 
@@ -34,7 +35,20 @@ def _default_data_dir() -> Path:
 
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
     if value <= 0:
-        raise ValueError(f"{attribute.name} must be greater than 0, not {value!r}")
+        raise ValueError(f"{attribute.name} must be greater than 0, not {shown(value)}")
+
+
+#: What a Redis key prefix may hold: no spaces or control characters (they
+#: break tools that print keys), no glob characters (``*?[]``, which would
+#: turn a SCAN pattern into a wildcard) and no braces (the prefix must not
+#: start a hash tag: queue names are the tags). Matched with ``fullmatch``.
+KEY_PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def _key_prefix(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not KEY_PREFIX.fullmatch(value):
+        raise ValueError(f"key_prefix must be 1-64 letters, digits and '_.:-' (like 'pmq:' or 'myapp:pmq:'), "
+                         f"not {shown(value)}")
 
 
 def _rescue_window(settings: Any, rescue_after: float) -> None:
@@ -55,7 +69,7 @@ class Settings:
     """Redis URL. Unset (with database_url unset too): embedded servers."""
     plugins: tuple[str, ...] | None = None
     """Entry-point names of the plugins to load; None loads every installed one."""
-    key_prefix: str = "pmq:"
+    key_prefix: str = attrs.field(default="pmq:", validator=_key_prefix)
     """Prefix of every Redis key pmq touches, so deployments can share a Redis."""
     data_dir: Path = attrs.field(factory=_default_data_dir)
     """Where embedded servers keep their data."""
@@ -166,9 +180,12 @@ def _split_names(value: Any, _type: Any) -> tuple[str, ...] | None:
 
 
 def _float(value: Any, _type: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"expected a number, got {value!r}")
-    return float(value)
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"expected a number, got {shown(value)}") from None
 
 
 _TRUE, _FALSE = {"true", "1", "yes", "on"}, {"false", "0", "no", "off"}
@@ -182,13 +199,16 @@ def _bool(value: Any, _type: Any) -> bool:
     text = str(value).strip().lower()
     if text in _TRUE or text in _FALSE:
         return text in _TRUE
-    raise ValueError(f"expected true or false, got {value!r}")
+    raise ValueError(f"expected true or false, got {shown(value)}")
 
 
 def _int(value: Any, _type: Any) -> int:
-    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-        raise ValueError(f"expected a whole number, got {value!r}")
-    return int(value)
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"expected a whole number, got {shown(value)}") from None
 
 
 _converter = cattrs.Converter(forbid_extra_keys=True)

@@ -6,6 +6,25 @@ do about it. Catch :class:`PmqError` to catch them all.
 
 from __future__ import annotations
 
+from typing import Any
+
+#: Most characters of a user's value an error message repeats: enough to
+#: recognise it, never a 10,000-character name echoed whole.
+SHOWN_CHARS = 60
+
+
+def shown(value: Any) -> str:
+    """``value`` as an error message quotes it: its repr, cut to
+    :data:`SHOWN_CHARS` characters with the full length said, so that
+    whatever a caller passes, the message stays one readable line."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long for str(): say what it is instead
+        return f"<{type(value).__name__} too long to show>"
+    if len(text) <= SHOWN_CHARS:
+        return text
+    return f"{text[:SHOWN_CHARS - 1]}…({len(text)} chars)"
+
 
 class PmqError(Exception):
     """pmq failed."""

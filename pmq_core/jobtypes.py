@@ -15,11 +15,12 @@ from typing import Any, Union
 
 import attrs
 
-from pmq_core.errors import Fail, JobCancelled, Retry
+from pmq_core.errors import Fail, JobCancelled, Retry, shown
 from pmq_core.keys import HIGH, LOW, NORMAL
 
 #: The characters a queue name may use: it appears in Redis keys and URLs.
-QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+#: Matched with ``fullmatch``: ``$`` would let a trailing newline through.
+QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")
 
 #: Redis band of a priority: lower numbers run sooner.
 HIGH_MAX, NORMAL_MAX = 50, 150
@@ -38,9 +39,9 @@ def band_of(priority: int) -> str:
 
 def check_queue_name(name: str) -> str:
     """``name`` if it can name a queue, else ValueError saying why."""
-    if not isinstance(name, str) or not QUEUE_NAME.match(name):
+    if not isinstance(name, str) or not QUEUE_NAME.fullmatch(name):
         raise ValueError(
-            f"invalid queue name {name!r}: use 1-100 letters, digits and '_.:-', "
+            f"invalid queue name {shown(name)}: use 1-100 letters, digits and '_.:-', "
             "starting with a letter or digit"
         )
     return name

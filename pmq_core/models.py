@@ -125,11 +125,11 @@ def new_job_ids(count: int) -> list[uuid.UUID]:
 
 def parse_job_id(value: uuid.UUID | str) -> uuid.UUID:
     """A job id from its text, or JobNotFoundError when it is not a UUID."""
-    from pmq_core.errors import JobNotFoundError
+    from pmq_core.errors import JobNotFoundError, shown
 
     if isinstance(value, uuid.UUID):
         return value
     try:
         return uuid.UUID(str(value))
     except ValueError:
-        raise JobNotFoundError(f"{value!r} is not a job id (a UUID)") from None
+        raise JobNotFoundError(f"{shown(value)} is not a job id (a UUID)") from None

@@ -19,7 +19,7 @@ import attrs
 import pluggy
 
 from pmq_core import hookspecs
-from pmq_core.errors import PluginError
+from pmq_core.errors import PluginError, shown
 from pmq_core.jobtypes import JobType
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ class Plugins:
                 missing = [name for name in self.selection if name not in names]
                 if missing:
                     raise PluginError(
-                        f"plugin(s) {', '.join(missing)} not installed; installed: "
+                        f"plugin(s) {', '.join(shown(name) for name in missing)} not installed; installed: "
                         f"{', '.join(sorted(names)) or 'none'}"
                     )
                 available = [ep for ep in available if ep.name in self.selection]

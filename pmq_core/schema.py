@@ -23,7 +23,7 @@ CORE = "pmq_core"
 #: Advisory lock key held while migrating ("pmq" + "schema" as an integer).
 SCHEMA_LOCK = 0x706D71_5343
 
-_FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
+_FILE = re.compile(r"(\d{4})_(\w+)\.sql")
 
 
 @attrs.frozen(kw_only=True)
@@ -41,7 +41,7 @@ def migrations_in(package: str, component: str, folder: str = "sql/migrations") 
     ``package``, in version order: how the core and plugins keep theirs."""
     found = []
     for entry in resources.files(package).joinpath(folder).iterdir():
-        match = _FILE.match(entry.name)
+        match = _FILE.fullmatch(entry.name)
         if match:
             found.append(Migration(component=component, version=int(match[1]), name=match[2],
                                    sql=entry.read_text(encoding="utf-8")))

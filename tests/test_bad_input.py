@@ -167,3 +167,24 @@ def test_known_bad_values_name_the_problem(rt):
             rt.enqueue(kwargs.pop("queue"), kwargs.pop("payload"), **kwargs)
         assert phrase in str(info.value), (phrase, str(info.value))
     assert count(rt) == 0
+
+
+@pytest.mark.parametrize("name", ["free\n", "free\r\n", "\nfree", "a" * 100 + "\n"])
+def test_a_queue_name_is_matched_whole_so_a_trailing_newline_is_refused(rt, name):
+    with pytest.raises(PmqError, match="invalid queue name"):
+        rt.enqueue(name, {})
+    with pytest.raises(ValueError, match="invalid queue name"):
+        JobType(name=name, handler=lambda job: None)
+    assert count(rt) == 0
+
+
+def test_errors_quote_a_huge_value_cut_short(rt):
+    huge = "q" * 10_000
+    cases = [lambda: rt.enqueue(huge, {}), lambda: rt.enqueue("free", {}, unique_key="k\x00" + huge),
+             lambda: rt.enqueue("free", {}, priority=10**5000), lambda: rt.job(huge)]
+    for case in cases:
+        with pytest.raises(PmqError) as info:
+            case()
+        message = str(info.value)
+        assert len(message) < 300, message
+        assert "chars)" in message or "too long to show" in message, message

@@ -15,8 +15,10 @@ import importlib.util
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +31,7 @@ import psycopg
 import pytest
 
 from pmq_core import Client
+from pmq_core.client import POOL_WAIT
 from pmq_core.plugins import Plugins
 from pmq_core.testing import FAST, Servers, wait_until
 
@@ -262,7 +265,7 @@ def test_plugins_lists_job_types_without_any_server(env):
     assert info["name"] == "cli-sample" and info["distribution"] == "pmq-cli-sample" and info["version"] == "0.1"
     by_name = {jt["name"]: jt for jt in info["job_types"]}
     assert by_name["cli-doomed"]["retry"]["max_attempts"] == 2 and by_name["cli-doomed"]["band"] == "normal"
-    assert "nosuch not installed" in error_line(unknown)
+    assert "'nosuch' not installed" in error_line(unknown)
 
 
 # -- schema ----------------------------------------------------------------------------
@@ -277,7 +280,7 @@ def test_db_upgrade_applies_then_reports_up_to_date(env, pmq_servers: Servers):
         env = {**env, "PMQ_DATABASE_URL": url}
         assert ok(pmq(env, "db", "upgrade")).splitlines() == [
             "applied pmq_core 0001 initial", "applied pmq_core 0002 notify_waiting_only",
-            "applied pmq_core 0003 defaults_only_when_missing"]
+            "applied pmq_core 0003 defaults_only_when_missing", "applied pmq_core 0007 job_listing_indexes"]
         assert ok(pmq(env, "db", "upgrade")).strip() == "schema is up to date"
     finally:
         with psycopg.connect(pmq_servers.database_url, autocommit=True) as conn:
@@ -361,6 +364,45 @@ def test_enqueue_file_with_a_bad_line_enqueues_nothing(env, tmp_path):
         line = error_line(result)
         assert f"jobs{index}.jsonl line 3: {expected}" in line and "nothing was enqueued" in line
     assert "binary.jsonl is not UTF-8 text" in error_line(not_text)
+    assert job_count(env) == 0
+
+
+def test_a_payload_nested_too_deep_is_one_line_whatever_its_depth(env):
+    far_too_deep = '{"a":' * 10_000 + "1" + "}" * 10_000
+    one_too_deep = '{"a":' * 32 + "{}" + "}" * 32  # 33 levels: the decoder takes it, the check does not
+    at_the_limit = '{"a":' * 31 + "{}" + "}" * 31
+    decoder, check, fine = pmq_all(env, ["enqueue", "cli-doomed", far_too_deep],
+                                   ["enqueue", "cli-doomed", one_too_deep], ["enqueue", "cli-doomed", at_the_limit])
+    assert "a payload may be nested at most 32 levels deep" in error_line(decoder, 2)
+    assert "is nested more than 32 levels deep" in error_line(check)
+    assert uuid.UUID(ok(fine).strip())
+    assert job_count(env) == 1
+
+
+def test_enqueue_file_reads_no_line_beyond_its_limit(env, tmp_path):
+    small = {**env, "PMQ_MAX_PAYLOAD_BYTES": "1000"}
+    long_line = tmp_path / "long.jsonl"
+    long_line.write_text('{"n": 1}\n{"n": 2, "note": "' + "x" * 5000 + '"}\n')
+    just_fits = tmp_path / "fits.jsonl"
+    just_fits.write_text('{"n": 1' + " " * (2000 - 8) + "}\n")  # 2,000 bytes before the line break, mostly blank
+    zero, long, fits = concurrently(lambda: pmq(small, "enqueue", "cli-echo", "--file", "/dev/zero", timeout=30),
+                                    lambda: pmq(small, "enqueue", "cli-echo", "--file", str(long_line)),
+                                    lambda: pmq(small, "enqueue", "cli-echo", "--file", str(just_fits)))
+    assert "zero line 1: longer than 2000 bytes (twice max_payload_bytes)" in error_line(zero)
+    assert "long.jsonl line 2: longer than 2000 bytes" in error_line(long)
+    assert ok(fits).strip() == "enqueued 1 job(s) on cli-echo"
+    assert job_count(env) == 1
+
+
+def test_enqueue_file_with_a_bad_line_after_the_first_batch_enqueues_nothing(env, tmp_path):
+    jobs_file = tmp_path / "jobs.jsonl"
+    jobs_file.write_text('{"n": 1}\n' * 2500 + '{"n": "late"}\n')
+    result = pmq(env, "enqueue", "cli-echo", "--file", str(jobs_file))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    # The progress bar's label came first: the error is the last line, and the only error.
+    *progress, line = result.stderr.strip().splitlines()
+    assert progress == ["enqueueing"]
+    assert "jobs.jsonl line 2501: invalid payload for 'cli-echo'" in line and "nothing was enqueued" in line
     assert job_count(env) == 0
 
 
@@ -481,7 +523,7 @@ def test_serving_needs_job_types_and_known_queues(env):
     assert "no job types to serve" in error_line(no_types)
     assert "no job types to serve" in error_line(no_types_either)
     assert "queue(s) nosuch" in error_line(unknown_queue)
-    assert "plugin(s) nosuch not installed" in error_line(unknown_plugin)
+    assert "plugin(s) 'nosuch' not installed" in error_line(unknown_plugin)
     assert "'--concurrency'" in error_line(bad_concurrency, 2)
 
 
@@ -538,6 +580,25 @@ def test_unreachable_servers_are_one_line_errors_without_passwords(env, client):
     result = pmq(redis_down, "queues", "list")
     assert "Redis at redis://:***@127.0.0.1:1/0 is unavailable" in error_line(result)
     assert "red-pw" not in result.stderr
+
+
+def test_enqueue_with_postgresql_down_fails_in_the_documented_time_in_one_line(env):
+    refused = {**env, "PMQ_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/x"}
+    with socket.socket() as silent:  # accepts connections (the kernel does) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        mute = {**env, "PMQ_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{silent.getsockname()[1]}/x"}
+
+        def timed(environ: dict[str, str]) -> tuple[Result[str], float]:
+            started = time.monotonic()
+            return pmq(environ, "enqueue", "cli-echo", '{"n": 1}'), time.monotonic() - started
+
+        (at_once, quick), (after_wait, slow) = concurrently(lambda: timed(refused), lambda: timed(mute))
+    # One line each (error_line checks it): no pool warnings ahead of it.
+    assert "Connection refused; nothing was written" in error_line(at_once)
+    assert "cannot connect to PostgreSQL" in error_line(after_wait) and "nothing was written" in error_line(after_wait)
+    assert quick < POOL_WAIT  # a refusal is reported at once
+    assert slow < POOL_WAIT + 3  # a silent server after the documented wait (plus the process's start-up)
 
 
 def test_usage_and_configuration_errors_are_one_line(env):

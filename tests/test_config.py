@@ -62,3 +62,24 @@ def test_passwords_are_redacted_wherever_settings_are_shown(tmp_path: Path):
     assert redact_url(url) == "postgresql://pmq:***@db.internal:5432/jobs"
     settings = Settings.load(tmp_path, environ={"PMQ_DATABASE_URL": url, "PMQ_REDIS_URL": "redis://:pw@r:6379/0"})
     assert "s3cret" not in repr(settings) and "pw@" not in repr(settings)
+
+
+@pytest.mark.parametrize("prefix", ["pmq:", "myapp:pmq:", "team-a.jobs_v2:"])
+def test_ordinary_key_prefixes_are_accepted(tmp_path: Path, prefix: str):
+    assert Settings.load(tmp_path, environ={"PMQ_KEY_PREFIX": prefix}).key_prefix == prefix
+
+
+@pytest.mark.parametrize("prefix", ["", "*", "pmq*", "my app:", "pmq:\n", "\npmq:", "{pmq}:", "a[b]:", "p" * 65])
+def test_a_key_prefix_that_could_break_keys_or_scans_is_one_line_naming_the_rule(tmp_path: Path, prefix: str):
+    with pytest.raises(ConfigurationError) as info:
+        Settings.load(tmp_path, environ={"PMQ_KEY_PREFIX": prefix})
+    message = str(info.value)
+    assert "key_prefix must be 1-64 letters, digits and '_.:-'" in message
+    assert "\n" not in message
+
+
+def test_a_long_bad_value_is_not_echoed_whole(tmp_path: Path):
+    for name in ("PMQ_CONCURRENCY", "PMQ_POLL_INTERVAL", "PMQ_KEY_PREFIX", "PMQ_DISPATCH_ON_ENQUEUE"):
+        with pytest.raises(ConfigurationError) as info:
+            Settings.load(tmp_path, environ={name: "x" * 10_000 + " "})
+        assert len(str(info.value)) < 300, (name, len(str(info.value)))

@@ -138,7 +138,7 @@ def test_selecting_a_plugin_that_is_not_installed_is_refused(dists):
     with pytest.raises(PluginError) as caught:
         Plugins([alpha, "no-such-plugin"]).load()
     message = str(caught.value)
-    assert message.startswith("plugin(s) no-such-plugin not installed; installed: ")
+    assert message.startswith("plugin(s) 'no-such-plugin' not installed; installed: ")
     assert alpha in message
 
 

@@ -8,6 +8,7 @@ import uuid
 import psycopg
 
 from pmq_core import schema
+from pmq_core.queries import q
 from pmq_core.testing import Servers, _with_database
 
 
@@ -43,3 +44,25 @@ def test_two_sessions_upgrading_at_once_apply_each_migration_once(pmq_servers: S
     finally:
         with psycopg.connect(pmq_servers.database_url, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_every_filter_of_jobs_list_reads_an_index_not_the_table(pmq_settings):
+    """20,000 jobs over four queues and three statuses (one of them rare:
+    about 200 failed jobs per queue), analysed, so that the planner's choice
+    is its honest one."""
+    with psycopg.connect(pmq_settings.database_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO job_queues (name) SELECT 'q' || n FROM generate_series(0, 3) AS n")
+        conn.execute("""
+            INSERT INTO jobs (queue_name, status, created_at)
+            SELECT 'q' || (i % 4),
+                   CASE WHEN i % 23 = 0 THEN 'failed' WHEN i % 5 = 0 THEN 'queued' ELSE 'completed' END,
+                   now() - i * interval '1 second'
+              FROM generate_series(1, 20000) AS i""")
+        conn.execute("ANALYZE jobs")
+        for queue, status in ((None, None), ("q1", None), (None, "failed"), ("q2", "failed"), ("q3", "queued")):
+            params = {"queue": queue, "status": status, "limit": 50}
+            plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + q("list_jobs"), params))
+            assert "Seq Scan" not in plan and "Sort" not in plan, (queue, status, plan)
+            top, scan = plan.splitlines()[0], plan.splitlines()[1]
+            assert top.startswith("Limit"), plan
+            assert "Index Scan Backward using jobs_" in scan and "created_idx on jobs" in scan, (queue, status, plan)

@@ -10,7 +10,7 @@ from typing import Any
 import attrs
 
 #: A template id names a file in the templates directory, so it cannot hold a path.
-TEMPLATE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+TEMPLATE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 def _address(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
@@ -20,7 +20,7 @@ def _address(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None
 
 
 def _template_id(instance: Any, attribute: attrs.Attribute[Any], value: str) -> None:
-    if not TEMPLATE_ID.match(value) or ".." in value:
+    if not TEMPLATE_ID.fullmatch(value) or ".." in value:
         raise ValueError(f"template must be a template id (letters, digits, '_.-'), got {value!r}")
 
 

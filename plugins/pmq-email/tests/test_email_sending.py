@@ -132,6 +132,8 @@ def test_missing_template_value_fails_without_sending(email_db, email_plugin, sm
 def test_bad_payload_is_refused_at_enqueue(email_db):
     with pytest.raises(PayloadError, match="email-sending"):
         email_db.enqueue("email-sending", {"to": "ada@example.org", "template": "../../etc/passwd"})
+    with pytest.raises(PayloadError, match="template must be a template id"):
+        email_db.enqueue("email-sending", {"to": "ada@example.org", "template": "welcome\n"})
     with pytest.raises(PayloadError, match="body"):
         email_db.enqueue("email-sending", {**WELCOME, "body": "no bodies in payloads"})
 

@@ -51,7 +51,7 @@ RETRY_STATUSES = frozenset({408, 429})
 MAX_RESPONSE_BYTES = 65536
 MAX_URL_LENGTH = 2048
 
-_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: Headers pmq sets itself: a payload may not override them.
 _RESERVED = frozenset({"host", "content-length", "content-type", "transfer-encoding", "connection",
                        "user-agent"})
@@ -81,7 +81,7 @@ def _check_url(instance: Any, attribute: Any, value: str) -> None:
 def _check_headers(instance: Any, attribute: Any, value: Mapping[str, str]) -> None:
     for name, text in value.items():
         lower = name.lower()
-        if not _TOKEN.match(name):
+        if not _TOKEN.fullmatch(name):
             raise ValueError(f"header name {name!r} is not a valid HTTP header name")
         if lower in _RESERVED or lower.startswith("x-pmq-"):
             raise ValueError(f"header {name!r} is set by pmq-webhook and cannot be given in the payload")
@@ -93,7 +93,7 @@ def _check_headers(instance: Any, attribute: Any, value: Mapping[str, str]) -> N
 
 
 def _check_event(instance: Any, attribute: Any, value: str | None) -> None:
-    if value is not None and not (0 < len(value) <= 200 and _TOKEN.match(value)):
+    if value is not None and not (0 < len(value) <= 200 and _TOKEN.fullmatch(value)):
         raise ValueError(f"event must be 1-200 letters, digits or punctuation without spaces, not {value!r}")
 
 

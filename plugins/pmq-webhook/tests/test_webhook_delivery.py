@@ -135,12 +135,14 @@ def test_a_bad_timeout_setting_is_named(receiver, monkeypatch):
     ({"url": "ftp://example.com/x", "body": {}}, "url must start with http:// or https://"),
     ({"url": "https:///x", "body": {}}, "url has no host"),
     ({"url": "https://user:pw@example.com/", "body": {}}, "must not hold credentials"),
-    ({"url": "https://example.com/", "body": [1]}, "expected a mapping @ payload.body"),
+    ({"url": "https://example.com/", "body": [1]}, "expected an object, got an array [1] @ payload.body"),
     ({"url": "https://example.com/"}, "required field missing @ payload.body"),
     ({"url": "https://example.com/", "body": {}, "headers": {"Authorization": "Bearer x"}}, "carries credentials"),
     ({"url": "https://example.com/", "body": {}, "headers": {"X-Pmq-Signature": "x"}}, "is set by pmq-webhook"),
     ({"url": "https://example.com/", "body": {}, "headers": {"X-A": "1\r\nX-B: 2"}}, "line break"),
+    ({"url": "https://example.com/", "body": {}, "headers": {"X-A\n": "1"}}, "not a valid HTTP header name"),
     ({"url": "https://example.com/", "body": {}, "event": "two words"}, "event must be"),
+    ({"url": "https://example.com/", "body": {}, "event": "sent\n"}, "event must be"),
     ({"url": "https://example.com/", "body": {}, "secret": "x"}, "extra fields found (secret)"),
 ])
 def test_bad_payloads_are_refused_with_the_reason(payload, problem):
