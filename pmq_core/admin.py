@@ -126,10 +126,11 @@ class Admin:
     # -- jobs --------------------------------------------------------------------
 
     def jobs(self, queue: str | None = None, status: str | None = None, limit: int = 50) -> list[Job]:
-        if status is not None:
-            JobStatus(status)
+        """The most recently changed jobs (of one queue and/or state)."""
+        statuses = [JobStatus(status).value] if status is not None else [s.value for s in JobStatus]
         with self._translated():
-            rows = self.conn.execute(q("list_jobs"), {"queue": queue, "status": status, "limit": limit}).fetchall()
+            rows = self.conn.execute(q("list_jobs"), {"queue": queue, "statuses": statuses,
+                                                      "limit": limit}).fetchall()
         return [Job.from_row(row) for row in rows]
 
     def job(self, job_id: uuid.UUID | str) -> tuple[Job, list[dict[str, Any]]]:

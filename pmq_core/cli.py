@@ -455,7 +455,7 @@ def jobs() -> None:
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @json_option
 def jobs_list(queue: str | None, status: str | None, limit: int, as_json: bool) -> None:
-    """The most recent jobs, newest first."""
+    """The most recently changed jobs, latest first."""
     with Admin(_settings()) as admin:
         _check_queue(admin, queue)
         found = admin.jobs(queue=queue, status=status, limit=limit)

@@ -7,7 +7,8 @@ import uuid
 
 import psycopg
 
-from pmq_core import schema
+from pmq_core import JobStatus, schema
+from pmq_core.admin import Admin
 from pmq_core.queries import q
 from pmq_core.testing import Servers, _with_database
 
@@ -53,16 +54,23 @@ def test_every_filter_of_jobs_list_reads_an_index_not_the_table(pmq_settings):
     with psycopg.connect(pmq_settings.database_url, autocommit=True) as conn:
         conn.execute("INSERT INTO job_queues (name) SELECT 'q' || n FROM generate_series(0, 3) AS n")
         conn.execute("""
-            INSERT INTO jobs (queue_name, status, created_at)
+            INSERT INTO jobs (queue_name, status, created_at, updated_at)
             SELECT 'q' || (i % 4),
                    CASE WHEN i % 23 = 0 THEN 'failed' WHEN i % 5 = 0 THEN 'queued' ELSE 'completed' END,
-                   now() - i * interval '1 second'
+                   now() - i * interval '1 second', now() - i * interval '1 second'
               FROM generate_series(1, 20000) AS i""")
         conn.execute("ANALYZE jobs")
-        for queue, status in ((None, None), ("q1", None), (None, "failed"), ("q2", "failed"), ("q3", "queued")):
-            params = {"queue": queue, "status": status, "limit": 50}
+        every = [s.value for s in JobStatus]
+        for queue, statuses in ((None, every), ("q1", every), (None, ["failed"]), ("q2", ["failed"]),
+                                ("q3", ["queued"])):
+            params = {"queue": queue, "statuses": statuses, "limit": 50}
             plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + q("list_jobs"), params))
-            assert "Seq Scan" not in plan and "Sort" not in plan, (queue, status, plan)
-            top, scan = plan.splitlines()[0], plan.splitlines()[1]
-            assert top.startswith("Limit"), plan
-            assert "Index Scan Backward using jobs_" in scan and "created_idx on jobs" in scan, (queue, status, plan)
+            assert "Seq Scan on jobs" not in plan, (queue, statuses, plan)
+            assert plan.splitlines()[0].startswith("Limit"), plan
+            assert "Index Scan Backward using jobs_status_updated_idx on jobs" in plan, (queue, statuses, plan)
+        with Admin(pmq_settings) as admin:
+            newest = admin.jobs(queue="q1", limit=5)
+            failed = admin.jobs(status="failed", limit=3)
+        assert [j.queue_name for j in newest] == ["q1"] * 5
+        assert [j.updated_at for j in newest] == sorted((j.updated_at for j in newest), reverse=True)
+        assert {j.status for j in failed} == {JobStatus.FAILED} and len(failed) == 3
