@@ -112,11 +112,15 @@ class Isolation:
         Cancelling this (a timeout, a cancellation, a shutdown) kills the
         child. Call :meth:`can_run` first."""
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self._ready_for, ctx.queue)
-        assert self._conn is not None
-        self._conn.send(_fields(ctx))
         try:
-            kind, value = await loop.run_in_executor(None, _receive, self._process, self._conn)
+            conn = await self._connected(ctx.queue)
+            conn.send(_fields(ctx))
+        except OSError:  # a child that died while idle is replaced, not blamed on this job
+            self._kill()
+            conn = await self._connected(ctx.queue)
+            conn.send(_fields(ctx))
+        try:
+            kind, value = await loop.run_in_executor(None, _receive, self._process, conn)
         except BaseException:
             self._kill()
             raise
@@ -126,6 +130,11 @@ class Isolation:
         if kind == "error":
             raise value
         return value
+
+    async def _connected(self, queue: str) -> multiprocessing.connection.Connection:
+        await asyncio.get_running_loop().run_in_executor(None, self._ready_for, queue)
+        assert self._conn is not None
+        return self._conn
 
     def _ready_for(self, queue: str) -> None:
         """Start the child unless one is alive, and check that it serves ``queue``."""
