@@ -28,6 +28,7 @@ from pmq_core.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
     Fail,
+    HandlerCrashed,
     JobCancelled,
     JobNotFoundError,
     PayloadError,
@@ -36,6 +37,7 @@ from pmq_core.errors import (
     RedisUnavailableError,
     Retry,
     UnknownQueueError,
+    WorkerLost,
 )
 from pmq_core.hookspecs import hookimpl
 from pmq_core.jobtypes import JobType, RetryPolicy
@@ -49,6 +51,7 @@ __all__ = [
     "ConfigurationError",
     "DatabaseUnavailableError",
     "Fail",
+    "HandlerCrashed",
     "Job",
     "JobCancelled",
     "JobContext",
@@ -64,6 +67,7 @@ __all__ = [
     "RetryPolicy",
     "Settings",
     "UnknownQueueError",
+    "WorkerLost",
     "hookimpl",
     "load_queries",
     "migrations_in",

@@ -95,6 +95,14 @@ class Settings:
     """Seconds between a worker's heartbeats."""
     rescue_after: float = attrs.field(default=30.0, validator=[_positive, lambda s, a, v: _rescue_window(s, v)])
     """Seconds without a heartbeat after which a worker's jobs are rescued."""
+    max_rescues: int = attrs.field(default=5, validator=_positive)
+    """Rescues after which a job ends dead ("its worker died N times while
+    holding it"). A rescue gives the attempt back, since it cannot tell the
+    job that killed its worker from the innocent ones beside it, and makes
+    the job a suspect that workers run alone in a child process. The first
+    rescue counts, and each one after that in which the job was running
+    (not merely waiting for its turn): the bound for a job that kills even
+    the worker isolating it."""
     dispatch_on_enqueue: bool = True
     """Hand a job that is due now to Redis as soon as its enqueue commits,
     instead of waiting for the migrator: one commit and one wake-up less on

@@ -84,6 +84,17 @@ class Fail(Exception):
     """Raised by a handler to fail the job at once, without any retry left."""
 
 
+class HandlerCrashed(Exception):
+    """The handler crashed its process: it ran alone in a child process
+    (its job was a suspect, rescued from a worker that died), and that
+    process died while running it. The attempt counts like any failure."""
+
+
+class WorkerLost(Exception):
+    """The worker holding the job died too often while holding it; the
+    job ended dead without an attempt of its own to blame."""
+
+
 class JobCancelled(Exception):
     """Raised inside a handler (or set as a flag it can check) when an operator
     cancels the running job."""

@@ -25,13 +25,14 @@ import psycopg
 import redis
 from psycopg.rows import DictRow
 
-from pmq_core import dispatch
+from pmq_core import dispatch, payloads
 from pmq_core.admin import redis_warnings
 from pmq_core.client import Client
 from pmq_core.config import Settings
 from pmq_core.db import PG_DOWN, REDIS_DOWN, pg_connect, redis_client
-from pmq_core.errors import DatabaseUnavailableError
+from pmq_core.errors import DatabaseUnavailableError, WorkerLost
 from pmq_core.keys import Keys
+from pmq_core.models import JobContext
 from pmq_core.plugins import Plugins
 from pmq_core.queries import q
 from pmq_core.reconnect import Backoff
@@ -214,21 +215,47 @@ class Migrator:
         return count
 
     def rescue(self, conn: psycopg.Connection[DictRow], rds: redis.Redis) -> int:
-        """Take back jobs held by workers that stopped heartbeating."""
+        """Take back jobs held by workers that stopped heartbeating: their
+        attempt is given back and they become suspects, or, rescued
+        ``max_rescues`` times, they end dead (``pmq_job_dead`` is told)."""
         after = self.settings.rescue_after
         with conn.transaction():
             rows = conn.execute(q("rescue_jobs"), {
-                "after": after, "message": f"worker lost: no heartbeat for {after:g}s",
+                "after": after, "max_rescues": self.settings.max_rescues,
+                "message": f"worker lost: no heartbeat for {after:g}s; the attempt does not count",
+                "dead_message": f"its worker died %s times while holding it (no heartbeat for {after:g}s)",
             }).fetchall()
             conn.execute(q("forget_dead_workers"), {"after": after * 2})
-        if rows:
-            log.warning("rescued %d job(s) from dead workers", len(rows))
-            dispatch.Scripts.on(rds).mark(*dispatch.mark_args(
-                self.keys, [dispatch.Mark(row["id"], row["status"]) for row in rows]))
-            dead = [(row["queue_name"], row["id"]) for row in rows if row["status"] == "failed"]
-            if dead:
-                dispatch.Scripts.on(rds).dead_push(*dispatch.dead_args(self.keys, dead))
+        if not rows:
+            return 0
+        log.warning("rescued %d job(s) from dead workers", len(rows))
+        dead = [row for row in rows if row["status"] == "failed"]
+        scripts = dispatch.Scripts.on(rds)
+        scripts.mark(*dispatch.mark_args(
+            self.keys, [dispatch.Mark(row["id"], row["status"], error=row["last_error_message"]) for row in rows]))
+        if dead:
+            scripts.dead_push(*dispatch.dead_args(self.keys, [(row["queue_name"], row["id"]) for row in dead]))
+        if dead and self.plugins.has_impls("pmq_job_dead"):
+            for row in dead:
+                self.plugins.safe_call("pmq_job_dead", job=self._context(row),
+                                       error=WorkerLost(row["last_error_message"]))
         return len(rows)
+
+    def _context(self, row: DictRow) -> JobContext:
+        """The job a rescue ended dead, as ``pmq_job_dead`` sees it: its
+        payload structured when its job type is loaded and the payload fits
+        it, else the stored dict."""
+        ctx = JobContext(id=row["id"], queue=row["queue_name"], payload=row["payload"],
+                         attempt=row["attempt_count"], max_attempts=row["max_attempts"],
+                         priority=row["priority"], created_at=row["created_at"],
+                         started_at=row["started_at"] or row["created_at"], raw_payload=row["payload"])
+        job_type = self.plugins.job_type(row["queue_name"])
+        if job_type is not None:
+            try:
+                ctx.payload = payloads.structure(row["payload"], job_type.payload)
+            except Exception:
+                pass  # the hook still learns of the death, with the stored dict
+        return ctx
 
     def enqueue_cron(self, conn: psycopg.Connection[DictRow]) -> int:
         """Enqueue each cron job type's latest tick, once per tick across all

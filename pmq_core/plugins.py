@@ -80,6 +80,16 @@ class Plugins:
         self._owners: dict[str, str] = {}
 
     @property
+    def extra(self) -> tuple[Any, ...]:
+        """The plugin objects registered in code."""
+        return tuple(self._extra)
+
+    @property
+    def entry_points(self) -> bool:
+        """Whether installed plugins (entry points) are loaded."""
+        return self._entry_points
+
+    @property
     def hook(self) -> Any:
         """The hook caller, plugins loaded."""
         self.load()

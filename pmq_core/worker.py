@@ -17,7 +17,9 @@ short:
 
 A heartbeat thread with its own connection proves the worker alive, however
 busy its handlers keep the event loop. If the worker dies, the leading
-migrator rescues its jobs.
+migrator rescues its jobs, and they come back as suspects: a worker runs
+those one at a time in its isolation child (``isolation.py``), so that the
+next crash names its culprit and costs nobody else anything.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ import psycopg
 from pmq_core import dispatch, payloads
 from pmq_core.config import Settings
 from pmq_core.db import PG_DOWN, REDIS_DOWN, apg_connect, aredis_client, pg_connect
-from pmq_core.errors import DatabaseUnavailableError, Fail, PluginError, Retry
+from pmq_core.errors import DatabaseUnavailableError, Fail, JobCancelled, PluginError, Retry
+from pmq_core.isolation import Isolation
 from pmq_core.jobtypes import JobType
 from pmq_core.keys import BANDS, Keys, parse_message
 from pmq_core.models import JobContext
@@ -70,6 +73,7 @@ class _Running:
 
     ctx: JobContext
     job_type: JobType
+    suspect: bool = False  # rescued from a dead worker: runs alone, isolated
     claimed: float = attrs.field(factory=time.monotonic)
     task: asyncio.Task[None] | None = None
     stop_reason: str | None = None
@@ -135,6 +139,7 @@ class Worker:
         self._backoff = Backoff()
         self._stopping = False
         self._wrappers = self.plugins.pm.hook.pmq_wrap_job.get_hookimpls()
+        self._isolation = Isolation(self.plugins, settings, self.id, self._queues)
         self._lifecycle = {name: self.plugins.has_impls(name) for name in (
             "pmq_job_started", "pmq_job_succeeded", "pmq_job_failed", "pmq_job_dead")}
 
@@ -173,6 +178,7 @@ class Worker:
             self._db_wanted.set()
             await asyncio.gather(database, return_exceptions=True)
             await asyncio.gather(*self._background, return_exceptions=True)
+            await self._isolation.close()
             self.plugins.safe_call("pmq_worker_stopped", worker_id=self.id)
             heartbeat.stop()
             await asyncio.get_running_loop().run_in_executor(None, heartbeat.unregister)
@@ -288,7 +294,7 @@ class Worker:
                              max_attempts=row["max_attempts"], priority=row["priority"],
                              created_at=row["created_at"], started_at=row["started_at"],
                              raw_payload=row["payload"])
-            running = _Running(ctx, job_type)
+            running = _Running(ctx, job_type, suspect=row["rescue_count"] > 0)
             self.running[ctx.id] = running
             self._waiting.append(running)
             marks.append(dispatch.Mark(ctx.id, "running", ctx.attempt, self._worker_name))
@@ -326,7 +332,7 @@ class Worker:
             if self._lifecycle["pmq_job_started"]:
                 self.plugins.safe_call("pmq_job_started", job=ctx)
             try:
-                result = await self._call(job_type, ctx)
+                result = await self._call(job_type, ctx, running.suspect)
             except asyncio.CancelledError:
                 if running.stop_reason is None:
                     raise
@@ -371,23 +377,49 @@ class Worker:
         self._launch()
         self._slot_freed.set()
 
-    async def _call(self, job_type: JobType, ctx: JobContext) -> Any:
+    async def _call(self, job_type: JobType, ctx: JobContext, suspect: bool) -> Any:
         """Run the handler inside the plugins' wrappers, within its timeout."""
         wrappers: list[Any] = []
         try:
             for impl in self._wrappers:  # a wrapper failing before its yield unwinds those started
                 wrappers.append(_start_wrapper(impl, ctx))
-            # asyncio.timeout, not wait_for: the handler runs in this task
-            # rather than in a second one created per job.
-            async with asyncio.timeout(job_type.timeout):
-                if job_type.is_async:
-                    result = await job_type.handler(ctx)
-                else:
-                    call = functools.partial(contextvars.copy_context().run, job_type.handler, ctx)
-                    result = await asyncio.get_running_loop().run_in_executor(self.executor, call)
+            if suspect:
+                result = await self._call_suspect(job_type, ctx)
+            else:
+                # asyncio.timeout, not wait_for: the handler runs in this task
+                # rather than in a second one created per job.
+                async with asyncio.timeout(job_type.timeout):
+                    result = await self._call_here(job_type, ctx)
         except BaseException as exc:
             return _unwind(wrappers, None, exc)
         return _unwind(wrappers, result, None)
+
+    async def _call_here(self, job_type: JobType, ctx: JobContext) -> Any:
+        if job_type.is_async:
+            return await job_type.handler(ctx)
+        call = functools.partial(contextvars.copy_context().run, job_type.handler, ctx)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
+
+    async def _call_suspect(self, job_type: JobType, ctx: JobContext) -> Any:
+        """A suspect runs after this worker's other suspects, in the
+        isolation child (in this process only when no child can take it),
+        its start recorded first: should this worker die while it runs, its
+        rescue counts towards ``max_rescues``. Its timeout starts with the
+        run, not with the wait for its turn."""
+        async with self._isolation.turn:
+            isolated = await self._isolation.can_run(ctx.queue)
+
+            async def mark(conn: psycopg.AsyncConnection[Any]) -> bool:
+                cursor = await conn.execute(q("mark_suspect_started"), {
+                    "id": ctx.id, "attempt": ctx.attempt, "worker_id": self.id})
+                return await cursor.fetchone() is not None
+
+            if not await self._db(mark, give_up=lambda: False):
+                raise JobCancelled("the job was taken from this worker before its turn came")
+            async with asyncio.timeout(job_type.timeout):
+                if isolated:
+                    return await self._isolation.run(ctx)
+                return await self._call_here(job_type, ctx)
 
     # -- recording outcomes ------------------------------------------------------
 

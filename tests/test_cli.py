@@ -280,7 +280,7 @@ def test_db_upgrade_applies_then_reports_up_to_date(env, pmq_servers: Servers):
         env = {**env, "PMQ_DATABASE_URL": url}
         assert ok(pmq(env, "db", "upgrade")).splitlines() == [
             "applied pmq_core 0001 initial", "applied pmq_core 0002 notify_waiting_only",
-            "applied pmq_core 0003 defaults_only_when_missing"]
+            "applied pmq_core 0003 defaults_only_when_missing", "applied pmq_core 0005 rescues_never_blame"]
         assert ok(pmq(env, "db", "upgrade")).strip() == "schema is up to date"
     finally:
         with psycopg.connect(pmq_servers.database_url, autocommit=True) as conn:

@@ -114,7 +114,8 @@ SELECT least(
 --
 -- Outcomes: each sets the job's new state and adds one job_logs row. An
 -- outcome is dropped when the job is no longer this attempt's (cancelled,
--- or rescued from a worker thought dead).
+-- or rescued from a worker thought dead: a rescue gives the attempt back,
+-- so the attempt number alone cannot tell the runs apart, the worker can).
 --
 -- Claims: a Redis message is only a hint. A job runs only if it is still
 -- waiting in Redis at the attempt the message names, its queue is not
@@ -146,6 +147,7 @@ WITH r AS (
            updated_at = now(), worker_id = NULL
       FROM r
      WHERE j.id = r.id AND (j.status || '') = 'running' AND j.attempt_count = r.attempt
+       AND j.worker_id = %(worker_id)s
     RETURNING j.id
 ), logged AS (
     INSERT INTO job_logs (job_id, status, log_message, attempt_number, started_at, finished_at, duration)
@@ -158,20 +160,21 @@ WITH r AS (
 ), claimed AS (
     UPDATE jobs j
        SET status = 'running', attempt_count = j.attempt_count + 1,
-           started_at = now(), updated_at = now(), worker_id = %(worker_id)s
+           started_at = now(), updated_at = now(), worker_id = %(worker_id)s,
+           suspect_started_at = NULL
       FROM msg, job_queues q
      WHERE j.id = msg.id AND j.attempt_count = msg.attempt
        AND (j.status || '') = 'migrated_to_redis'
        AND j.queue_name = ANY(%(queues)s::varchar[])
        AND q.name = j.queue_name AND q.is_active
     RETURNING j.id, j.queue_name, j.payload, j.attempt_count, j.max_attempts,
-              j.priority, j.run_at, j.created_at, j.started_at
+              j.priority, j.run_at, j.created_at, j.started_at, j.rescue_count
 )
 SELECT 'claimed' AS kind, id, queue_name, payload, attempt_count, max_attempts,
-       priority, run_at, created_at, started_at
+       priority, run_at, created_at, started_at, rescue_count
   FROM claimed
 UNION ALL
-SELECT 'finished', job_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT 'finished', job_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
   FROM logged;
 
 -- name: worker_session
@@ -201,30 +204,55 @@ UPDATE pmq_workers SET heartbeat_at = now() WHERE id = %(id)s RETURNING id;
 DELETE FROM pmq_workers WHERE id = %(id)s;
 
 -- name: rescue_jobs
--- Jobs held by a worker that stopped heartbeating: the attempt counts as a
--- failure, so a job that kills its worker every time still ends dead.
+-- Jobs held by a worker that stopped heartbeating. The rescue cannot tell
+-- the job that killed its worker from those running beside it or claimed
+-- ahead, so it blames none: the attempt is given back and the rescue
+-- counted, which makes the job a suspect (workers run suspects alone, in a
+-- child process, where a crash names its culprit). A suspect that was
+-- still waiting for its turn (suspect_started_at unset) is not counted
+-- again. A job whose count reaches %(max_rescues)s ends dead: what kills
+-- even the worker that isolates it cannot loop forever.
 WITH lost AS (
-    SELECT j.id FROM jobs j
+    SELECT j.id,
+           j.rescue_count + CASE WHEN j.rescue_count = 0 OR j.suspect_started_at IS NOT NULL
+                                 THEN 1 ELSE 0 END AS rescues
+      FROM jobs j
       LEFT JOIN pmq_workers w ON w.id = j.worker_id
      WHERE j.status = 'running'
        AND (w.id IS NULL OR w.heartbeat_at < now() - make_interval(secs => %(after)s))
        FOR UPDATE OF j SKIP LOCKED
 ), moved AS (
     UPDATE jobs j
-       SET status = CASE WHEN j.attempt_count >= j.max_attempts THEN 'failed' ELSE 'queued' END,
-           failed_at = CASE WHEN j.attempt_count >= j.max_attempts THEN now() ELSE j.failed_at END,
-           last_error_message = %(message)s, worker_id = NULL,
+       SET status = CASE WHEN lost.rescues >= %(max_rescues)s THEN 'failed' ELSE 'queued' END,
+           attempt_count = CASE WHEN lost.rescues >= %(max_rescues)s THEN j.attempt_count
+                                ELSE greatest(j.attempt_count - 1, 0) END,
+           failed_at = CASE WHEN lost.rescues >= %(max_rescues)s THEN now() ELSE j.failed_at END,
+           last_error_message = CASE WHEN lost.rescues >= %(max_rescues)s
+                                     THEN format(%(dead_message)s, lost.rescues) ELSE %(message)s END,
+           rescue_count = lost.rescues, suspect_started_at = NULL, worker_id = NULL,
            run_at = now(), updated_at = now()
       FROM lost
      WHERE j.id = lost.id
-    RETURNING j.id, j.queue_name, j.status, j.attempt_count, j.started_at
+    RETURNING j.id, j.queue_name, j.status, j.payload, j.attempt_count, j.max_attempts,
+              j.priority, j.created_at, j.started_at, j.last_error_message
 ), logged AS (
     INSERT INTO job_logs (job_id, status, log_message, attempt_number, started_at, finished_at, duration)
-    SELECT id, CASE WHEN status = 'failed' THEN 'failed' ELSE 'retry' END, %(message)s,
-           attempt_count, coalesce(started_at, now()), now(), now() - coalesce(started_at, now())
+    SELECT id, CASE WHEN status = 'failed' THEN 'failed' ELSE 'retry' END, last_error_message,
+           attempt_count + CASE WHEN status = 'failed' THEN 0 ELSE 1 END,
+           coalesce(started_at, now()), now(), now() - coalesce(started_at, now())
       FROM moved
 )
-SELECT id, queue_name, status FROM moved;
+SELECT id, queue_name, status, payload, attempt_count, max_attempts, priority, created_at,
+       started_at, last_error_message
+  FROM moved;
+
+-- name: mark_suspect_started
+-- A worker is about to run a suspect (alone, in its isolation child): if
+-- the worker dies now, this job was running, and its rescue counts.
+UPDATE jobs SET suspect_started_at = now()
+ WHERE id = %(id)s AND status = 'running' AND attempt_count = %(attempt)s
+   AND worker_id = %(worker_id)s
+RETURNING id;
 
 -- name: forget_dead_workers
 DELETE FROM pmq_workers WHERE heartbeat_at < now() - make_interval(secs => %(after)s);
@@ -293,7 +321,8 @@ RETURNING old.status AS previous_status, j.queue_name;
 -- name: replay_dead
 UPDATE jobs
    SET status = 'queued', attempt_count = 0, run_at = now(), failed_at = NULL,
-       started_at = NULL, completed_at = NULL, updated_at = now()
+       started_at = NULL, completed_at = NULL, updated_at = now(),
+       rescue_count = least(rescue_count, 1)  -- still a suspect, with its bound afresh
  WHERE status = 'failed'
    AND (%(ids)s::uuid[] IS NULL OR id = ANY(%(ids)s::uuid[]))
    AND (%(queue)s::text IS NULL OR queue_name = %(queue)s)

@@ -45,6 +45,10 @@ class Workload:
         self.database_url = database_url
         self._pools: dict[int, AsyncConnectionPool] = {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a worker's isolation child gets: the URL, not this process's pools."""
+        return {"database_url": self.database_url, "_pools": {}}
+
     async def _pool(self) -> AsyncConnectionPool:
         loop = id(asyncio.get_running_loop())
         pool = self._pools.get(loop)
