@@ -73,13 +73,16 @@ def test_a_dead_job_is_failed_logged_bounded_and_listed_in_redis(pmq_runtime):
     assert dead_list(rt, "mail") == [str(job_id)]
 
 
-def test_a_job_whose_worker_is_lost_at_its_last_attempt_is_listed_in_redis(pmq_runtime):
+def test_a_job_whose_worker_is_lost_for_the_last_time_is_listed_in_redis(pmq_runtime):
     rt = pmq_runtime(Doomed(), worker=False, migrator=False)
     last, early = rt.enqueue("mail", {}), rt.enqueue("hooks", {})
-    # Held by a worker that has vanished: one job at its last attempt, one at its first.
+    # Held by a worker that has vanished: one job rescued max_rescues - 1
+    # times already and running alone as a suspect, one never rescued.
     with psycopg.connect(rt.settings.database_url, autocommit=True) as conn:
-        conn.execute("UPDATE jobs SET status = 'running', started_at = now(), "
-                     "attempt_count = CASE WHEN id = %s THEN max_attempts ELSE 1 END", (last,))
+        conn.execute("UPDATE jobs SET status = 'running', started_at = now(), attempt_count = 1, "
+                     "rescue_count = CASE WHEN id = %(last)s THEN %(count)s ELSE 0 END, "
+                     "suspect_started_at = CASE WHEN id = %(last)s THEN now() END",
+                     {"last": last, "count": rt.settings.max_rescues - 1})
     rds = redis_client(rt.settings.redis_url)
     try:
         with pg_connect(rt.settings.database_url) as conn:
