@@ -24,6 +24,10 @@ from pmq_core.redaction import redact_url
 
 #: Oldest waiting job age (seconds) above which health says "warning".
 OLD_JOB_WARNING = 300.0
+#: Seconds an operator's command waits for Redis to connect (TLS handshake
+#: included) or to answer: a rediss:// URL pointing at a Redis without TLS
+#: would otherwise wait for the handshake forever.
+REDIS_TIMEOUT = 5.0
 
 
 def redis_warnings(rds: redis.Redis) -> list[str]:
@@ -67,7 +71,7 @@ class Admin:
     def redis(self) -> redis.Redis:
         if self._redis is None:
             assert self.settings.redis_url
-            self._redis = redis_client(self.settings.redis_url)
+            self._redis = redis_client(self.settings.redis_url, timeout=REDIS_TIMEOUT)
         return self._redis
 
     def close(self) -> None:
