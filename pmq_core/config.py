@@ -66,7 +66,8 @@ def _server_url(instance: Any, attribute: attrs.Attribute[Any], url: str | None)
     problem = _url_problem(attribute.name, url)
     if problem is not None:
         name = attribute.name
-        raise ValueError(f"{name} ({ENV_PREFIX}{name.upper()}, shown as {redact_url(url)}) {problem}")
+        message = f"{name} ({ENV_PREFIX}{name.upper()}, shown as {redact_url(url)}) {problem}"
+        raise ValueError(scrub(message, passwords_in(url)))
 
 
 def _url_problem(name: str, url: str) -> str | None:
