@@ -13,16 +13,21 @@ import redis
 from psycopg.rows import DictRow
 
 from pmq_core import dispatch, schema
-from pmq_core.config import Settings, redact_url
-from pmq_core.db import PG_DOWN, REDIS_DOWN, pg_connect, redis_client, resolve_servers, translated
+from pmq_core.config import Settings
+from pmq_core.db import PG_DOWN, REDIS_DOWN, pg_connect, reason, redis_client, resolve_servers, translated
 from pmq_core.errors import DatabaseUnavailableError, JobNotFoundError, UnknownQueueError, shown
 from pmq_core.keys import Keys
 from pmq_core.models import Job, JobStatus, parse_job_id
 from pmq_core.plugins import Plugins
 from pmq_core.queries import q
+from pmq_core.redaction import redact_url
 
 #: Oldest waiting job age (seconds) above which health says "warning".
 OLD_JOB_WARNING = 300.0
+#: Seconds an operator's command waits for Redis to connect (TLS handshake
+#: included) or to answer: a rediss:// URL pointing at a Redis without TLS
+#: would otherwise wait for the handshake forever.
+REDIS_TIMEOUT = 5.0
 
 
 def redis_warnings(rds: redis.Redis) -> list[str]:
@@ -66,7 +71,7 @@ class Admin:
     def redis(self) -> redis.Redis:
         if self._redis is None:
             assert self.settings.redis_url
-            self._redis = redis_client(self.settings.redis_url)
+            self._redis = redis_client(self.settings.redis_url, timeout=REDIS_TIMEOUT)
         return self._redis
 
     def close(self) -> None:
@@ -201,14 +206,14 @@ class Admin:
             workers = self.conn.execute(q("live_workers"), {"after": self.settings.rescue_after}).fetchall()
             running = {r["worker_id"]: r["running"] for r in self.conn.execute(q("running_per_worker")).fetchall()}
         except (*PG_DOWN, DatabaseUnavailableError) as exc:
-            report["postgres"].update(ok=False, error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            report["postgres"].update(ok=False, error=reason(exc, self.settings.database_url))
             report["problems"].append("PostgreSQL is unreachable")
             overview, oldest, workers, running = [], {}, [], {}
         try:
             depths = dispatch.band_depths(self.redis, self.keys, [r["name"] for r in overview])
             report["warnings"].extend(redis_warnings(self.redis))
         except REDIS_DOWN as exc:
-            report["redis"].update(ok=False, error=str(exc))
+            report["redis"].update(ok=False, error=reason(exc, self.settings.redis_url))
             report["problems"].append("Redis is unreachable")
             depths = {r["name"]: {} for r in overview}
         served = {name for w in workers for name in w["queues"]}

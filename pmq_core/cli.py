@@ -22,21 +22,21 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
-from urllib.parse import urlsplit
 
 import click
 import psycopg
 import redis
 
-from pmq_core import payloads
+from pmq_core import payloads, redaction
 from pmq_core.admin import Admin
 from pmq_core.client import Client
-from pmq_core.config import Settings, redact_url
+from pmq_core.config import Settings, configured_urls
 from pmq_core.errors import PayloadError, PluginError, PmqError, UnknownQueueError, shown
 from pmq_core.jobtypes import band_of
 from pmq_core.keys import BANDS
 from pmq_core.models import Job, JobStatus
 from pmq_core.plugins import Plugins
+from pmq_core.redaction import redact_url
 
 #: Jobs written per round trip by ``pmq enqueue --file`` (all in one transaction).
 ENQUEUE_BATCH = 1000
@@ -102,57 +102,46 @@ def cli() -> None:
 
 
 def main(args: Sequence[str] | None = None) -> NoReturn:
-    """Run ``pmq``; every failure becomes one line on stderr and an exit status."""
+    """Run ``pmq``; every failure becomes one line on stderr and an exit
+    status, and no configured password is ever printed: the passwords of
+    every server URL configured anywhere are scrubbed from all output."""
+    redaction.remember(configured_urls())
     # The connection pool logs its retries as warnings; with no logging set
     # up (every command but the serving ones), Python would print them on
     # stderr ahead of the command's own one-line error.
     logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
-    try:
-        code = cli.main(args=list(args) if args is not None else None, prog_name="pmq", standalone_mode=False)
-    except click.exceptions.NoArgsIsHelpError as exc:
-        click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
-        sys.exit(0)
-    except click.UsageError as exc:
-        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
-        _fail(f"{exc.format_message()}{hint}", exc.exit_code)
-    except click.ClickException as exc:
-        _fail(exc.format_message(), exc.exit_code)
-    except click.Abort:
-        _fail("interrupted", 130)
-    except (PmqError, psycopg.Error, redis.RedisError, OSError) as exc:
-        _fail(_one_line(exc), 1)
-    sys.exit(code if isinstance(code, int) else 0)
+    with redaction.scrubbed_output():
+        try:
+            code = cli.main(args=list(args) if args is not None else None, prog_name="pmq", standalone_mode=False)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else exc.format_message())
+            sys.exit(0)
+        except click.UsageError as exc:
+            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            _fail(f"{exc.format_message()}{hint}", exc.exit_code)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            _fail("interrupted", 130)
+        except (PmqError, psycopg.Error, redis.RedisError, OSError) as exc:
+            _fail(_one_line(exc), 1)
+        except Exception as exc:  # a bug (pmq's, a plugin's or a library's): still one scrubbed line
+            _fail(f"unexpected {type(exc).__name__}: {_one_line(exc)}", 1)
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    click.echo(f"pmq: error: {_scrub(message)}", err=True)
+    click.echo(f"pmq: error: {message}", err=True)
     sys.exit(code)
 
 
 def _warn(message: str) -> None:
-    click.echo(f"pmq: warning: {_scrub(message)}", err=True)
+    click.echo(f"pmq: warning: {message}", err=True)
 
 
 def _one_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return "; ".join(lines) or type(exc).__name__
-
-
-def _scrub(message: str) -> str:
-    """``message`` without the configured servers' passwords, whatever
-    library wrote it."""
-    try:
-        settings = Settings.load()
-    except PmqError:
-        return message
-    for url in (settings.database_url, settings.redis_url):
-        if not url:
-            continue
-        message = message.replace(url, redact_url(url))
-        password = urlsplit(url).password
-        if password:
-            message = message.replace(password, "***")
-    return message
 
 
 # -- shared helpers ----------------------------------------------------------------
@@ -254,9 +243,11 @@ def _serve_options(command: Any) -> Any:
     return command
 
 
-def _start_logging() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(processName)s %(name)s %(levelname)s %(message)s")
+def _start_logging(level: int = logging.INFO,
+                   fmt: str = "%(asctime)s %(processName)s %(name)s %(levelname)s %(message)s") -> None:
+    """Log to stderr, through the filter that hides passwords."""
+    logging.basicConfig(level=level, stream=sys.stderr, format=fmt)
+    redaction.guard_logging()
 
 
 def _prepared(plugins: str | None, queues: list[str] | None) -> Settings:
@@ -805,7 +796,7 @@ def demo(ctx: click.Context, plugins: str | None) -> None:
     """
     from pmq_core import demo as demo_run
 
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    _start_logging(logging.WARNING, "%(levelname)s %(name)s: %(message)s")
     settings = _settings(plugins=plugins)
     summary = demo_run.run(settings)
     click.echo(summary.render())

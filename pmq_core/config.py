@@ -15,13 +15,17 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import attrs
 import cattrs
 import cattrs.v
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from redis.connection import parse_url
 
 from pmq_core.errors import ConfigurationError, shown
+from pmq_core.redaction import passwords_in, redact_url, scrub
 
 ENV_PREFIX = "PMQ_"
 
@@ -59,13 +63,76 @@ def _rescue_window(settings: Any, rescue_after: float) -> None:
                          f"({settings.heartbeat_interval:g}s)")
 
 
+_SCHEMES = {"database_url": ("postgresql", "postgres"), "redis_url": ("redis", "rediss", "unix")}
+_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def _server_url(instance: Any, attribute: attrs.Attribute[Any], url: str | None) -> None:
+    """Refuse a server URL that PostgreSQL's or Redis' client would read
+    differently from pmq's redaction, or not at all, before any library sees
+    it: libraries quote a URL they cannot parse back in their errors, and a
+    password with an unencoded ``@``, ``/``, ``?`` or ``#`` is split between
+    user, host and path in ways that differ from one library to the next.
+    The message never quotes the URL."""
+    if url is None:
+        return
+    problem = _url_problem(attribute.name, url)
+    if problem is not None:
+        name = attribute.name
+        message = f"{name} ({ENV_PREFIX}{name.upper()}, shown as {redact_url(url)}) {problem}"
+        raise ValueError(scrub(message, passwords_in(url)))
+
+
+def _url_problem(name: str, url: str) -> str | None:
+    schemes = _SCHEMES[name]
+    scheme, found, rest = url.partition("://")
+    if not found and name == "database_url":  # a libpq key=value string: libpq's own rules
+        return _library_problem(name, url)
+    if any(not (" " < c <= "~") for c in url):
+        return "holds a space, a control or a non-ASCII character: percent-encode it (a space is %20)"
+    if _PERCENT.search(url):
+        return "holds a '%' that is not followed by two hex digits: write a literal '%' as %25"
+    if scheme.lower() not in schemes:
+        other = " or a libpq key=value connection string" if name == "database_url" else ""
+        return f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}{other}"
+    if rest.count("@") > 1:
+        return "holds more than one '@': percent-encode an '@' in the user name or password as %40"
+    if "#" in rest:
+        return "holds a '#': percent-encode a '#' in the password as %23"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "cannot be parsed: check the brackets around an IPv6 address"
+    if "@" in rest and "@" not in parts.netloc:
+        return ("holds an '@' after the host: percent-encode a '/', '?' or '@' in the password "
+                "(as %2F, %3F, %40)")
+    return _library_problem(name, url)
+
+
+def _library_problem(name: str, url: str) -> str | None:
+    """What the server's own client library finds wrong in ``url``, with its
+    passwords scrubbed from the library's words."""
+    try:
+        if name == "redis_url":
+            parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            return None
+        ports = conninfo_to_dict(url).get("port") or ""
+    except (ValueError, psycopg.ProgrammingError) as exc:
+        reason = scrub(str(exc).replace(url, redact_url(url)), passwords_in(url)).strip().splitlines()
+        return f"cannot be parsed: {reason[0] if reason else type(exc).__name__}"
+    if not all(port.isdigit() or not port for port in str(ports).split(",")):
+        return "has a port that is not a number"
+    return None
+
+
 @attrs.frozen(kw_only=True)
 class Settings:
     """Every setting of pmq, with its default."""
 
-    database_url: str | None = attrs.field(default=None, repr=lambda url: repr(redact_url(url)))
-    """PostgreSQL URL. Unset (with redis_url unset too): embedded servers."""
-    redis_url: str | None = attrs.field(default=None, repr=lambda url: repr(redact_url(url)))
+    database_url: str | None = attrs.field(default=None, repr=lambda url: repr(redact_url(url)), validator=_server_url)
+    """PostgreSQL URL (or libpq key=value string). Unset (with redis_url unset
+    too): embedded servers."""
+    redis_url: str | None = attrs.field(default=None, repr=lambda url: repr(redact_url(url)), validator=_server_url)
     """Redis URL. Unset (with database_url unset too): embedded servers."""
     plugins: tuple[str, ...] | None = None
     """Entry-point names of the plugins to load; None loads every installed one."""
@@ -132,24 +199,7 @@ class Settings:
              **overrides: Any) -> Settings:
         """Settings from files in ``directory`` (default: the current one),
         the environment, then ``overrides`` (values that are None are ignored)."""
-        directory = directory or Path.cwd()
-        environ = os.environ if environ is None else environ
-        layers: list[tuple[str, dict[str, Any]]] = []
-        pyproject = directory / "pyproject.toml"
-        if pyproject.is_file():
-            section = _read_toml(pyproject).get("tool", {}).get("pmq")
-            if section:
-                layers.append(("[tool.pmq] in pyproject.toml", section))
-        pmq_toml = directory / "pmq.toml"
-        if pmq_toml.is_file():
-            layers.append(("pmq.toml", _read_toml(pmq_toml)))
-        env = {
-            key[len(ENV_PREFIX):].lower(): value
-            for key, value in environ.items()
-            if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX):].lower() in _FIELD_NAMES
-        }
-        if env:
-            layers.append(("environment (PMQ_*)", env))
+        layers = _layers(directory, environ)
         given = {k: v for k, v in overrides.items() if v is not None}
         if given:
             layers.append(("arguments", given))
@@ -161,6 +211,46 @@ class Settings:
 
 
 _FIELD_NAMES = {a.name for a in attrs.fields(Settings)}
+
+
+def _layers(directory: Path | None, environ: Mapping[str, str] | None,
+            lenient: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """Each source of settings with what it sets, lowest precedence first;
+    ``lenient`` skips a file that cannot be read instead of refusing it."""
+    directory = directory or Path.cwd()
+    environ = os.environ if environ is None else environ
+    layers: list[tuple[str, dict[str, Any]]] = []
+    for name, source in (("pyproject.toml", "[tool.pmq] in pyproject.toml"), ("pmq.toml", "pmq.toml")):
+        path = directory / name
+        if not path.is_file():
+            continue
+        try:
+            layer = _read_toml(path)
+        except ConfigurationError:
+            if lenient:
+                continue
+            raise
+        if name == "pyproject.toml":
+            tool = layer.get("tool")
+            layer = tool.get("pmq", {}) if isinstance(tool, dict) else {}
+        if layer:
+            layers.append((source, layer))
+    env = {
+        key[len(ENV_PREFIX):].lower(): value
+        for key, value in environ.items()
+        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX):].lower() in _FIELD_NAMES
+    }
+    if env:
+        layers.append(("environment (PMQ_*)", env))
+    return layers
+
+
+def configured_urls(directory: Path | None = None, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Every server URL set in any source, even one a later source overrides
+    and even when the settings are invalid: the ``pmq`` command hides their
+    passwords in everything it prints."""
+    return [value for _source, layer in _layers(directory, environ, lenient=True) if isinstance(layer, dict)
+            for name in _SCHEMES if isinstance(value := layer.get(name), str)]
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -245,15 +335,3 @@ def structure_settings(data: dict[str, Any]) -> Settings:
         raise ConfigurationError(f"invalid settings: {lines}") from None
     except ValueError as exc:
         raise ConfigurationError(f"invalid settings: {exc}") from None
-
-
-def redact_url(url: str | None) -> str:
-    """A URL with its password replaced by ``***``, safe to print or log."""
-    if not url:
-        return "(unset)"
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))

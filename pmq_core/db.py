@@ -11,8 +11,9 @@ import psycopg
 import redis
 from psycopg.rows import DictRow, dict_row
 
-from pmq_core.config import Settings, redact_url
+from pmq_core.config import Settings
 from pmq_core.errors import ConfigurationError, DatabaseUnavailableError, RedisUnavailableError
+from pmq_core.redaction import passwords_in, redact_url, scrub
 
 #: Errors that mean "the server is unreachable or went away": worth a reconnect.
 PG_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
@@ -26,10 +27,10 @@ def pg_connect(url: str, *, autocommit: bool = True, timeout: float = 10.0) -> p
                                connect_timeout=max(1, int(timeout)), application_name="pmq")
     except PG_DOWN as exc:
         raise DatabaseUnavailableError(
-            f"cannot connect to PostgreSQL at {redact_url(url)}: {_first_line(exc)}"
+            f"cannot connect to PostgreSQL at {redact_url(url)}: {reason(exc, url)}"
         ) from None
     except psycopg.ProgrammingError as exc:
-        raise DatabaseUnavailableError(f"invalid PostgreSQL URL {redact_url(url)}: {_first_line(exc)}") from None
+        raise DatabaseUnavailableError(f"invalid PostgreSQL URL {redact_url(url)}: {reason(exc, url)}") from None
 
 
 async def apg_connect(url: str, *, autocommit: bool = True,
@@ -40,7 +41,7 @@ async def apg_connect(url: str, *, autocommit: bool = True,
             connect_timeout=max(1, int(timeout)), application_name="pmq")
     except PG_DOWN as exc:
         raise DatabaseUnavailableError(
-            f"cannot connect to PostgreSQL at {redact_url(url)}: {_first_line(exc)}"
+            f"cannot connect to PostgreSQL at {redact_url(url)}: {reason(exc, url)}"
         ) from None
 
 
@@ -51,7 +52,7 @@ def redis_client(url: str, *, timeout: float | None = None) -> redis.Redis:
         return redis.Redis.from_url(url, socket_connect_timeout=timeout or 5, socket_timeout=timeout,
                                     health_check_interval=30)
     except ValueError as exc:
-        raise RedisUnavailableError(f"invalid Redis URL {redact_url(url)}: {exc}") from None
+        raise RedisUnavailableError(f"invalid Redis URL {redact_url(url)}: {reason(exc, url)}") from None
 
 
 def aredis_client(url: str, *, timeout: float | None = None) -> redis.asyncio.Redis:
@@ -61,7 +62,7 @@ def aredis_client(url: str, *, timeout: float | None = None) -> redis.asyncio.Re
         return redis.asyncio.Redis.from_url(url, socket_connect_timeout=timeout or 5, socket_timeout=timeout,
                                             health_check_interval=30)
     except ValueError as exc:
-        raise RedisUnavailableError(f"invalid Redis URL {redact_url(url)}: {exc}") from None
+        raise RedisUnavailableError(f"invalid Redis URL {redact_url(url)}: {reason(exc, url)}") from None
 
 
 @contextlib.contextmanager
@@ -71,15 +72,22 @@ def translated(database_url: str | None = None, redis_url: str | None = None) ->
         yield
     except PG_DOWN as exc:
         raise DatabaseUnavailableError(
-            f"PostgreSQL at {redact_url(database_url)} is unavailable: {_first_line(exc)}; nothing was written"
+            f"PostgreSQL at {redact_url(database_url)} is unavailable: {reason(exc, database_url)}; "
+            "nothing was written"
         ) from None
     except REDIS_DOWN as exc:
-        raise RedisUnavailableError(f"Redis at {redact_url(redis_url)} is unavailable: {_first_line(exc)}") from None
+        raise RedisUnavailableError(
+            f"Redis at {redact_url(redis_url)} is unavailable: {reason(exc, redis_url)}") from None
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+def reason(exc: BaseException, url: str | None) -> str:
+    """The first line of a library's error, with ``url`` and its passwords
+    hidden: libraries quote the connection string back in some errors."""
+    text = str(exc)
+    if url:
+        text = scrub(text.replace(url, redact_url(url)), passwords_in(url))
+    lines = text.strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def resolve_servers(settings: Settings) -> Settings:

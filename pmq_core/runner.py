@@ -12,10 +12,11 @@ import asyncio
 import logging
 import multiprocessing
 import signal
+import sys
 import threading
 from typing import Any
 
-from pmq_core import schema
+from pmq_core import redaction, schema
 from pmq_core.admin import Admin
 from pmq_core.config import Settings
 from pmq_core.db import resolve_servers
@@ -98,8 +99,17 @@ def run_migrator(settings: Settings, plugins: Plugins | None = None) -> None:
 
 
 def _worker_process(settings: Settings, queues: list[str] | None, concurrency: int | None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(levelname)s %(message)s")
-    run_worker(settings, queues, concurrency)
+    """A worker process of :func:`run`. It starts afresh (spawned), so it
+    sets up its own logging and hides the servers' passwords itself."""
+    redaction.remember([settings.database_url, settings.redis_url])
+    with redaction.scrubbed_output():
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(levelname)s %(message)s")
+        redaction.guard_logging()
+        try:
+            run_worker(settings, queues, concurrency)
+        except Exception:  # printed here, scrubbed: multiprocessing would print it as it is
+            log.exception("worker process failed")
+            sys.exit(1)
 
 
 def run(settings: Settings, queues: list[str] | None = None, concurrency: int | None = None,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pmq_core import ConfigurationError, Settings
-from pmq_core.config import redact_url
+from pmq_core.redaction import redact_url
 
 
 def test_layers_apply_in_order_files_then_environment_then_arguments(tmp_path: Path):
