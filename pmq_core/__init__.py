@@ -35,6 +35,7 @@ from pmq_core.errors import (
     PmqError,
     RedisUnavailableError,
     Retry,
+    SchemaError,
     UnknownQueueError,
 )
 from pmq_core.hookspecs import hookimpl
@@ -62,6 +63,7 @@ __all__ = [
     "RedisUnavailableError",
     "Retry",
     "RetryPolicy",
+    "SchemaError",
     "Settings",
     "UnknownQueueError",
     "hookimpl",

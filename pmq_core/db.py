@@ -12,8 +12,11 @@ import redis
 from psycopg.rows import DictRow, dict_row
 
 from pmq_core.config import Settings, redact_url
-from pmq_core.errors import ConfigurationError, DatabaseUnavailableError, RedisUnavailableError
+from pmq_core.errors import ConfigurationError, DatabaseUnavailableError, RedisUnavailableError, SchemaError
 
+#: Errors that mean "this database lacks part of pmq's schema": a migration
+#: not yet applied (or none at all).
+SCHEMA_MISSING = (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn)
 #: Errors that mean "the server is unreachable or went away": worth a reconnect.
 PG_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
@@ -66,15 +69,24 @@ def aredis_client(url: str, *, timeout: float | None = None) -> redis.asyncio.Re
 
 @contextlib.contextmanager
 def translated(database_url: str | None = None, redis_url: str | None = None) -> Iterator[None]:
-    """Turn "server unreachable" errors into pmq's, naming the server."""
+    """Turn "server unreachable" and "schema missing" errors into pmq's,
+    naming the server or saying to run `pmq db upgrade`."""
     try:
         yield
+    except SCHEMA_MISSING as exc:
+        raise schema_error(exc) from None
     except PG_DOWN as exc:
         raise DatabaseUnavailableError(
             f"PostgreSQL at {redact_url(database_url)} is unavailable: {_first_line(exc)}; nothing was written"
         ) from None
     except REDIS_DOWN as exc:
         raise RedisUnavailableError(f"Redis at {redact_url(redis_url)} is unavailable: {_first_line(exc)}") from None
+
+
+def schema_error(exc: BaseException) -> SchemaError:
+    """The one-line error for a statement that met a missing table or column."""
+    return SchemaError(f"the database has no pmq schema, or an older one than this pmq needs "
+                       f"({_first_line(exc)}): run `pmq db upgrade`")
 
 
 def _first_line(exc: BaseException) -> str:
