@@ -5,7 +5,7 @@ an operator's own tooling be."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import psycopg
@@ -74,7 +74,7 @@ class Admin:
     def _translated(self) -> Any:
         return translated(self.settings.database_url, self.settings.redis_url)
 
-    def _redis_part(self, step: Any, undone: str) -> None:
+    def _redis_part(self, step: Callable[[], object], undone: str) -> None:
         """Run ``step`` (Redis work after a committed change); if Redis is
         unreachable, record ``undone`` in :attr:`deferred` instead of failing."""
         try:
@@ -127,7 +127,7 @@ class Admin:
                 self.conn.execute(q("requeue_paused"), {"name": name})
         if not active:
             self._redis_part(lambda: self.redis.delete(*self.keys.bands(name)),
-                             f"the messages of {name!r} already in Redis were not removed; they claim nothing "
+                             f"the messages of {name!r} already in Redis may not have been removed; they claim nothing "
                              "(the queue is paused and its jobs are back in PostgreSQL), and workers drop them "
                              "as they pop them")
 
@@ -169,10 +169,10 @@ class Admin:
                 self.redis.publish(self.keys.cancel_channel, str(job_id))
             dispatch.Scripts.on(self.redis).mark(*dispatch.mark_args(self.keys, [dispatch.Mark(job_id, "cancelled")]))
 
-        self._redis_part(tell, (
-            "the worker running it was not told to stop: its handler runs on until it returns or times out, and "
-            "its outcome is discarded; " if previous == "running" else "")
-            + "its status hash in Redis (a view for dashboards) still shows its former state")
+        untold = ("the worker running it may not have been told to stop: its handler may run on until it "
+                  "returns or times out, and its outcome is discarded; " if previous == "running" else "")
+        self._redis_part(tell, untold + "its status hash in Redis (a view for dashboards) may still show its "
+                         "former state")
         return previous
 
     # -- dead letters ------------------------------------------------------------
@@ -202,7 +202,7 @@ class Admin:
             pipe.execute()
 
         if rows:
-            self._redis_part(unlist, "the dead-letter lists in Redis still name these jobs; the leading migrator "
+            self._redis_part(unlist, "the dead-letter lists in Redis may still name these jobs; the leading migrator "
                              "rebuilds them from PostgreSQL on reaching Redis again, and compares them every "
                              f"{DEAD_LETTERS_EVERY:g}s")
         if id_list and len(rows) < len(id_list):
