@@ -36,6 +36,7 @@ from pmq_core.errors import (
     PmqError,
     RedisUnavailableError,
     Retry,
+    SchemaError,
     UnknownQueueError,
     WorkerLost,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "RedisUnavailableError",
     "Retry",
     "RetryPolicy",
+    "SchemaError",
     "Settings",
     "UnknownQueueError",
     "WorkerLost",

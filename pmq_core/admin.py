@@ -5,53 +5,39 @@ an operator's own tooling be."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import psycopg
 import redis
 from psycopg.rows import DictRow
 
-from pmq_core import dispatch, schema
+from pmq_core import dispatch, health, schema
 from pmq_core.config import Settings
 from pmq_core.db import PG_DOWN, REDIS_DOWN, pg_connect, reason, redis_client, resolve_servers, translated
 from pmq_core.errors import DatabaseUnavailableError, JobNotFoundError, UnknownQueueError, shown
 from pmq_core.keys import Keys
+from pmq_core.migrator import DEAD_LETTERS_EVERY, LEADER_LOCK
 from pmq_core.models import Job, JobStatus, parse_job_id
 from pmq_core.plugins import Plugins
 from pmq_core.queries import q
 from pmq_core.redaction import redact_url
 
-#: Oldest waiting job age (seconds) above which health says "warning".
-OLD_JOB_WARNING = 300.0
 #: Seconds an operator's command waits for Redis to connect (TLS handshake
 #: included) or to answer: a rediss:// URL pointing at a Redis without TLS
 #: would otherwise wait for the handshake forever.
 REDIS_TIMEOUT = 5.0
 
 
-def redis_warnings(rds: redis.Redis) -> list[str]:
-    """What in this Redis's configuration costs pmq time after a mishap."""
-    try:
-        config = rds.config_get("maxmemory-policy")
-        config.update(rds.config_get("save"))
-        config.update(rds.config_get("appendonly"))
-    except redis.ResponseError:
-        return []  # CONFIG is disabled (managed Redis): nothing to say
-    found = []
-    policy = config.get("maxmemory-policy", "noeviction")
-    if policy != "noeviction":
-        found.append(f"Redis maxmemory-policy is {policy!r}: under memory pressure it may evict job messages; "
-                     "nothing is lost (PostgreSQL holds every job) but evicted jobs wait "
-                     "for the migrator's resync (seconds) - set it to 'noeviction'")
-    if not config.get("save") and config.get("appendonly") == "no":
-        found.append("Redis keeps nothing on disk: after a restart every job waiting in Redis is "
-                     "handed over again from PostgreSQL (nothing is lost, but the resync takes a moment)")
-    return found
-
-
 class Admin:
-    """Operator actions on one pmq deployment."""
+    """Operator actions on one pmq deployment.
+
+    An action changes PostgreSQL first, the record of truth; its Redis part
+    (removing messages, the status mirror, telling a worker) comes after the
+    commit. When Redis cannot be reached for that part, the action still
+    succeeded: it does not raise, and adds to :attr:`deferred` a sentence
+    saying what was left undone in Redis and what makes up for it.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = resolve_servers(settings)
@@ -59,6 +45,8 @@ class Admin:
         self.keys = Keys(self.settings.key_prefix)
         self._conn: psycopg.Connection[DictRow] | None = None
         self._redis: redis.Redis | None = None
+        #: What actions left undone in Redis (unreachable), and who makes up for it.
+        self.deferred: list[str] = []
 
     @property
     def conn(self) -> psycopg.Connection[DictRow]:
@@ -89,6 +77,15 @@ class Admin:
     def _translated(self) -> Any:
         return translated(self.settings.database_url, self.settings.redis_url)
 
+    def _redis_part(self, step: Callable[[], object], undone: str) -> None:
+        """Run ``step`` (Redis work after a committed change); if Redis is
+        unreachable, record ``undone`` in :attr:`deferred` instead of failing."""
+        try:
+            step()
+        except REDIS_DOWN as exc:
+            brief = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self.deferred.append(f"Redis is unreachable ({brief}): {undone}")
+
     # -- schema and job types ----------------------------------------------------
 
     def upgrade(self, plugins: Plugins | None = None) -> list[schema.Migration]:
@@ -109,6 +106,11 @@ class Admin:
 
     # -- queues ------------------------------------------------------------------
 
+    def queue_names(self) -> set[str]:
+        """Every queue's name (PostgreSQL only)."""
+        with self._translated():
+            return {row["name"] for row in self.conn.execute(q("queue_defaults")).fetchall()}
+
     def queues(self) -> list[dict[str, Any]]:
         with self._translated():
             rows = self.conn.execute(q("queue_overview")).fetchall()
@@ -118,15 +120,19 @@ class Admin:
 
     def set_active(self, name: str, active: bool) -> None:
         """Pause (False) or resume (True) a queue. Pausing also takes back the
-        jobs already handed to Redis, so nothing more of it starts."""
+        jobs already handed to Redis, so nothing more of it starts; their
+        messages are then removed from Redis, or, Redis being unreachable,
+        left there to claim nothing."""
         with self._translated(), self.conn.transaction():
             if not self.conn.execute(q("set_queue_active"), {"name": name, "active": active}).fetchone():
                 raise UnknownQueueError(f"unknown queue {shown(name)}")
             if not active:
                 self.conn.execute(q("requeue_paused"), {"name": name})
         if not active:
-            with self._translated():
-                self.redis.delete(*self.keys.bands(name))
+            self._redis_part(lambda: self.redis.delete(*self.keys.bands(name)),
+                             f"the messages of {name!r} already in Redis may not have been removed; they claim nothing "
+                             "(the queue is paused and its jobs are back in PostgreSQL), and workers drop them "
+                             "as they pop them")
 
     # -- jobs --------------------------------------------------------------------
 
@@ -150,7 +156,9 @@ class Admin:
 
     def cancel(self, job_id: uuid.UUID | str) -> str | None:
         """Cancel a job that has not finished; return the status it had, or
-        None when it had already finished. A running job is told to stop."""
+        None when it had already finished. A running job is told to stop
+        (over Redis: if it is unreachable, the handler runs on, and what it
+        returns is discarded)."""
         job_id = parse_job_id(job_id)
         with self._translated():
             row = self.conn.execute(q("cancel_job"), {"id": job_id}).fetchone()
@@ -158,10 +166,18 @@ class Admin:
                 if self.conn.execute(q("get_job"), {"id": job_id}).fetchone() is None:
                     raise JobNotFoundError(f"no job with id {job_id}")
                 return None
-            dispatch.Scripts.on(self.redis).mark(*dispatch.mark_args(self.keys, [dispatch.Mark(job_id, "cancelled")]))
-            if row["previous_status"] == "running":
+        previous = str(row["previous_status"])
+
+        def tell() -> None:
+            if previous == "running":
                 self.redis.publish(self.keys.cancel_channel, str(job_id))
-        return str(row["previous_status"])
+            dispatch.Scripts.on(self.redis).mark(*dispatch.mark_args(self.keys, [dispatch.Mark(job_id, "cancelled")]))
+
+        untold = ("the worker running it may not have been told to stop: its handler may run on until it "
+                  "returns or times out, and its outcome is discarded; " if previous == "running" else "")
+        self._redis_part(tell, untold + "its status hash in Redis (a view for dashboards) may still show its "
+                         "former state")
+        return previous
 
     # -- dead letters ------------------------------------------------------------
 
@@ -182,9 +198,15 @@ class Admin:
         id_list = [parse_job_id(i) for i in ids] if ids is not None else None
         with self._translated():
             rows = self.conn.execute(q(query), {"ids": id_list, "queue": queue}).fetchall()
-            if rows:
-                dispatch.Scripts.on(self.redis).dead_remove(
-                    *dispatch.dead_args(self.keys, [(row["queue_name"], row["id"]) for row in rows]))
+
+        def unlist() -> None:
+            dispatch.Scripts.on(self.redis).dead_remove(
+                *dispatch.dead_args(self.keys, [(row["queue_name"], row["id"]) for row in rows]))
+
+        if rows:
+            self._redis_part(unlist, "the dead-letter lists in Redis may still name these jobs; the leading migrator "
+                             "rebuilds them from PostgreSQL on reaching Redis again, and compares them every "
+                             f"{DEAD_LETTERS_EVERY:g}s")
         if id_list and len(rows) < len(id_list):
             found = {row["id"] for row in rows}
             missing = [str(i) for i in id_list if i not in found]
@@ -195,51 +217,62 @@ class Admin:
     # -- health and statistics ---------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        """PostgreSQL, Redis, depth by band, dead letters, oldest job age,
-        live workers, and an overall verdict: healthy, warning or critical."""
-        report: dict[str, Any] = {"problems": [], "warnings": []}
-        report["postgres"] = {"url": redact_url(self.settings.database_url), "ok": True}
-        report["redis"] = {"url": redact_url(self.settings.redis_url), "ok": True}
+        """The facts `pmq health` reports: PostgreSQL, Redis, the schema, the
+        leading migrator, depth by band, dead letters, oldest job age, and
+        live workers with whether each reaches Redis; judged by
+        :func:`pmq_core.health.judge` into problems, warnings and a verdict
+        (``status``: healthy, warning or critical)."""
+        report: dict[str, Any] = {
+            "postgres": {"url": redact_url(self.settings.database_url), "ok": True},
+            "redis": {"url": redact_url(self.settings.redis_url), "ok": True},
+            "schema": None, "migrator": None, "redis_config": [],
+        }
+        overview: list[DictRow] = []
+        oldest: dict[str, float] = {}
+        workers: list[DictRow] = []
+        running: dict[Any, int] = {}
         try:
-            overview = self.conn.execute(q("queue_overview")).fetchall()
-            oldest = {r["queue_name"]: r["age"] for r in self.conn.execute(q("oldest_waiting")).fetchall()}
-            workers = self.conn.execute(q("live_workers"), {"after": self.settings.rescue_after}).fetchall()
-            running = {r["worker_id"]: r["running"] for r in self.conn.execute(q("running_per_worker")).fetchall()}
+            pending = schema.pending(self.conn)
+            report["schema"] = {"ok": not pending, "installed": len(pending) < len(schema.core_migrations()),
+                                "pending": [f"{m.version:04d}_{m.name}" for m in pending]}
+            if not pending:
+                overview = self.conn.execute(q("queue_overview")).fetchall()
+                oldest = {r["queue_name"]: r["age"] for r in self.conn.execute(q("oldest_waiting")).fetchall()}
+                workers = self.conn.execute(q("live_workers"), {"after": self.settings.rescue_after}).fetchall()
+                running = {r["worker_id"]: r["running"]
+                           for r in self.conn.execute(q("running_per_worker")).fetchall()}
+                report["migrator"] = self.conn.execute(q("migrator_leader"), {"key": LEADER_LOCK}).fetchone()
         except (*PG_DOWN, DatabaseUnavailableError) as exc:
             report["postgres"].update(ok=False, error=reason(exc, self.settings.database_url))
-            report["problems"].append("PostgreSQL is unreachable")
-            overview, oldest, workers, running = [], {}, [], {}
         try:
             depths = dispatch.band_depths(self.redis, self.keys, [r["name"] for r in overview])
-            report["warnings"].extend(redis_warnings(self.redis))
+            report["redis_config"] = health.redis_warnings(self.redis)
         except REDIS_DOWN as exc:
             report["redis"].update(ok=False, error=reason(exc, self.settings.redis_url))
-            report["problems"].append("Redis is unreachable")
             depths = {r["name"]: {} for r in overview}
-        served = {name for w in workers for name in w["queues"]}
         queues = []
         for row in overview:
             name = row["name"]
-            waiting = row["waiting"] + row["in_redis"]
-            entry = {"name": name, "active": row["is_active"], "waiting": waiting, "scheduled": row["scheduled"],
-                     "running": row["running"], "dead": row["dead"], "bands": depths.get(name, {}),
-                     "oldest_age": oldest.get(name), "served": name in served}
-            queues.append(entry)
-            if waiting and row["is_active"] and name not in served:
-                report["warnings"].append(f"queue {name!r} has {waiting} waiting job(s) and no live worker serves it "
-                                          "(is its plugin loaded on a worker?)")
+            serving = [w for w in workers if name in w["queues"]]
+            queues.append({
+                "name": name, "active": row["is_active"], "waiting": row["waiting"] + row["in_redis"],
+                "in_redis": row["in_redis"], "scheduled": row["scheduled"], "running": row["running"],
+                "dead": row["dead"], "bands": depths.get(name, {}), "oldest_age": oldest.get(name),
+                "workers": len(serving), "served": any(w["redis_error_age"] is None for w in serving),
+            })
         report["queues"] = queues
         report["dead_letters"] = sum(e["dead"] for e in queues)
         ages = [a for a in oldest.values() if a is not None]
         report["oldest_job_age"] = max(ages) if ages else None
-        if report["oldest_job_age"] and report["oldest_job_age"] > OLD_JOB_WARNING:
-            report["warnings"].append(f"the oldest waiting job has waited {report['oldest_job_age']:.0f}s")
         report["workers"] = [{
             "id": str(w["id"]), "hostname": w["hostname"], "pid": w["pid"], "queues": w["queues"],
             "concurrency": w["concurrency"], "running": running.get(w["id"], 0),
             "utilisation": running.get(w["id"], 0) / w["concurrency"],
+            "redis_ok": w["redis_error_age"] is None, "redis_error": w["redis_error"],
+            "redis_error_age": w["redis_error_age"],
         } for w in workers]
-        report["status"] = "critical" if report["problems"] else "warning" if report["warnings"] else "healthy"
+        found = health.judge(report, stale_after=self.settings.rescue_after)
+        report.update(problems=found.problems, warnings=found.warnings, status=found.verdict)
         return report
 
     def stats(self, minutes: int = 1) -> dict[str, Any]:

@@ -4,7 +4,9 @@ Each command is a thin layer over :mod:`pmq_core.admin`, :mod:`pmq_core.client`
 and :mod:`pmq_core.runner`, with settings from :meth:`Settings.load`. Every
 listing takes ``--json``. Errors are printed as one line on stderr
 (``pmq: error: ...``) by :func:`main`, never as a traceback: exit status 2
-for a usage error, 1 for anything else. Plugins add commands through the
+for a usage error, 1 for anything else. An action whose change PostgreSQL
+committed but whose Redis part could not be done exits 0 and says so in a
+``pmq: warning: ...`` line naming what makes up for it. Plugins add commands through the
 ``pmq_register_commands`` hook, loaded only when a command name is not a
 built-in one (or for ``--help``), so a broken plugin never takes the
 built-in commands down.
@@ -31,7 +33,9 @@ from pmq_core import payloads, redaction
 from pmq_core.admin import Admin
 from pmq_core.client import Client
 from pmq_core.config import Settings, configured_urls
+from pmq_core.db import SCHEMA_MISSING, schema_error
 from pmq_core.errors import PayloadError, PluginError, PmqError, UnknownQueueError, shown
+from pmq_core.health import EXIT_STATUS
 from pmq_core.jobtypes import band_of
 from pmq_core.keys import BANDS
 from pmq_core.models import Job, JobStatus
@@ -40,8 +44,6 @@ from pmq_core.redaction import redact_url
 
 #: Jobs written per round trip by ``pmq enqueue --file`` (all in one transaction).
 ENQUEUE_BATCH = 1000
-#: Exit status of ``pmq health`` for each verdict.
-HEALTH_EXIT = {"healthy": 0, "warning": 1, "critical": 2}
 
 
 # -- the top-level group -------------------------------------------------------------
@@ -123,6 +125,8 @@ def main(args: Sequence[str] | None = None) -> NoReturn:
             _fail(exc.format_message(), exc.exit_code)
         except click.Abort:
             _fail("interrupted", 130)
+        except SCHEMA_MISSING as exc:  # a statement not behind pmq's translation met a missing table
+            _fail(str(schema_error(exc)), 1)
         except (PmqError, psycopg.Error, redis.RedisError, OSError) as exc:
             _fail(_one_line(exc), 1)
         except Exception as exc:  # a bug (pmq's, a plugin's or a library's): still one scrubbed line
@@ -190,8 +194,14 @@ def _names(value: str | None) -> list[str] | None:
 
 
 def _check_queue(admin: Admin, name: str | None) -> None:
-    if name is not None and name not in {row["name"] for row in admin.queues()}:
+    if name is not None and name not in admin.queue_names():
         raise UnknownQueueError(f"unknown queue {shown(name)} (see `pmq queues list`)")
+
+
+def _deferred(admin: Admin) -> None:
+    """Say what an action left undone in Redis, and what makes up for it."""
+    for sentence in admin.deferred:
+        _warn(sentence)
 
 
 #: The column headers of a queue's depth by band.
@@ -513,6 +523,7 @@ def jobs_cancel(job_id: str) -> None:
             click.echo(f"job {job.id} had already finished ({job.status.value}); nothing to cancel")
             return
     click.echo(f"cancelled job {job_id} (it was {previous})")
+    _deferred(admin)
 
 
 # -- queues ------------------------------------------------------------------------
@@ -548,6 +559,7 @@ def queues_pause(queue: str) -> None:
     with Admin(_settings()) as admin:
         admin.set_active(queue, False)
     click.echo(f"paused {queue}")
+    _deferred(admin)
 
 
 @queues.command("resume")
@@ -604,6 +616,7 @@ def _dead_command(name: str, verb: str, summary: str) -> None:
             _check_queue(admin, queue)
             done = getattr(admin, name)(**selection)
         click.echo(f"{verb} {len(done)} dead job(s)")
+        _deferred(admin)
 
 
 _dead_command("replay", "replayed", "Send dead jobs back to their queue, their attempts reset.")
@@ -617,9 +630,10 @@ _dead_command("purge", "purged", "Delete dead jobs and their logs for good.")
 @json_option
 @click.pass_context
 def health(ctx: click.Context, as_json: bool) -> None:
-    """Servers, queues, dead letters and workers, with a verdict.
+    """Servers, schema, migrator, queues, dead letters and workers, with a verdict.
 
-    Exit status: 0 healthy, 1 warning, 2 critical.
+    Exit status: 0 healthy, 1 warning, 2 critical (docs/reliability.md lists
+    which finding gives which).
     """
     with Admin(_settings()) as admin:
         report = admin.health()
@@ -627,7 +641,7 @@ def health(ctx: click.Context, as_json: bool) -> None:
         _emit_json(report)
     else:
         click.echo(_render_health(report))
-    ctx.exit(HEALTH_EXIT[report["status"]])
+    ctx.exit(EXIT_STATUS[report["status"]])
 
 
 def _server_line(name: str, info: dict[str, Any]) -> str:
@@ -635,8 +649,30 @@ def _server_line(name: str, info: dict[str, Any]) -> str:
     return f"{name:<11}{info['url']}  {state}"
 
 
+def _migrator_line(report: dict[str, Any]) -> str:
+    leader = report["migrator"]
+    if leader is None:
+        return "migrator:  " + ("none leads" if report["postgres"]["ok"] else "unknown")
+    if leader["hostname"] is None:
+        return f"migrator:  PostgreSQL backend {leader['backend_pid']} leads (no liveness beat)"
+    return (f"migrator:  {leader['hostname']} pid {leader['pid']} leads (for {_age(leader['leading_for'])}, "
+            f"last round {_age(leader['beat_age'])} ago)")
+
+
+def _worker_line(w: dict[str, Any]) -> str:
+    line = (f"  {w['hostname']} pid {w['pid']}: {w['running']}/{w['concurrency']} running, "
+            f"serving {', '.join(w['queues'])}")
+    if not w["redis_ok"]:
+        line += f"; CANNOT REACH REDIS for {_age(w['redis_error_age'])} ({w['redis_error']})"
+    return line
+
+
 def _render_health(report: dict[str, Any]) -> str:
-    lines = [_server_line("PostgreSQL", report["postgres"]), _server_line("Redis", report["redis"]), ""]
+    lines = [_server_line("PostgreSQL", report["postgres"]), _server_line("Redis", report["redis"])]
+    if report["schema"] is not None:
+        pending = report["schema"]["pending"]
+        lines.append("schema:    " + ("up to date" if not pending else f"{len(pending)} migration(s) not applied"))
+    lines += [_migrator_line(report), ""]
     if report["queues"]:
         lines.append(_table(
             ["QUEUE", "STATE", "WAITING", *BAND_HEADERS, "RUNNING", "DEAD", "OLDEST", "SERVED"],
@@ -647,9 +683,7 @@ def _render_health(report: dict[str, Any]) -> str:
     lines += ["", f"dead letters: {report['dead_letters']}",
               f"oldest waiting job: {_age(report['oldest_job_age'])}",
               f"live workers: {len(report['workers'])}"]
-    for w in report["workers"]:
-        lines.append(f"  {w['hostname']} pid {w['pid']}: {w['running']}/{w['concurrency']} running, "
-                     f"serving {', '.join(w['queues'])}")
+    lines += [_worker_line(w) for w in report["workers"]]
     for title, items in (("problems", report["problems"]), ("warnings", report["warnings"])):
         if items:
             lines += ["", f"{title}:"] + [f"  - {item}" for item in items]

@@ -12,9 +12,12 @@ import redis
 from psycopg.rows import DictRow, dict_row
 
 from pmq_core.config import Settings
-from pmq_core.errors import ConfigurationError, DatabaseUnavailableError, RedisUnavailableError
+from pmq_core.errors import ConfigurationError, DatabaseUnavailableError, RedisUnavailableError, SchemaError
 from pmq_core.redaction import passwords_in, redact_url, scrub
 
+#: Errors that mean "this database lacks part of pmq's schema": a migration
+#: not yet applied (or none at all).
+SCHEMA_MISSING = (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn)
 #: Errors that mean "the server is unreachable or went away": worth a reconnect.
 PG_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
@@ -67,9 +70,12 @@ def aredis_client(url: str, *, timeout: float | None = None) -> redis.asyncio.Re
 
 @contextlib.contextmanager
 def translated(database_url: str | None = None, redis_url: str | None = None) -> Iterator[None]:
-    """Turn "server unreachable" errors into pmq's, naming the server."""
+    """Turn "server unreachable" and "schema missing" errors into pmq's,
+    naming the server or saying to run `pmq db upgrade`."""
     try:
         yield
+    except SCHEMA_MISSING as exc:
+        raise schema_error(exc) from None
     except PG_DOWN as exc:
         raise DatabaseUnavailableError(
             f"PostgreSQL at {redact_url(database_url)} is unavailable: {reason(exc, database_url)}; "
@@ -88,6 +94,17 @@ def reason(exc: BaseException, url: str | None) -> str:
         text = scrub(text.replace(url, redact_url(url)), passwords_in(url))
     lines = text.strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+def schema_error(exc: BaseException) -> SchemaError:
+    """The one-line error for a statement that met a missing table or column."""
+    return SchemaError(f"the database has no pmq schema, or an older one than this pmq needs "
+                       f"({_first_line(exc)}): run `pmq db upgrade`")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def resolve_servers(settings: Settings) -> Settings:

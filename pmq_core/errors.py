@@ -56,6 +56,11 @@ class DatabaseUnavailableError(PmqError, ConnectionError):
     check PMQ_DATABASE_URL."""
 
 
+class SchemaError(PmqError):
+    """The database has no pmq schema, or an older one than this pmq needs:
+    run `pmq db upgrade`."""
+
+
 class RedisUnavailableError(PmqError, ConnectionError):
     """Redis could not be reached: check PMQ_REDIS_URL."""
 

@@ -9,13 +9,17 @@ time, or at the poll interval, whichever is first.
 
 Besides migrating, the leader does the housekeeping that must happen once:
 rescuing jobs of dead workers, handing over again jobs whose Redis message
-was lost (Redis restarted or wiped), enqueueing cron ticks, and pruning old
-rows.
+was lost (Redis restarted or wiped), rebuilding dead-letter lists that no
+longer match PostgreSQL, enqueueing cron ticks, and pruning old rows. Each
+housekeeping round ends with a beat in ``pmq_migrator_leader``, so that
+`pmq health` sees a leader that holds its lock but no longer gets round.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 import time
 import uuid
@@ -26,11 +30,11 @@ import redis
 from psycopg.rows import DictRow
 
 from pmq_core import dispatch, payloads
-from pmq_core.admin import redis_warnings
 from pmq_core.client import Client
 from pmq_core.config import Settings
 from pmq_core.db import PG_DOWN, REDIS_DOWN, pg_connect, redis_client
 from pmq_core.errors import DatabaseUnavailableError, WorkerLost
+from pmq_core.health import redis_warnings
 from pmq_core.keys import Keys
 from pmq_core.models import JobContext
 from pmq_core.plugins import Plugins
@@ -47,6 +51,11 @@ STANDBY_RETRY = 1.0
 #: Seconds between housekeeping rounds (lost messages, cron).
 HOUSEKEEPING_EVERY = 1.0
 RETENTION_EVERY = 3600.0
+#: Seconds between comparisons of the dead-letter lists in Redis with
+#: PostgreSQL (one count of dead jobs per queue; also done on taking the lead).
+DEAD_LETTERS_EVERY = 60.0
+#: Dead job ids pushed per command when a dead-letter list is rebuilt.
+DEAD_LETTERS_CHUNK = 5000
 #: Seconds between looks at Redis while a queue's share there is full and
 #: more of its jobs are due: workers empty a full share (2,000 jobs by
 #: default) in about half a second at 4,000 jobs/s, so the longer waits of
@@ -69,6 +78,8 @@ class Migrator:
         self._next_housekeeping = 0.0
         self._next_rescue = 0.0
         self._next_retention = 0.0
+        self._next_dead_letters = 0.0
+        self._lock_pid: int | None = None  # the lock connection's backend pid, while leading
         self._redis_checked = False
         self._missing: set[uuid.UUID] = set()  # jobs in migrated_to_redis whose message was missing last time
         self._backlog: set[str] = set()  # queues whose last batch came back full: more are probably due
@@ -106,9 +117,11 @@ class Migrator:
                 if stop.is_set():
                     return
                 lock_conn.execute(f"LISTEN {CHANNEL}")
+                self._lock_pid = lock_conn.info.backend_pid
+                self.beat(conn)
                 self.is_leader.set()
                 log.info("migrator leads")
-                self._next_housekeeping = self._next_retention = 0.0
+                self._next_housekeeping = self._next_retention = self._next_dead_letters = 0.0
                 # Heartbeats could not be written while we were cut off (a
                 # PostgreSQL restart): give live workers a full window to
                 # beat again before taking their jobs.
@@ -120,6 +133,7 @@ class Migrator:
                             pass
             finally:
                 self.is_leader.clear()
+                self._lock_pid = None
                 rds.close()
 
     # -- one round -----------------------------------------------------------
@@ -130,16 +144,22 @@ class Migrator:
         queues = [row["name"] for row in conn.execute(q("active_queues")).fetchall()]
         moved, full = self.migrate(conn, rds, queues)
         now = time.monotonic()
-        if now >= self._next_housekeeping:
+        housekeeping = now >= self._next_housekeeping
+        if housekeeping:
             self._next_housekeeping = now + HOUSEKEEPING_EVERY
             self.redispatch_lost(conn, rds)
             self.enqueue_cron(conn)
         if now >= self._next_rescue:
             self._next_rescue = now + min(self.settings.heartbeat_interval, self.settings.rescue_after / 2)
             self.rescue(conn, rds)
+        if now >= self._next_dead_letters:
+            self._next_dead_letters = now + DEAD_LETTERS_EVERY
+            self.sync_dead_letters(conn, rds)
         if now >= self._next_retention:
             self._next_retention = now + RETENTION_EVERY
             self.prune(conn)
+        if housekeeping:  # the round got through: say so
+            self.beat(conn)
         if moved:
             self._refill_wait = REFILL_EVERY
             return 0.0 if full else 0.005
@@ -213,6 +233,39 @@ class Migrator:
         if count:
             log.warning("%d job(s) had lost their Redis message; handing them over again", count)
         return count
+
+    def beat(self, conn: psycopg.Connection[DictRow]) -> None:
+        """Record that the leader is alive and got round (nothing while not
+        leading, e.g. when a test calls :meth:`tick` directly)."""
+        if self._lock_pid is not None:
+            conn.execute(q("migrator_beat"), {"backend_pid": self._lock_pid, "hostname": socket.gethostname(),
+                                              "pid": os.getpid()})
+
+    def sync_dead_letters(self, conn: psycopg.Connection[DictRow], rds: redis.Redis) -> list[str]:
+        """Rebuild from PostgreSQL each queue's dead-letter list whose length
+        differs from its count of dead jobs; return those queues.
+
+        The lists are a mirror that drifts: Redis wiped or restarted, a dead
+        job's push lost with Redis down, a replay or purge made while Redis
+        was unreachable. A job that dies during a rebuild may be pushed twice
+        or not at all; the next comparison sees it and rebuilds again.
+        """
+        counts = {row["queue_name"]: row["dead"] for row in conn.execute(q("dead_counts")).fetchall()}
+        names = sorted({row["name"] for row in conn.execute(q("queue_defaults")).fetchall()} | set(counts))
+        pipe = rds.pipeline(transaction=False)
+        for name in names:
+            pipe.llen(self.keys.dead(name))
+        drifted = [name for name, length in zip(names, pipe.execute(), strict=True) if length != counts.get(name, 0)]
+        for name in drifted:
+            ids = [str(row["id"]) for row in conn.execute(q("dead_ids"), {"queue": name}).fetchall()]
+            rebuild = rds.pipeline(transaction=True)  # readers see the old list or the new one, never a gap
+            rebuild.delete(self.keys.dead(name))
+            for start in range(0, len(ids), DEAD_LETTERS_CHUNK):
+                rebuild.rpush(self.keys.dead(name), *ids[start:start + DEAD_LETTERS_CHUNK])
+            rebuild.execute()
+        if drifted:
+            log.warning("rebuilt the dead-letter list of %s from PostgreSQL", ", ".join(map(repr, drifted)))
+        return drifted
 
     def rescue(self, conn: psycopg.Connection[DictRow], rds: redis.Redis) -> int:
         """Take back jobs held by workers that stopped heartbeating: their

@@ -39,20 +39,12 @@ def prepare(settings: Settings, plugins: Plugins) -> Settings:
     settings = resolve_servers(settings)
     plugins.load()
     with Admin(settings) as admin:
-        if _schema_pending(admin, plugins):
+        if schema.pending(admin.conn, plugins.migrations()):
             if not embedded:
                 raise ConfigurationError("the database schema is not up to date: run `pmq db upgrade` first")
             admin.upgrade(plugins)
         admin.register_job_types(plugins)
     return settings
-
-
-def _schema_pending(admin: Admin, plugins: Plugins) -> bool:
-    current = schema.current_versions(admin.conn)
-    wanted: dict[str, int] = {}
-    for migration in schema.core_migrations() + plugins.migrations():
-        wanted[migration.component] = max(wanted.get(migration.component, 0), migration.version)
-    return any(current.get(component, 0) < version for component, version in wanted.items())
 
 
 def run_worker(settings: Settings, queues: list[str] | None = None, concurrency: int | None = None,

@@ -19,6 +19,8 @@ import attrs
 import psycopg
 from psycopg.rows import tuple_row
 
+from pmq_core.queries import q
+
 CORE = "pmq_core"
 #: Advisory lock key held while migrating ("pmq" + "schema" as an integer).
 SCHEMA_LOCK = 0x706D71_5343
@@ -86,11 +88,10 @@ def upgrade(conn: psycopg.Connection[Any], extra: Iterable[Migration] = ()) -> l
     return applied_now
 
 
-def current_versions(conn: psycopg.Connection[Any]) -> dict[str, int]:
-    """The latest applied version of each component (empty before any upgrade)."""
+def pending(conn: psycopg.Connection[Any], extra: Iterable[Migration] = ()) -> list[Migration]:
+    """The migrations (the core's and ``extra``) not yet applied to this
+    database: all of them before the first upgrade."""
     with conn.cursor(row_factory=tuple_row) as cur:
-        exists = cur.execute("SELECT to_regclass('pmq_schema_migrations') IS NOT NULL").fetchone()
-        if not exists or not exists[0]:
-            return {}
-        rows = cur.execute("SELECT component, max(version) FROM pmq_schema_migrations GROUP BY component")
-        return {component: version for component, version in rows}
+        installed = cur.execute(q("schema_installed")).fetchone()
+        done = set(cur.execute(q("applied_migrations")).fetchall() if installed and installed[0] else [])
+    return [m for m in core_migrations() + list(extra) if (m.component, m.version) not in done]

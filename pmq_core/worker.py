@@ -36,7 +36,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar, cast
 
 import attrs
@@ -62,6 +62,11 @@ T = TypeVar("T")
 MAX_ERROR_LENGTH = 2000
 #: Seconds one BLMPOP blocks; bounds how long a stop request waits for it.
 POP_TIMEOUT = 1.0
+#: Seconds a pop may wait beyond :data:`POP_TIMEOUT` before the worker
+#: reports that Redis does not answer.
+HUNG_AFTER = 5.0
+#: Longest Redis error text a heartbeat reports.
+MAX_LINK_ERROR = 200
 #: Extra threads beyond the concurrency, for sync handlers that outlive their
 #: timeout (a thread cannot be killed; its slot is given back anyway).
 SPARE_THREADS = 32
@@ -138,6 +143,7 @@ class Worker:
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._backoff = Backoff()
         self._stopping = False
+        self.redis_link = RedisLink()
         self._wrappers = self.plugins.pm.hook.pmq_wrap_job.get_hookimpls()
         self._isolation = Isolation(self.plugins, settings, self.id, self._queues)
         self._lifecycle = {name: self.plugins.has_impls(name) for name in (
@@ -153,7 +159,7 @@ class Worker:
         self.redis = aredis_client(self.settings.redis_url)
         self.scripts = dispatch.Scripts.on(self.redis)
         self.executor = ThreadPoolExecutor(self.concurrency + SPARE_THREADS, thread_name_prefix="pmq-job")
-        heartbeat = _Heartbeat(self.settings, self.id, list(self.job_types), self.concurrency)
+        heartbeat = _Heartbeat(self.settings, self.id, list(self.job_types), self.concurrency, self.redis_link)
         await asyncio.get_running_loop().run_in_executor(None, heartbeat.register)
         heartbeat.start()
         self.plugins.safe_call("pmq_worker_started", worker_id=self.id, queues=list(self.job_types),
@@ -215,15 +221,20 @@ class Worker:
                 stop_wait.cancel()
                 slot_wait.cancel()
                 continue
+            self.redis_link.pop_started()
             try:
                 popped = await self.redis.blmpop(POP_TIMEOUT, len(self.pop_keys), *self.pop_keys,
                                                  direction="LEFT", count=free)
                 backoff.reset()
+                self.redis_link.reached()
             except REDIS_DOWN as exc:
+                self.redis_link.failed(exc)
                 delay = backoff.next()
                 log.warning("worker lost Redis (%s); retrying in %.1fs", exc, delay)
                 await _sleep_unless(stop, delay)
                 continue
+            finally:
+                self.redis_link.pop_ended()
             if not popped:
                 continue
             raws = cast(list[bytes], popped[1])
@@ -474,10 +485,12 @@ class Worker:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.keys.cancel_channel)
+                self.redis_link.reached()
                 async for item in pubsub.listen():
                     backoff.reset()
                     self._cancel(item.get("data"))
-            except REDIS_DOWN:
+            except REDIS_DOWN as exc:
+                self.redis_link.failed(exc)
                 await asyncio.sleep(backoff.next())
             finally:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -584,16 +597,60 @@ async def _close_quietly(conn: psycopg.AsyncConnection[Any]) -> None:
         pass
 
 
+class RedisLink:
+    """Whether the worker reaches Redis: set on the event loop by each pop
+    (and by the cancel subscription), read by the heartbeat thread, which
+    writes it to ``pmq_workers`` for `pmq health`.
+
+    A pop that fails marks the link down until one gets through. A pop
+    that has waited :data:`HUNG_AFTER` seconds beyond its own timeout counts
+    as failing too: a Redis that accepts connections but never answers
+    raises nothing. Each field is replaced whole, so the other thread never
+    reads half an update.
+    """
+
+    def __init__(self) -> None:
+        self._error: tuple[datetime, str] | None = None
+        self._pop_since: datetime | None = None
+
+    def reached(self) -> None:
+        self._error = None
+
+    def failed(self, exc: BaseException) -> None:
+        since = self._error[0] if self._error else datetime.now(UTC)
+        self._error = (since, _describe(exc)[:MAX_LINK_ERROR])
+
+    def pop_started(self) -> None:
+        self._pop_since = datetime.now(UTC)
+
+    def pop_ended(self) -> None:
+        self._pop_since = None
+
+    def report(self) -> dict[str, Any]:
+        """Since when and how the worker has failed to reach Redis (both
+        None while it reaches it)."""
+        error, pop_since = self._error, self._pop_since
+        if error is None and pop_since is not None:
+            hung_since = pop_since + timedelta(seconds=POP_TIMEOUT + HUNG_AFTER)
+            if datetime.now(UTC) > hung_since:
+                error = (hung_since, f"no answer from Redis to a {POP_TIMEOUT:g}s pop for over {HUNG_AFTER:g}s")
+        since, message = error if error else (None, None)
+        return {"redis_error_since": since, "redis_error": message}
+
+
 class _Heartbeat(threading.Thread):
     """Proves the worker alive from its own thread and connection, so that a
-    handler blocking the event loop cannot starve it."""
+    handler blocking the event loop cannot starve it, and reports whether
+    the worker reaches Redis."""
 
-    def __init__(self, settings: Settings, worker_id: uuid.UUID, queues: list[str], concurrency: int) -> None:
+    def __init__(self, settings: Settings, worker_id: uuid.UUID, queues: list[str], concurrency: int,
+                 redis_link: RedisLink) -> None:
         super().__init__(name="pmq-heartbeat", daemon=True)
         self.settings = settings
         self.worker_id = worker_id
         self.queues = queues
         self.concurrency = concurrency
+        self.redis_link = redis_link
         self._halt = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
 
@@ -621,7 +678,7 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self._halt.wait(self.settings.heartbeat_interval):
             try:
-                if not self._execute(q("heartbeat"), {"id": self.worker_id}):
+                if not self._execute(q("heartbeat"), {"id": self.worker_id, **self.redis_link.report()}):
                     self.register()
             except (*PG_DOWN, DatabaseUnavailableError) as exc:
                 self._conn = None

@@ -198,7 +198,12 @@ VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s)
 ON CONFLICT (id) DO UPDATE SET heartbeat_at = now();
 
 -- name: heartbeat
-UPDATE pmq_workers SET heartbeat_at = now() WHERE id = %(id)s RETURNING id;
+-- Proves the worker alive, and says whether it reaches Redis (a worker that
+-- cannot pop is alive but deaf: `pmq health` names it).
+UPDATE pmq_workers
+   SET heartbeat_at = now(), redis_error_since = %(redis_error_since)s, redis_error = %(redis_error)s
+ WHERE id = %(id)s
+RETURNING id;
 
 -- name: unregister_worker
 DELETE FROM pmq_workers WHERE id = %(id)s;
@@ -253,6 +258,33 @@ UPDATE jobs SET suspect_started_at = now()
  WHERE id = %(id)s AND status = 'running' AND attempt_count = %(attempt)s
    AND worker_id = %(worker_id)s
 RETURNING id;
+
+-- name: migrator_beat
+-- The leading migrator's liveness, written when it takes the lead and at
+-- every housekeeping round; a new leader (another lock connection) restarts
+-- elected_at.
+INSERT INTO pmq_migrator_leader (backend_pid, hostname, pid)
+VALUES (%(backend_pid)s, %(hostname)s, %(pid)s)
+ON CONFLICT (singleton) DO UPDATE
+   SET beat_at = now(),
+       elected_at = CASE WHEN pmq_migrator_leader.backend_pid = EXCLUDED.backend_pid
+                         THEN pmq_migrator_leader.elected_at ELSE now() END,
+       backend_pid = EXCLUDED.backend_pid, hostname = EXCLUDED.hostname, pid = EXCLUDED.pid;
+
+-- name: migrator_leader
+-- Who holds the leader's advisory lock in this database, from pg_locks (so
+-- a leader is seen whatever it wrote), with the beat it last wrote, if any.
+-- A bigint lock key shows as its high half in classid, its low half in
+-- objid, and objsubid 1.
+SELECT l.pid AS backend_pid, m.hostname, m.pid,
+       extract(epoch FROM now() - m.elected_at)::float8 AS leading_for,
+       extract(epoch FROM now() - m.beat_at)::float8 AS beat_age
+  FROM pg_locks l
+  LEFT JOIN pmq_migrator_leader m ON m.backend_pid = l.pid
+ WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+   AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+   AND l.classid::bigint = %(key)s::bigint >> 32
+   AND l.objid::bigint = %(key)s::bigint & 4294967295;
 
 -- name: forget_dead_workers
 DELETE FROM pmq_workers WHERE heartbeat_at < now() - make_interval(secs => %(after)s);
@@ -335,6 +367,17 @@ DELETE FROM jobs
    AND (%(queue)s::text IS NULL OR queue_name = %(queue)s)
 RETURNING id, queue_name;
 
+-- name: dead_counts
+-- Dead jobs per queue: the migrator compares them with the lengths of the
+-- dead-letter lists in Redis.
+SELECT queue_name, count(*) AS dead FROM jobs WHERE status = 'failed' GROUP BY queue_name;
+
+-- name: dead_ids
+-- A queue's dead jobs, newest first: the order of its dead-letter list.
+SELECT id FROM jobs
+ WHERE status = 'failed' AND queue_name = %(queue)s
+ ORDER BY failed_at DESC NULLS LAST, id;
+
 -- name: list_dead
 SELECT id, queue_name, attempt_count, failed_at, last_error_message, payload
   FROM jobs
@@ -375,7 +418,8 @@ SELECT queue_name, extract(epoch FROM now() - min(run_at))::float8 AS age
  GROUP BY queue_name;
 
 -- name: live_workers
-SELECT id, hostname, pid, queues, concurrency, started_at, heartbeat_at
+SELECT id, hostname, pid, queues, concurrency, started_at, heartbeat_at, redis_error,
+       extract(epoch FROM now() - redis_error_since)::float8 AS redis_error_age
   FROM pmq_workers
  WHERE heartbeat_at > now() - make_interval(secs => %(after)s)
  ORDER BY started_at;
@@ -405,3 +449,11 @@ INSERT INTO pmq_cron_ticks (queue_name, last_tick) VALUES (%(queue)s, %(tick)s)
 ON CONFLICT (queue_name) DO UPDATE SET last_tick = EXCLUDED.last_tick
  WHERE pmq_cron_ticks.last_tick < EXCLUDED.last_tick
 RETURNING queue_name;
+
+-- name: schema_installed
+-- Whether any migration was ever applied here (`pmq db upgrade` creates
+-- the table).
+SELECT to_regclass('pmq_schema_migrations') IS NOT NULL;
+
+-- name: applied_migrations
+SELECT component, version FROM pmq_schema_migrations;
