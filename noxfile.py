@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 PLUGINS = ["plugins/pmq-webhook", "plugins/pmq-email", "plugins/pmq-analytics"]
@@ -46,7 +46,7 @@ def chaos(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "pmq_core", "tests", "plugins", "bench", "noxfile.py")
+    session.run("ruff", "check", "pmq_core", "tests", "plugins", "bench", "docs", "noxfile.py")
 
 
 @nox.session
@@ -55,6 +55,17 @@ def typecheck(session: nox.Session) -> None:
     install_project(session, "embedded,test")
     session.install("mypy>=1.11")
     session.run("mypy", "pmq_core")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site, into site/, with every warning an error: a
+    broken link or anchor between pages, or a hook docstring that does not
+    match its signature, fails the build."""
+    session.install("-e", ".[docs]")
+    # Material prints a banner about MkDocs 2.0 on every build: news about
+    # the tools, not about these docs.
+    session.run("mkdocs", "build", "--strict", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session

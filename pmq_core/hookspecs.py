@@ -7,6 +7,10 @@ than the spec: pmq only ever adds arguments, so plugins keep working.
 Lifecycle hooks run in the worker, once per event, on the hot path: keep them
 quick, and do slow work elsewhere. An exception raised by a lifecycle hook is
 logged and does not affect the job.
+
+Each hook's docstring is its section of the hook reference, which the docs
+site renders from here: Markdown, an `Args:` entry per argument, a closing
+"Since X.Y." line (tests/test_docs.py checks both).
 """
 
 from __future__ import annotations
@@ -39,26 +43,103 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 def pmq_register_job_types() -> list[JobType]:
     """Return the job types this plugin provides.
 
-    Called once per process when plugins load. Each job type's ``name`` is
-    its queue; two plugins declaring the same name stop start-up with an
-    error naming both. Since 0.1.
+    **When:** once per process, when the plugins load: lazily, on the first
+    need (a client's first enqueue, a worker's start, `pmq plugins`), never
+    on `import pmq_core`.
+
+    Each job type's `name` is its queue. The fields of `pmq_core.JobType`,
+    with their defaults: `handler` (a `def` or `async def` taking the
+    running job), `priority=100` (lower runs sooner; ≤ 50 is the high band,
+    > 150 the low band), `retry=RetryPolicy()` (5 attempts, backoff
+    `base_delay × 2^attempt` capped at `max_delay`, ±25 % jitter, `retry_on`
+    exception classes), `timeout=60.0` seconds (None: none), `payload=None`
+    (an attrs class validating payloads at enqueue), `unique_key=None`
+    (payload → key: at most one live job per key), `cron=None` (a cron
+    schedule enqueueing `cron_payload`), `description=""`.
+
+    **Errors**, each naming the plugin and its distribution, stop loading:
+    two plugins declaring the same name (select one with `--plugins` or
+    `PMQ_PLUGINS`); an item that is not a `JobType`; an exception raised
+    while building the list (for instance `JobType`'s own check that
+    `handler` is callable).
+
+    ```python
+    @hookimpl
+    def pmq_register_job_types():
+        return [JobType(name="thumbnails", handler=make_thumbnail, payload=Image,
+                        priority=120, timeout=30, retry=RetryPolicy(max_attempts=3))]
+    ```
+
+    Returns:
+        A list of `pmq_core.JobType`, collected from every plugin.
+
+    Since 0.1.
     """
 
 
 @hookspec
 def pmq_register_migrations() -> list[Migration]:
-    """Return the schema migrations this plugin owns (its own tables).
+    """Return the schema migrations this plugin owns: its own tables, indexes
+    and functions.
 
-    ``pmq db upgrade`` applies them after the core's, in version order, each
-    once, in its own transaction. Never alter the core's tables. Since 0.1.
+    **When:** the schema is upgraded: `pmq db upgrade`, `Admin.upgrade()`,
+    the test kit's `pmq_runtime` (and the runtime itself on embedded
+    servers).
+
+    pmq applies the core's migrations first, then the plugins', sorted by
+    component and version; each is applied once (recorded in
+    `pmq_schema_migrations`), in its own transaction, under an advisory lock
+    so that two upgrades never collide.
+
+    Use one `component` name per plugin (its distribution name is a good
+    choice), never change a migration that was released (add the next
+    version), and never alter the core's tables: other programs rely on
+    them. Keep the plugin's SQL in `.sql` files of the plugin's package.
+
+    ```python
+    from importlib import resources
+    from pmq_core import Migration, hookimpl
+
+    @hookimpl
+    def pmq_register_migrations():
+        sql = resources.files("pmq_thumbs").joinpath("sql/0001_create.sql").read_text()
+        return [Migration(component="pmq-thumbs", version=1, name="create", sql=sql)]
+    ```
+
+    Returns:
+        A list of `pmq_core.Migration(component=..., version=..., name=..., sql=...)`.
+
+    Since 0.1.
     """
 
 
 @hookspec
 def pmq_register_commands(cli: click.Group) -> None:
-    """Add commands to the ``pmq`` command line: ``cli.add_command(...)``.
+    """Add commands to the `pmq` command line with `cli.add_command(...)`.
 
-    Called when the ``pmq`` command starts, with its top-level group. Since 0.1.
+    **When:** the `pmq` command starts and needs the plugin commands: a
+    command name that is not built in, or the top-level `--help`. Built-in
+    commands never load plugins, so a broken plugin cannot take them down.
+
+    A plugin may not replace a built-in command (the attempt is reported and
+    ignored); an exception is reported in one line, and the other plugins'
+    commands still load.
+
+    ```python
+    import click
+
+    @hookimpl
+    def pmq_register_commands(cli):
+        @cli.command("thumbs-purge")
+        @click.option("--older-than", type=int, default=30)
+        def purge(older_than):
+            "Delete thumbnails older than N days."
+    ```
+
+    Args:
+        cli: the top-level `click.Group` of `pmq`.
+
+    Since 0.1.
     """
 
 
@@ -69,11 +150,23 @@ def pmq_register_commands(cli: click.Group) -> None:
 
 @hookspec
 def pmq_jobs_enqueued(queue: str, job_ids: list[uuid.UUID]) -> None:
-    """Called after jobs were enqueued through pmq's client, once per call
-    and queue (a bulk enqueue calls it once), after the write is sent.
+    """Called after jobs were enqueued through `Client` or `AsyncClient`.
 
-    With a caller-supplied connection the caller's transaction may still
-    roll back. Since 0.1.
+    **When:** in the producer's process, once per call and queue: `enqueue`
+    calls it with one id, `enqueue_many` once with all of them. It is called
+    after the write is sent: with a connection of the caller's (`conn=`),
+    the caller's transaction may still roll back, so do not treat the ids as
+    committed. Jobs inserted by plain SQL (from another program) do not call
+    it.
+
+    Called synchronously, also from `AsyncClient` (on its event loop): keep
+    it quick.
+
+    Args:
+        queue: the queue name.
+        job_ids: the new jobs' ids, in the order given.
+
+    Since 0.1.
     """
 
 
@@ -84,55 +177,199 @@ def pmq_jobs_enqueued(queue: str, job_ids: list[uuid.UUID]) -> None:
 
 @hookspec
 def pmq_worker_started(worker_id: uuid.UUID, queues: list[str], settings: Settings) -> None:
-    """Called when a worker has registered and is about to take jobs. Since 0.1."""
+    """Called when a worker has registered and is about to take jobs.
+
+    **When:** once per worker, after it has registered itself (its heartbeat
+    row exists) and just before it takes its first job. A worker's isolation
+    child, which runs suspects, calls it too (with its worker's id) once it
+    has loaded the plugins, and `pmq_worker_stopped` when it stops
+    gracefully; it is killed outright after a suspect's timeout,
+    cancellation or crash, without either call.
+
+    Use it to open a connection or a client the plugin reuses, or to check
+    configuration and log what is missing (the webhook plugin logs an error
+    here when its signing secret is not set). It cannot stop the worker: an
+    exception is logged.
+
+    Args:
+        worker_id: the worker's id, as in the `pmq_workers` table and in
+            `jobs.worker_id`.
+        queues: the queues it serves.
+        settings: the `pmq_core.Settings` it runs with.
+
+    Since 0.1.
+    """
 
 
 @hookspec
 def pmq_worker_stopping(worker_id: uuid.UUID) -> None:
-    """Called when a worker stops taking jobs (it may still finish some). Since 0.1."""
+    """Called when a worker stops taking jobs; it may still finish some.
+
+    **When:** once per worker, on SIGTERM, Ctrl-C, or the stop event of an
+    embedded worker. Jobs still running may finish after it, within the
+    grace period (`shutdown_grace`, 30 s by default); those still running
+    then are given back to the queue.
+
+    Flush buffers here; close what [`pmq_worker_started`][pmq_core.hookspecs.pmq_worker_started]
+    opened in [`pmq_worker_stopped`][pmq_core.hookspecs.pmq_worker_stopped]
+    instead, since the last jobs may still need it.
+
+    Args:
+        worker_id: the worker's id.
+
+    Since 0.1.
+    """
 
 
 @hookspec
 def pmq_worker_stopped(worker_id: uuid.UUID) -> None:
     """Called when a worker has stopped: every job it held has finished or
-    been given back, and every outcome is recorded. Close here what
-    :func:`pmq_worker_started` opened. Since 0.1."""
+    been given back to the queue, and every outcome is recorded.
+
+    **When:** once per worker, as its last act.
+
+    Close here the connections and clients that
+    [`pmq_worker_started`][pmq_core.hookspecs.pmq_worker_started] opened (the
+    first-party email and analytics plugins close their connection pools
+    here).
+
+    Args:
+        worker_id: the worker's id.
+
+    Since 0.1.
+    """
 
 
 @hookspec
 def pmq_job_started(job: JobContext) -> None:
-    """Called when an attempt has been claimed, just before its handler runs. Since 0.1."""
+    """Called when an attempt has been claimed, just before its handler runs.
+
+    **When:** each attempt, after the worker has claimed the job in
+    PostgreSQL and the stored payload has been structured into the job
+    type's payload class, just before the wrappers and the handler run. (A
+    stored payload that no longer fits its class fails the job without
+    calling this hook.)
+
+    Args:
+        job: the running job.
+
+    Since 0.1.
+    """
 
 
 @hookspec
 def pmq_wrap_job(job: JobContext) -> Generator[None, Any, Any]:
     """Wrap a handler's execution: a generator function that yields once.
 
-    Code before ``yield`` runs just before the handler; ``yield`` gives back
-    the handler's result or raises its exception; whatever the generator
-    returns becomes the result. Wrappers nest in registration order (the
-    first registered is outermost), around both sync and async handlers.
-    Use it for timing, tracing or context. Since 0.1.
+    **When:** each attempt, around the handler, sync or async alike:
+
+    - code before `yield` runs just before the handler;
+    - `yield` gives back the handler's result, or raises the handler's
+      exception (including `TimeoutError` when the job's timeout passed, and
+      `asyncio.CancelledError` when it is cancelled or a shutdown stops it:
+      re-raise that one);
+    - whatever the generator **returns** becomes the result, and whatever it
+      **raises** becomes the attempt's error.
+
+    So a wrapper that does not change anything must `return` what it
+    received; a wrapper that ends without `return` makes the result `None`.
+
+    **Nesting:** wrappers nest in registration order: the first registered
+    is outermost. Each sees what the next inner one returned or raised.
+
+    **Where it runs:** on the worker's event-loop thread, also for sync
+    handlers (which run in a thread pool); context variables set before
+    `yield` are visible to the handler. An exception raised before `yield`
+    fails the attempt like a handler's exception. Use it for timing, tracing
+    or context.
+
+    ```python
+    import time
+    from pmq_core import hookimpl
+
+    @hookimpl
+    def pmq_wrap_job(job):
+        started = time.perf_counter()
+        try:
+            result = yield
+        except Exception as exc:
+            metrics.failed(job.queue, type(exc).__name__)
+            raise
+        metrics.observe(job.queue, time.perf_counter() - started)
+        return result
+    ```
+
+    Args:
+        job: the running job.
+
+    Since 0.1.
     """
 
 
 @hookspec
 def pmq_job_succeeded(job: JobContext, result: Any, duration: float) -> None:
-    """Called after an attempt succeeded, with the handler's result and the
-    seconds it took. Since 0.1."""
+    """Called after an attempt succeeded.
+
+    **When:** each successful attempt, after the handler and the wrappers
+    returned, before the outcome is written to PostgreSQL (so the job may not
+    yet read as `completed` there).
+
+    The result is not stored by pmq: a plugin that needs to keep it keeps it
+    here.
+
+    Args:
+        job: the running job.
+        result: what the handler returned, as the wrappers left it.
+        duration: the seconds the handler and its wrappers took.
+
+    Since 0.1.
+    """
 
 
 @hookspec
 def pmq_job_failed(job: JobContext, error: BaseException, will_retry: bool, retry_in: float | None) -> None:
-    """Called after an attempt failed (an exception or a timeout).
+    """Called after an attempt failed.
 
-    ``will_retry`` says whether another attempt is scheduled, ``retry_in``
-    in how many seconds. Called before :func:`pmq_job_dead` for the last
-    attempt. Since 0.1.
+    **When:** each failed attempt, before the outcome is written to
+    PostgreSQL. An attempt fails when the handler (or a wrapper) raises, when
+    the job's timeout passes (`error` is a `TimeoutError`), or when the
+    stored payload no longer fits the payload class (`error` is
+    `pmq_core.Fail`). For the last attempt it is called before
+    [`pmq_job_dead`][pmq_core.hookspecs.pmq_job_dead].
+
+    Args:
+        job: the running job.
+        error: the exception.
+        will_retry: whether another attempt is scheduled: true when the
+            retry policy retries this error (`pmq_core.Retry` always,
+            `pmq_core.Fail` never, else the policy's `retry_on`) and attempts
+            remain.
+        retry_in: the seconds until that attempt (the `delay` of a `Retry`,
+            else the policy's backoff); None when `will_retry` is false.
+
+    Since 0.1.
     """
 
 
 @hookspec
 def pmq_job_dead(job: JobContext, error: BaseException) -> None:
-    """Called when a job has failed for good and entered the dead-letter
-    queue. Since 0.1."""
+    """Called when a job has failed for good and entered the dead-letter queue.
+
+    **When:** its last attempt failed, or it failed with no retry allowed:
+    after the `failed` status has been written to PostgreSQL and the job
+    pushed onto its queue's dead-letter list, from which an operator can
+    replay it (`pmq dlq replay`). Also in the leading migrator, for a job
+    its rescue ends dead because its workers died `max_rescues` times while
+    holding it.
+
+    Alerting belongs here, not in
+    [`pmq_job_failed`][pmq_core.hookspecs.pmq_job_failed], which also fires
+    for failures that will be retried.
+
+    Args:
+        job: the job as its last attempt saw it.
+        error: that attempt's exception (`pmq_core.WorkerLost` for a job
+            the rescue ended dead).
+
+    Since 0.1.
+    """

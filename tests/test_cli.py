@@ -228,7 +228,7 @@ def workers(env: dict[str, str]) -> int:
 # -- the command itself and its plugins ------------------------------------------------
 
 
-def test_help_lists_builtin_and_plugin_commands(env):
+def test_pmq_register_commands_adds_to_help_but_cannot_replace_a_builtin(env):
     greedy = {**env, "PMQ_PLUGINS": "cli-sample,cli-greedy"}
     helped, hello, version = pmq_all(greedy, ["--help"], ["hello"], ["--version"])
     out = ok(helped)

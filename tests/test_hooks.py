@@ -121,7 +121,7 @@ class Lifecycle:
         self.note("dead", job.id, job.attempt, type(error).__name__)
 
 
-def test_hooks_of_a_job_that_succeeds(pmq_runtime):
+def test_pmq_job_started_then_pmq_job_succeeded_for_a_job_that_succeeds(pmq_runtime):
     hooks = Lifecycle()
     rt = pmq_runtime(Jobs(), hooks)
     job_id = rt.enqueue("hooks:ok", {"n": 21})
@@ -134,7 +134,7 @@ def test_hooks_of_a_job_that_succeeds(pmq_runtime):
     assert kinds.index("worker_started") < kinds.index("started")
 
 
-def test_hooks_of_a_job_that_is_retried(pmq_runtime):
+def test_pmq_job_failed_will_retry_for_a_job_that_is_retried(pmq_runtime):
     hooks = Lifecycle()
     rt = pmq_runtime(Jobs(), hooks)
     job_id = rt.enqueue("hooks:flaky")
@@ -147,7 +147,7 @@ def test_hooks_of_a_job_that_is_retried(pmq_runtime):
     ]
 
 
-def test_hooks_of_a_job_that_dies(pmq_runtime):
+def test_pmq_job_dead_follows_the_last_pmq_job_failed(pmq_runtime):
     hooks = Lifecycle()
     rt = pmq_runtime(Jobs(), hooks)
     job_id = rt.enqueue("hooks:doomed")
@@ -172,14 +172,14 @@ def test_a_job_refused_by_its_handler_dies_after_one_attempt(pmq_runtime):
     assert events[3] == ("failed", 1, "Fail", False, False)
 
 
-def test_one_enqueued_call_per_bulk_enqueue(pmq_runtime):
+def test_pmq_jobs_enqueued_once_per_bulk_enqueue(pmq_runtime):
     hooks = Lifecycle()
     rt = pmq_runtime(Jobs(), hooks, worker=False, migrator=False)
     ids = rt.client.enqueue_many("hooks:ok", [{"n": 1}, {"n": 2}, {"n": 3}])
     assert [e for e in hooks.events if e[0] == "enqueued"] == [("enqueued", "hooks:ok", tuple(ids))]
 
 
-def test_worker_started_stopping_and_stopped(pmq_runtime):
+def test_pmq_worker_started_pmq_worker_stopping_and_pmq_worker_stopped_in_order(pmq_runtime):
     hooks = Lifecycle()
     rt = pmq_runtime(Jobs(), hooks, worker=False, migrator=False)
     worker = Worker(rt.settings, rt.plugins, queues=["hooks:ok"])
@@ -224,7 +224,7 @@ class Labelled:
 
 
 @pytest.mark.parametrize("queue", ["hooks:ok", "hooks:async"])
-def test_wrappers_nest_and_can_replace_the_result(pmq_runtime, queue):
+def test_pmq_wrap_job_wrappers_nest_and_can_replace_the_result(pmq_runtime, queue):
     trail: list[str] = []
     hooks = Lifecycle()
     rt = pmq_runtime(Jobs(), Labelled("outer", trail), Labelled("inner", trail), hooks)
@@ -307,7 +307,7 @@ class Audit:
         ]
 
 
-def test_a_plugins_migrations_are_applied_in_order_and_once(pmq_runtime):
+def test_pmq_register_migrations_are_applied_in_order_and_once(pmq_runtime):
     rt = pmq_runtime(Jobs(), Audit(), worker=False, migrator=False)
     with psycopg.connect(rt.settings.database_url, autocommit=True) as conn:
         columns = conn.execute("SELECT column_name FROM information_schema.columns "

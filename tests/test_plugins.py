@@ -120,7 +120,7 @@ def test_a_handler_that_is_not_callable_is_refused(dists):
     assert "handler of job type 'bad:handler' is not callable: 'handler'" in message
 
 
-def test_returning_something_else_than_job_types_is_refused(dists):
+def test_pmq_register_job_types_must_return_job_types(dists):
     name = dists.add("pmq-dicts", "dicts", """
         @hookimpl
         def pmq_register_job_types():
