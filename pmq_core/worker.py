@@ -59,20 +59,34 @@ T = TypeVar("T")
 MAX_ERROR_LENGTH = 2000
 #: Seconds one BLMPOP blocks; bounds how long a stop request waits for it.
 POP_TIMEOUT = 1.0
-#: Extra threads beyond the concurrency, for sync handlers that outlive their
-#: timeout (a thread cannot be killed; its slot is given back anyway).
-SPARE_THREADS = 32
+#: Seconds that handlers still running after the shutdown grace get to end
+#: once told to stop (an async one is cancelled, a sync one sees
+#: ``job.cancelled``): the jobs whose code has ended by then are given back.
+STOP_MARGIN = 2.0
+#: How long a job whose sync handler still runs after STOP_MARGIN waits,
+#: once given back, before it may run again. The thread cannot be stopped;
+#: the process that runs it ends right after the shutdown (see
+#: :attr:`Worker.abandoned`), within seconds, long before the job is due.
+ABANDONED_DELAY = 60.0
 
 
 @attrs.define(eq=False)
 class _Running:
-    """A claimed job: waiting for a slot (no task yet) or running."""
+    """A claimed job: waiting for a slot (no task yet) or running.
+
+    A sync handler runs in ``thread``, which nothing can stop: the job holds
+    its slot until both its task and its thread have ended (see
+    :meth:`Worker._forget`)."""
 
     ctx: JobContext
     job_type: JobType
     claimed: float = attrs.field(factory=time.monotonic)
     task: asyncio.Task[None] | None = None
+    thread: asyncio.Future[Any] | None = None
     stop_reason: str | None = None
+
+    def thread_runs(self) -> bool:
+        return self.thread is not None and not self.thread.done()
 
 
 @attrs.frozen
@@ -134,6 +148,10 @@ class Worker:
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._backoff = Backoff()
         self._stopping = False
+        #: Jobs given back at shutdown whose sync handler still ran: nonzero
+        #: means the process must end now (``os._exit``; its threads cannot be
+        #: stopped or joined), before ABANDONED_DELAY lets the jobs run again.
+        self.abandoned = 0
         self._wrappers = self.plugins.pm.hook.pmq_wrap_job.get_hookimpls()
         self._lifecycle = {name: self.plugins.has_impls(name) for name in (
             "pmq_job_started", "pmq_job_succeeded", "pmq_job_failed", "pmq_job_dead")}
@@ -147,7 +165,9 @@ class Worker:
         assert self.settings.database_url and self.settings.redis_url
         self.redis = aredis_client(self.settings.redis_url)
         self.scripts = dispatch.Scripts.on(self.redis)
-        self.executor = ThreadPoolExecutor(self.concurrency + SPARE_THREADS, thread_name_prefix="pmq-job")
+        # One thread per slot is enough: a sync handler's thread holds its
+        # slot until it ends, however long it outlives its job.
+        self.executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="pmq-job")
         heartbeat = _Heartbeat(self.settings, self.id, list(self.job_types), self.concurrency)
         await asyncio.get_running_loop().run_in_executor(None, heartbeat.register)
         heartbeat.start()
@@ -175,7 +195,8 @@ class Worker:
             await asyncio.gather(*self._background, return_exceptions=True)
             self.plugins.safe_call("pmq_worker_stopped", worker_id=self.id)
             heartbeat.stop()
-            await asyncio.get_running_loop().run_in_executor(None, heartbeat.unregister)
+            if not self.abandoned:  # else a job the release missed is rescued only once the process is gone
+                await asyncio.get_running_loop().run_in_executor(None, heartbeat.unregister)
             if self._conn is not None:
                 await self._conn.close()
             await self.redis.aclose()
@@ -326,11 +347,11 @@ class Worker:
             if self._lifecycle["pmq_job_started"]:
                 self.plugins.safe_call("pmq_job_started", job=ctx)
             try:
-                result = await self._call(job_type, ctx)
+                result = await self._call(running)
             except asyncio.CancelledError:
                 if running.stop_reason is None:
                     raise
-                self._forget(ctx.id)
+                self._forget(running)
                 return
             except TimeoutError:
                 ctx.cancel()
@@ -348,7 +369,7 @@ class Worker:
             outcome = self._failure(job_type, ctx, error, finished)
         self._outcomes.append(outcome)
         self._db_wanted.set()
-        self._forget(ctx.id)
+        self._forget(running)
 
     def _failure(self, job_type: JobType, ctx: JobContext, error: BaseException, finished: datetime) -> _Outcome:
         will_retry = job_type.retry.retries(error) and ctx.attempt < ctx.max_attempts
@@ -364,30 +385,60 @@ class Worker:
                             finished, error)
         return _Outcome(ctx, "failed", "failed", None, message, finished, error)
 
-    def _forget(self, job_id: uuid.UUID) -> None:
-        self.running.pop(job_id, None)
+    def _forget(self, running: _Running) -> None:
+        """Free the job's slot once its code has ended. A sync handler's
+        thread may outlive its task (cancelled, or stopped at shutdown): the
+        slot, and the job's place in ``running``, wait for the thread, so
+        that this worker never runs more handlers than it has slots."""
+        if running.thread is not None and running.thread_runs():
+            running.thread.add_done_callback(lambda _thread: self._forget(running))
+            return
+        self.running.pop(running.ctx.id, None)
         self.processed += 1
         self._active -= 1
         self._launch()
         self._slot_freed.set()
 
-    async def _call(self, job_type: JobType, ctx: JobContext) -> Any:
+    async def _call(self, running: _Running) -> Any:
         """Run the handler inside the plugins' wrappers, within its timeout."""
+        ctx, job_type = running.ctx, running.job_type
         wrappers: list[Any] = []
         try:
             for impl in self._wrappers:  # a wrapper failing before its yield unwinds those started
                 wrappers.append(_start_wrapper(impl, ctx))
-            # asyncio.timeout, not wait_for: the handler runs in this task
-            # rather than in a second one created per job.
-            async with asyncio.timeout(job_type.timeout):
-                if job_type.is_async:
+            if job_type.is_async:
+                # asyncio.timeout, not wait_for: the handler runs in this task
+                # rather than in a second one created per job.
+                async with asyncio.timeout(job_type.timeout):
                     result = await job_type.handler(ctx)
-                else:
-                    call = functools.partial(contextvars.copy_context().run, job_type.handler, ctx)
-                    result = await asyncio.get_running_loop().run_in_executor(self.executor, call)
+            else:
+                result = await self._in_thread(running)
         except BaseException as exc:
             return _unwind(wrappers, None, exc)
         return _unwind(wrappers, result, None)
+
+    async def _in_thread(self, running: _Running) -> Any:
+        """Run a sync handler in the pool, within its timeout.
+
+        A thread cannot be stopped, so a timeout only tells the handler
+        (``job.cancelled``) and then waits for its thread to end: until then
+        the job stays ``running`` on this worker (whose heartbeat keeps it
+        from being rescued) and holds its slot, so no other attempt of it
+        can start while this one's code still runs. The timeout's outcome,
+        and a retry's ``run_at``, date from the thread's real end."""
+        ctx, job_type = running.ctx, running.job_type
+        call = functools.partial(contextvars.copy_context().run, job_type.handler, ctx)
+        thread = running.thread = asyncio.get_running_loop().run_in_executor(self.executor, call)
+        # asyncio.wait, unlike awaiting the future, never cancels the
+        # thread's future when this task is cancelled (cancel or shutdown).
+        await asyncio.wait([thread], timeout=job_type.timeout)
+        if not thread.done():
+            ctx.cancel()
+            log.warning("job %s: its sync handler outlived its %gs timeout; the job keeps its slot until the "
+                        "handler returns", ctx.id, job_type.timeout)
+            await asyncio.wait([thread])
+            raise TimeoutError
+        return thread.result()
 
     # -- recording outcomes ------------------------------------------------------
 
@@ -411,29 +462,43 @@ class Worker:
 
     async def _drain(self) -> None:
         """Let running jobs finish within the grace period, then stop the
-        rest and give them back to the queue (their attempt does not count)."""
-        tasks = [r.task for r in self.running.values() if r.task]
-        if tasks:
-            log.info("waiting up to %gs for %d running job(s)", self.settings.shutdown_grace, len(tasks))
-            await asyncio.wait(tasks, timeout=self.settings.shutdown_grace)
+        rest and give them back to the queue (their attempt does not count).
+
+        A job is given back only once its code has ended, or else for
+        later: a sync handler that ignores ``job.cancelled`` for
+        STOP_MARGIN seconds cannot be stopped, so its job is given back
+        with a ``run_at`` ABANDONED_DELAY seconds ahead and counted in
+        :attr:`abandoned`, and the process must end at once (the runner
+        does so), ending the thread long before the job is due."""
+        started = [r for r in self.running.values() if r.task]
+        if started:
+            log.info("waiting up to %gs for %d running job(s)", self.settings.shutdown_grace, len(started))
+            await _settled(started, self.settings.shutdown_grace)
         leftovers = list(self.running.values())
         for running in leftovers:
             running.stop_reason = "shutdown"
             running.ctx.cancel()
             if running.task:
                 running.task.cancel()
-        for running in self._waiting:  # claimed ahead, never started
+        self._waiting.clear()  # claimed ahead, never started: given back with the rest
+        if not leftovers:
+            return
+        await _settled(leftovers, STOP_MARGIN)
+        stuck = [r.ctx.id for r in leftovers if r.thread_runs()]
+        for running in leftovers:  # the database task ends once nothing is held
             self.running.pop(running.ctx.id, None)
-        self._waiting.clear()
-        if leftovers:
-            await asyncio.gather(*(r.task for r in leftovers if r.task), return_exceptions=True)
-            ids = [r.ctx.id for r in leftovers]
+        ids = [r.ctx.id for r in leftovers]
 
-            async def release(conn: psycopg.AsyncConnection[Any]) -> None:
-                await conn.execute(q("release_jobs"), {"ids": ids, "worker_id": self.id})
+        async def release(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(q("release_jobs"), {"ids": ids, "worker_id": self.id, "stuck": stuck,
+                                                   "delay": ABANDONED_DELAY})
 
-            await self._db(release, give_up=lambda: True)
-            log.warning("gave back %d unfinished job(s) to the queue", len(ids))
+        await self._db(release, give_up=lambda: True)
+        log.warning("gave back %d unfinished job(s) to the queue", len(ids))
+        if stuck:
+            self.abandoned = len(stuck)
+            log.warning("%d sync handler(s) still run after being told to stop; their jobs wait %gs before "
+                        "they may run again, and this process must end before then", len(stuck), ABANDONED_DELAY)
 
     async def _cancel_listener(self) -> None:
         """Stop running jobs an operator cancels (published on Redis)."""
@@ -494,6 +559,15 @@ class Worker:
                 delay = self._backoff.next()
                 log.warning("worker lost PostgreSQL (%s); retrying in %.1fs", str(exc).splitlines()[0], delay)
                 await asyncio.sleep(delay)
+
+
+async def _settled(runnings: list[_Running], timeout: float) -> None:
+    """Wait up to ``timeout`` for these jobs' code to end: their tasks and
+    their sync handlers' threads."""
+    pending: list[asyncio.Future[Any]] = [
+        f for r in runnings for f in (r.task, r.thread) if f is not None and not f.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout)
 
 
 def _dropping_claims(stop: asyncio.Event, has_outcomes: bool) -> bool:

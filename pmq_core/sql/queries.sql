@@ -184,9 +184,13 @@ SET plan_cache_mode = force_generic_plan;
 
 -- name: release_jobs
 -- Give back jobs a stopping worker did not finish; the attempt does not count.
+-- Those whose sync handler still runs (%(stuck)s) are due only %(delay)s
+-- seconds later: their process ends first, and their thread with it.
 UPDATE jobs
    SET status = 'queued', attempt_count = greatest(attempt_count - 1, 0),
-       started_at = NULL, worker_id = NULL, run_at = now(), updated_at = now()
+       started_at = NULL, worker_id = NULL, updated_at = now(),
+       run_at = CASE WHEN id = ANY(%(stuck)s::uuid[]) THEN now() + make_interval(secs => %(delay)s)
+                     ELSE now() END
  WHERE id = ANY(%(ids)s::uuid[]) AND status = 'running' AND worker_id = %(worker_id)s;
 
 -- name: register_worker
