@@ -199,11 +199,10 @@ class Admin:
             overview = self.conn.execute(q("queue_overview")).fetchall()
             oldest = {r["queue_name"]: r["age"] for r in self.conn.execute(q("oldest_waiting")).fetchall()}
             workers = self.conn.execute(q("live_workers"), {"after": self.settings.rescue_after}).fetchall()
-            running = {r["worker_id"]: r["running"] for r in self.conn.execute(q("running_per_worker")).fetchall()}
         except (*PG_DOWN, DatabaseUnavailableError) as exc:
             report["postgres"].update(ok=False, error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             report["problems"].append("PostgreSQL is unreachable")
-            overview, oldest, workers, running = [], {}, [], {}
+            overview, oldest, workers = [], {}, []
         try:
             depths = dispatch.band_depths(self.redis, self.keys, [r["name"] for r in overview])
             report["warnings"].extend(redis_warnings(self.redis))
@@ -229,27 +228,30 @@ class Admin:
         report["oldest_job_age"] = max(ages) if ages else None
         if report["oldest_job_age"] and report["oldest_job_age"] > OLD_JOB_WARNING:
             report["warnings"].append(f"the oldest waiting job has waited {report['oldest_job_age']:.0f}s")
+        # As of each worker's last heartbeat: handlers running, and jobs
+        # claimed ahead that wait for a slot (``running`` in PostgreSQL).
         report["workers"] = [{
             "id": str(w["id"]), "hostname": w["hostname"], "pid": w["pid"], "queues": w["queues"],
-            "concurrency": w["concurrency"], "running": running.get(w["id"], 0),
-            "utilisation": running.get(w["id"], 0) / w["concurrency"],
+            "concurrency": w["concurrency"], "running": w["busy"], "claimed_ahead": w["claimed_ahead"],
+            "utilisation": w["busy"] / w["concurrency"],
         } for w in workers]
         report["status"] = "critical" if report["problems"] else "warning" if report["warnings"] else "healthy"
         return report
 
     def stats(self, minutes: int = 1) -> dict[str, Any]:
         """Throughput, failures and processing times over the last minutes,
-        with depth by queue and band."""
+        with depth by queue and band. Processing times are the handlers' own
+        runs (not their wait for a slot when claimed ahead); utilisation is
+        handlers running over the live workers' concurrency."""
         with self._translated():
             activity = self.conn.execute(q("recent_activity"), {"minutes": minutes}).fetchone() or {}
             created = self.conn.execute(q("recent_created"), {"minutes": minutes}).fetchone() or {}
             workers = self.conn.execute(q("live_workers"), {"after": self.settings.rescue_after}).fetchall()
-            running = self.conn.execute(q("running_per_worker")).fetchall()
             queues = self.queues()
         succeeded, retried, failed = (activity.get(k) or 0 for k in ("succeeded", "retried", "failed"))
         attempts = succeeded + retried + failed
         capacity = sum(w["concurrency"] for w in workers)
-        busy = sum(r["running"] for r in running if r["worker_id"] is not None)
+        busy = sum(w["busy"] for w in workers)  # handlers running, as of each worker's last heartbeat
         return {
             "window_minutes": minutes,
             "processed_per_minute": succeeded / minutes,
@@ -262,6 +264,7 @@ class Admin:
             "p95_seconds": activity.get("p95_seconds"),
             "active_workers": len(workers),
             "utilisation": busy / capacity if capacity else 0.0,
+            "claimed_ahead": sum(w["claimed_ahead"] for w in workers),
             "queues": [{"name": r["name"], "active": r["is_active"], "waiting": r["waiting"],
                         "scheduled": r["scheduled"], "in_redis": r["in_redis"], "running": r["running"],
                         "dead": r["dead"], "bands": r["bands"]} for r in queues],

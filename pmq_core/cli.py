@@ -624,7 +624,7 @@ def _render_health(report: dict[str, Any]) -> str:
               f"live workers: {len(report['workers'])}"]
     for w in report["workers"]:
         lines.append(f"  {w['hostname']} pid {w['pid']}: {w['running']}/{w['concurrency']} running, "
-                     f"serving {', '.join(w['queues'])}")
+                     f"{w['claimed_ahead']} claimed ahead, serving {', '.join(w['queues'])}")
     for title, items in (("problems", report["problems"]), ("warnings", report["warnings"])):
         if items:
             lines += ["", f"{title}:"] + [f"  - {item}" for item in items]
@@ -671,7 +671,8 @@ def _render_stats(data: dict[str, Any]) -> str:
         f"failed {data['failed']}, retried {data['retried']}, error rate {data['error_rate']:.1%}",
         f"processing time: avg {_seconds(data['avg_seconds'])}, p50 {_seconds(data['p50_seconds'])}, "
         f"p95 {_seconds(data['p95_seconds'])}",
-        f"live workers: {data['active_workers']}, utilisation {data['utilisation']:.0%}",
+        f"live workers: {data['active_workers']}, utilisation {data['utilisation']:.0%}, "
+        f"{data['claimed_ahead']} job(s) claimed ahead of a free slot",
         "",
     ]
     if data["queues"]:

@@ -168,7 +168,7 @@ class Worker:
         # One thread per slot is enough: a sync handler's thread holds its
         # slot until it ends, however long it outlives its job.
         self.executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="pmq-job")
-        heartbeat = _Heartbeat(self.settings, self.id, list(self.job_types), self.concurrency)
+        heartbeat = _Heartbeat(self.settings, self.id, list(self.job_types), self.concurrency, self._slots)
         await asyncio.get_running_loop().run_in_executor(None, heartbeat.register)
         heartbeat.start()
         self.plugins.safe_call("pmq_worker_started", worker_id=self.id, queues=list(self.job_types),
@@ -202,6 +202,11 @@ class Worker:
             await self.redis.aclose()
             self.executor.shutdown(wait=False, cancel_futures=True)
             log.info("worker %s stopped after %d job(s)", self.id, self.processed)
+
+    def _slots(self) -> tuple[int, int]:
+        """Handlers running (threads included until they end) and jobs
+        claimed ahead of a free slot, for the heartbeat to report."""
+        return self._active, len(self._waiting)
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run Redis-side work (the status mirror, dead letters) beside the
@@ -336,7 +341,10 @@ class Worker:
     async def _execute(self, running: _Running) -> None:
         ctx, job_type = running.ctx, running.job_type
         clock = time.monotonic()
-        waited = clock - running.claimed
+        # The claim dated the attempt when it was claimed; a job claimed
+        # ahead starts later. From here on (the handler's view, the outcome,
+        # the job's log) it is dated from this start, on PostgreSQL's clock.
+        ctx.started_at += timedelta(seconds=clock - running.claimed)
         result: Any = None
         error: BaseException | None = None
         try:
@@ -360,7 +368,7 @@ class Worker:
                 error = exc
         duration = time.monotonic() - clock
         self.prefetch.job_took(duration)
-        finished = ctx.started_at + timedelta(seconds=waited + duration)
+        finished = ctx.started_at + timedelta(seconds=duration)
         if error is None:
             outcome = _Outcome(ctx, "completed", "success", None, None, finished, None)
             if self._lifecycle["pmq_job_succeeded"]:
@@ -630,12 +638,14 @@ class _Heartbeat(threading.Thread):
     """Proves the worker alive from its own thread and connection, so that a
     handler blocking the event loop cannot starve it."""
 
-    def __init__(self, settings: Settings, worker_id: uuid.UUID, queues: list[str], concurrency: int) -> None:
+    def __init__(self, settings: Settings, worker_id: uuid.UUID, queues: list[str], concurrency: int,
+                 slots: Callable[[], tuple[int, int]]) -> None:
         super().__init__(name="pmq-heartbeat", daemon=True)
         self.settings = settings
         self.worker_id = worker_id
         self.queues = queues
         self.concurrency = concurrency
+        self.slots = slots  # (busy, claimed ahead), read from this thread: two ints, a snapshot is enough
         self._halt = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
 
@@ -663,7 +673,8 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self._halt.wait(self.settings.heartbeat_interval):
             try:
-                if not self._execute(q("heartbeat"), {"id": self.worker_id}):
+                busy, ahead = self.slots()
+                if not self._execute(q("heartbeat"), {"id": self.worker_id, "busy": busy, "claimed_ahead": ahead}):
                     self.register()
             except (*PG_DOWN, DatabaseUnavailableError) as exc:
                 self._conn = None

@@ -114,7 +114,11 @@ SELECT least(
 --
 -- Outcomes: each sets the job's new state and adds one job_logs row. An
 -- outcome is dropped when the job is no longer this attempt's (cancelled,
--- or rescued from a worker thought dead).
+-- or rescued from a worker thought dead). Its started_at is when the
+-- handler started, which for a job claimed ahead is later than the claim
+-- (the claim's started_at = now() stands until then): the attempt's
+-- started_at, completed_at and logged duration measure the handler's run,
+-- not its wait for a slot.
 --
 -- Claims: a Redis message is only a hint. A job runs only if it is still
 -- waiting in Redis at the attempt the message names, its queue is not
@@ -138,7 +142,7 @@ WITH r AS (
            AS r(id, attempt, status, log_status, run_at, error, started_at, finished_at)
 ), done AS (
     UPDATE jobs j
-       SET status = r.status,
+       SET status = r.status, started_at = r.started_at,
            completed_at = CASE WHEN r.status = 'completed' THEN r.finished_at ELSE j.completed_at END,
            failed_at = CASE WHEN r.status = 'failed' THEN r.finished_at ELSE j.failed_at END,
            run_at = coalesce(r.run_at, j.run_at),
@@ -199,7 +203,9 @@ VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s)
 ON CONFLICT (id) DO UPDATE SET heartbeat_at = now();
 
 -- name: heartbeat
-UPDATE pmq_workers SET heartbeat_at = now() WHERE id = %(id)s RETURNING id;
+-- The worker is alive, and what its slots are doing (see migration 0006).
+UPDATE pmq_workers SET heartbeat_at = now(), busy = %(busy)s, claimed_ahead = %(claimed_ahead)s
+ WHERE id = %(id)s RETURNING id;
 
 -- name: unregister_worker
 DELETE FROM pmq_workers WHERE id = %(id)s;
@@ -339,14 +345,10 @@ SELECT queue_name, extract(epoch FROM now() - min(run_at))::float8 AS age
  GROUP BY queue_name;
 
 -- name: live_workers
-SELECT id, hostname, pid, queues, concurrency, started_at, heartbeat_at
+SELECT id, hostname, pid, queues, concurrency, started_at, heartbeat_at, busy, claimed_ahead
   FROM pmq_workers
  WHERE heartbeat_at > now() - make_interval(secs => %(after)s)
  ORDER BY started_at;
-
--- name: running_per_worker
-SELECT worker_id, count(*) AS running FROM jobs
- WHERE status = 'running' GROUP BY worker_id;
 
 -- name: recent_activity
 -- Throughput and timings over the last %(minutes)s minutes, from job_logs.
