@@ -113,7 +113,9 @@ class Admin:
 
     def set_active(self, name: str, active: bool) -> None:
         """Pause (False) or resume (True) a queue. Pausing also takes back the
-        jobs already handed to Redis, so nothing more of it starts."""
+        jobs already handed to Redis, and tells the workers to give back the
+        jobs they claimed ahead of a free slot, so nothing more of it starts
+        (only jobs whose handler already runs go on)."""
         with self._translated(), self.conn.transaction():
             if not self.conn.execute(q("set_queue_active"), {"name": name, "active": active}).fetchone():
                 raise UnknownQueueError(f"unknown queue {name!r}")
@@ -122,6 +124,7 @@ class Admin:
         if not active:
             with self._translated():
                 self.redis.delete(*self.keys.bands(name))
+                self.redis.publish(self.keys.pause_channel, name)
 
     # -- jobs --------------------------------------------------------------------
 

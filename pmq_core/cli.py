@@ -519,7 +519,8 @@ def queues_list(as_json: bool) -> None:
 @queues.command("pause")
 @click.argument("queue")
 def queues_pause(queue: str) -> None:
-    """Stop starting QUEUE's jobs (running ones finish; waiting ones wait)."""
+    """Stop starting QUEUE's jobs (running ones finish; waiting ones wait,
+    those workers claimed ahead of a free slot included)."""
     with Admin(_settings()) as admin:
         admin.set_active(queue, False)
     click.echo(f"paused {queue}")

@@ -148,6 +148,7 @@ class Worker:
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._backoff = Backoff()
         self._stopping = False
+        self._paused: dict[str, float] = {}  # queue -> when this worker heard it was paused (monotonic)
         #: Jobs given back at shutdown whose sync handler still ran: nonzero
         #: means the process must end now (``os._exit``; its threads cannot be
         #: stopped or joined), before ABANDONED_DELAY lets the jobs run again.
@@ -175,7 +176,7 @@ class Worker:
                                settings=self.settings)
         database = asyncio.create_task(self._database_loop(stop), name="pmq-database")
         database.add_done_callback(self._database_ended)
-        canceller = asyncio.create_task(self._cancel_listener(), name="pmq-cancel-listener")
+        canceller = asyncio.create_task(self._control_listener(), name="pmq-control-listener")
         self.started.set()
         log.info("worker %s serves %s with concurrency %d", self.id, ", ".join(self.job_types), self.concurrency)
         try:
@@ -278,7 +279,7 @@ class Worker:
             self.prefetch.round_took(time.monotonic() - sent)
             rows, applied = result or ([], set())
             if rows:
-                self._start(rows, messages)
+                self._start(rows, messages, sent)
             if len(rows) < len(messages):
                 self._slot_freed.set()  # messages that claimed nothing give their slots back
             if outcomes:
@@ -300,15 +301,19 @@ class Worker:
                 applied.add(row["id"])
         return claimed, applied
 
-    def _start(self, rows: list[Any], messages: list[tuple[uuid.UUID, int]]) -> None:
+    def _start(self, rows: list[Any], messages: list[tuple[uuid.UUID, int]], sent: float) -> None:
         """Run (or keep ready) the claimed jobs in the order their messages
         were popped, which is priority order: the claim's rows come back in
-        any order."""
+        any order. Jobs of a queue paused while the claim was in flight are
+        given back instead."""
         popped = {job_id: index for index, (job_id, _attempt) in enumerate(messages)}
-        marks = []
+        marks, paused = [], []
         for row in sorted(rows, key=lambda row: popped[row["id"]]):
             job_type = self.job_types.get(row["queue_name"])
             if job_type is None:  # the claim only takes jobs of served queues
+                continue
+            if self._paused.get(row["queue_name"], -1.0) >= sent:
+                paused.append(row["id"])
                 continue
             ctx = JobContext(id=row["id"], queue=row["queue_name"], payload=None, attempt=row["attempt_count"],
                              max_attempts=row["max_attempts"], priority=row["priority"],
@@ -320,6 +325,9 @@ class Worker:
             marks.append(dispatch.Mark(ctx.id, "running", ctx.attempt, self._worker_name))
         self._launch()
         self._in_background(self._mirror(marks))
+        if paused:
+            self._in_background(self._give_back(paused))
+            self._slot_freed.set()
 
     def _launch(self) -> None:
         """Start claimed jobs while slots are free (none once stopping: the
@@ -508,20 +516,47 @@ class Worker:
             log.warning("%d sync handler(s) still run after being told to stop; their jobs wait %gs before "
                         "they may run again, and this process must end before then", len(stuck), ABANDONED_DELAY)
 
-    async def _cancel_listener(self) -> None:
-        """Stop running jobs an operator cancels (published on Redis)."""
+    async def _control_listener(self) -> None:
+        """Stop running jobs an operator cancels, and give back the jobs
+        claimed ahead of a queue an operator pauses (both published on Redis)."""
         backoff = Backoff()
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.keys.cancel_channel)
+                await pubsub.subscribe(self.keys.cancel_channel, self.keys.pause_channel)
                 async for item in pubsub.listen():
                     backoff.reset()
-                    self._cancel(item.get("data"))
+                    if item.get("channel") == self.keys.pause_channel.encode():
+                        self._pause(item.get("data"))
+                    else:
+                        self._cancel(item.get("data"))
             except REDIS_DOWN:
                 await asyncio.sleep(backoff.next())
             finally:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _pause(self, data: Any) -> None:
+        """Give back this queue's jobs claimed ahead (not started; their
+        attempt does not count), and those of a claim still in flight."""
+        queue = data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+        if queue not in self.job_types:
+            return
+        self._paused[queue] = time.monotonic()
+        held = [r for r in self._waiting if r.ctx.queue == queue]
+        if not held:
+            return
+        for running in held:
+            self._waiting.remove(running)
+            self.running.pop(running.ctx.id, None)
+        log.info("queue %s paused: giving back %d job(s) claimed ahead", queue, len(held))
+        self._in_background(self._give_back([r.ctx.id for r in held]))
+        self._slot_freed.set()
+
+    async def _give_back(self, ids: list[uuid.UUID]) -> None:
+        async def release(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(q("release_jobs"), {"ids": ids, "worker_id": self.id, "stuck": [], "delay": 0})
+
+        await self._db(release, give_up=lambda: self._stopping)
 
     def _cancel(self, data: Any) -> None:
         try:

@@ -122,3 +122,28 @@ def test_jobs_claimed_ahead_count_neither_as_running_nor_in_their_processing_tim
         (True, True)] * 3
     # Each started once the held job had been running a while (dated from its claim it would not).
     assert all(job.started_at - done[0].started_at > timedelta(seconds=0.5) for job in done[1:])
+
+
+def test_pausing_a_queue_gives_back_its_jobs_claimed_ahead(pmq_runtime):
+    gate = Gate()
+    rt = pmq_runtime(gate, concurrency=1, prefetch=2)
+    try:
+        held = rt.enqueue("hold", {})
+        rt.wait(held, statuses=[JobStatus.RUNNING])
+        ahead = rt.client.enqueue_many("pass", [{}] * 2)
+        for job_id in ahead:
+            rt.wait(job_id, statuses=[JobStatus.RUNNING])  # claimed, waiting for the one slot
+        with rt.admin() as admin:
+            admin.set_active("pass", False)
+            for job_id in ahead:  # given back, the attempt not counted; paused, they wait
+                given_back = rt.wait(job_id, statuses=[JobStatus.QUEUED])
+                assert (given_back.attempt_count, given_back.worker_id) == (0, None)
+            gate.open.set()
+            assert rt.wait(held).status is JobStatus.COMPLETED
+            sentinel = rt.wait(rt.enqueue("hold", {}))  # the slot is free, yet nothing paused started
+            assert sentinel.status is JobStatus.COMPLETED
+            assert [rt.job(job_id).status for job_id in ahead] == [JobStatus.QUEUED] * 2
+            admin.set_active("pass", True)
+        assert [(job.status, job.attempt_count) for job in rt.wait_all(ahead)] == [(JobStatus.COMPLETED, 1)] * 2
+    finally:
+        gate.open.set()
