@@ -500,7 +500,9 @@ class Worker:
         if not leftovers:
             return
         await _settled(leftovers, STOP_MARGIN)
-        stuck = [r.ctx.id for r in leftovers if r.thread_runs()]
+        # A sync thread still running, or (rarer) an async handler that
+        # swallowed its cancellation: either way the job's code still runs.
+        stuck = [r.ctx.id for r in leftovers if r.thread_runs() or (r.task and not r.task.done())]
         for running in leftovers:  # the database task ends once nothing is held
             self.running.pop(running.ctx.id, None)
         ids = [r.ctx.id for r in leftovers]
