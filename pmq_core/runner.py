@@ -64,7 +64,7 @@ def run_worker(settings: Settings, queues: list[str] | None = None, concurrency:
     in this process until SIGTERM or SIGINT.
 
     This function owns the process: when the worker gave back jobs whose
-    sync handlers still run (:attr:`Worker.abandoned`), it ends the process
+    handlers still run (:attr:`Worker.abandoned`), it ends the process
     at once, threads and all, before those jobs are due again."""
     plugins = plugins or Plugins(settings.plugins)
     worker = Worker(settings, plugins, queues=queues, concurrency=concurrency)
@@ -81,21 +81,27 @@ def run_worker(settings: Settings, queues: list[str] | None = None, concurrency:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _stop_both, stop, thread_stop)
         await worker.run(stop)
+        if worker.abandoned:  # now, not after asyncio.run, which would wait for the stuck handlers' tasks
+            _stop_migrator(thread_stop, migrator_thread)
+            _end_now()
 
     try:
         asyncio.run(main())
     finally:
-        thread_stop.set()
-        if migrator_thread is not None:
-            migrator_thread.join(timeout=10)
-    if worker.abandoned:
-        _end_now()
+        _stop_migrator(thread_stop, migrator_thread)
+
+
+def _stop_migrator(thread_stop: threading.Event, migrator_thread: threading.Thread | None) -> None:
+    thread_stop.set()
+    if migrator_thread is not None:
+        migrator_thread.join(timeout=10)
 
 
 def _end_now() -> None:
-    """Exit 0 without waiting for the job threads that outlived the shutdown
-    (interpreter exit would join them)."""
-    log.warning("exiting now: the sync handler(s) that ignored the stop cannot be joined")
+    """Exit 0 without waiting for the handlers that outlived the shutdown:
+    interpreter exit would join their threads, and asyncio.run's teardown
+    await their tasks, however long they run."""
+    log.warning("exiting now: handler(s) that ignored the stop cannot be waited for")
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -75,6 +76,21 @@ def stubborn(job: Any) -> None:
     spans.record(job, run, "end")
 
 
+async def stubborn_async(job: Any) -> None:
+    """The async twin of :func:`stubborn`: it swallows its cancellation."""
+    spans = Spans(job.payload["spans"])
+    first = str(job.id) not in spans.runs()
+    run = uuid.uuid4().hex
+    spans.record(job, run, "start")
+    deadline = time.monotonic() + (job.payload["seconds"] if first else 0)
+    while time.monotonic() < deadline:
+        try:
+            await asyncio.sleep(deadline - time.monotonic())
+        except asyncio.CancelledError:
+            pass
+    spans.record(job, run, "end")
+
+
 @attrs.frozen
 class Echo:
     n: int
@@ -125,6 +141,7 @@ def make_plugin(recorder: Recorder, **job_type_options: Any) -> Any:
                 JobType(name="later", handler=later, retry=fast_retry),
                 JobType(name="slow", handler=slow, timeout=30),
                 JobType(name="stubborn", handler=stubborn, timeout=30),
+                JobType(name="stubborn-async", handler=stubborn_async, timeout=30),
             ]
 
     return Plugin()

@@ -72,8 +72,9 @@ def test_sigterm_never_hands_out_a_job_whose_sync_handler_still_runs(pmq_runtime
     process = start_worker_process(rt.settings, grace=grace)
     standby_stop = threading.Event()
     try:
-        stuck = [rt.enqueue("stubborn", {"spans": str(spans.path), "seconds": 15}) for _ in range(3)]
-        wait_until(spans.runs, lambda runs: len(runs) == 3, 20, "the stubborn jobs did not all start")
+        stuck = [rt.enqueue(queue, {"spans": str(spans.path), "seconds": 15})
+                 for queue in ("stubborn", "stubborn", "stubborn", "stubborn-async")]
+        wait_until(spans.runs, lambda runs: len(runs) == 4, 20, "the stubborn jobs did not all start")
         # Another worker stands ready to take whatever is given back, and a
         # standby migrator to hand it over once the process's migrator stops.
         rt.start_worker()
@@ -84,16 +85,17 @@ def test_sigterm_never_hands_out_a_job_whose_sync_handler_still_runs(pmq_runtime
         assert process.wait(30) == 0, process.stderr.read().decode()
         took = time.monotonic() - sent
         gone = time.time()
-        # Its threads ignore the stop: the process ends hard soon after the
+        # Its handlers ignore the stop (three threads, and a coroutine that
+        # swallows its cancellation): the process ends hard soon after the
         # grace rather than waiting 15 s for them, and gives their jobs back for later.
         assert took < grace + STOP_MARGIN + 5
         rows = sql(rt.settings.database_url, "SELECT status, attempt_count, worker_id, "
                    "run_at > now() + interval '30 s' FROM jobs WHERE id = ANY(%s)", (stuck,))
-        assert rows == [("queued", 0, None, True)] * 3
+        assert rows == [("queued", 0, None, True)] * 4
         # Once due (the delay is skipped here), they run again, after the old
         # threads died with their process.
         sql(rt.settings.database_url, "UPDATE jobs SET run_at = now() WHERE id = ANY(%s)", (stuck,))
-        assert [job.status for job in rt.wait_all(stuck)] == [JobStatus.COMPLETED] * 3
+        assert [job.status for job in rt.wait_all(stuck)] == [JobStatus.COMPLETED] * 4
     finally:
         process.kill()
         standby_stop.set()
