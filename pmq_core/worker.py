@@ -555,8 +555,11 @@ class Worker:
         self._slot_freed.set()
 
     async def _give_back(self, ids: list[uuid.UUID]) -> None:
+        """Queue again jobs claimed here that will not start (their queue was
+        paused); their attempt does not count."""
+
         async def release(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute(q("release_jobs"), {"ids": ids, "worker_id": self.id, "stuck": [], "delay": 0})
+            await conn.execute(q("release_jobs"), {"ids": ids, "worker_id": self.id, "stuck": [], "delay": 0.0})
 
         await self._db(release, give_up=lambda: self._stopping)
 
