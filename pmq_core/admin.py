@@ -120,19 +120,27 @@ class Admin:
 
     def set_active(self, name: str, active: bool) -> None:
         """Pause (False) or resume (True) a queue. Pausing also takes back the
-        jobs already handed to Redis, so nothing more of it starts; their
-        messages are then removed from Redis, or, Redis being unreachable,
-        left there to claim nothing."""
+        jobs already handed to Redis, and tells the workers to give back the
+        jobs they claimed ahead of a free slot, so nothing more of it starts
+        (only jobs whose handler already runs go on). Redis being
+        unreachable, the messages left there claim nothing, but workers are
+        not told, and jobs they claimed ahead still start."""
         with self._translated(), self.conn.transaction():
             if not self.conn.execute(q("set_queue_active"), {"name": name, "active": active}).fetchone():
                 raise UnknownQueueError(f"unknown queue {shown(name)}")
             if not active:
                 self.conn.execute(q("requeue_paused"), {"name": name})
         if not active:
-            self._redis_part(lambda: self.redis.delete(*self.keys.bands(name)),
-                             f"the messages of {name!r} already in Redis may not have been removed; they claim nothing "
-                             "(the queue is paused and its jobs are back in PostgreSQL), and workers drop them "
-                             "as they pop them")
+
+            def stop_in_redis() -> None:
+                self.redis.delete(*self.keys.bands(name))
+                self.redis.publish(self.keys.pause_channel, name)
+
+            self._redis_part(stop_in_redis,
+                             f"the messages of {shown(name)} already in Redis may not have been removed; they claim "
+                             "nothing (the queue is paused and its jobs are back in PostgreSQL), and workers drop "
+                             "them as they pop them; workers were not told of the pause, so jobs they had already "
+                             "claimed ahead of a free slot still start")
 
     # -- jobs --------------------------------------------------------------------
 
@@ -230,7 +238,6 @@ class Admin:
         overview: list[DictRow] = []
         oldest: dict[str, float] = {}
         workers: list[DictRow] = []
-        running: dict[Any, int] = {}
         try:
             pending = schema.pending(self.conn)
             report["schema"] = {"ok": not pending, "installed": len(pending) < len(schema.core_migrations()),
@@ -239,8 +246,6 @@ class Admin:
                 overview = self.conn.execute(q("queue_overview")).fetchall()
                 oldest = {r["queue_name"]: r["age"] for r in self.conn.execute(q("oldest_waiting")).fetchall()}
                 workers = self.conn.execute(q("live_workers"), {"after": self.settings.rescue_after}).fetchall()
-                running = {r["worker_id"]: r["running"]
-                           for r in self.conn.execute(q("running_per_worker")).fetchall()}
                 report["migrator"] = self.conn.execute(q("migrator_leader"), {"key": LEADER_LOCK}).fetchone()
         except (*PG_DOWN, DatabaseUnavailableError) as exc:
             report["postgres"].update(ok=False, error=reason(exc, self.settings.database_url))
@@ -264,10 +269,12 @@ class Admin:
         report["dead_letters"] = sum(e["dead"] for e in queues)
         ages = [a for a in oldest.values() if a is not None]
         report["oldest_job_age"] = max(ages) if ages else None
+        # As of each worker's last heartbeat: handlers running, and jobs
+        # claimed ahead that wait for a slot (``running`` in PostgreSQL).
         report["workers"] = [{
             "id": str(w["id"]), "hostname": w["hostname"], "pid": w["pid"], "queues": w["queues"],
-            "concurrency": w["concurrency"], "running": running.get(w["id"], 0),
-            "utilisation": running.get(w["id"], 0) / w["concurrency"],
+            "concurrency": w["concurrency"], "running": w["busy"], "claimed_ahead": w["claimed_ahead"],
+            "utilisation": w["busy"] / w["concurrency"],
             "redis_ok": w["redis_error_age"] is None, "redis_error": w["redis_error"],
             "redis_error_age": w["redis_error_age"],
         } for w in workers]
@@ -277,17 +284,18 @@ class Admin:
 
     def stats(self, minutes: int = 1) -> dict[str, Any]:
         """Throughput, failures and processing times over the last minutes,
-        with depth by queue and band."""
+        with depth by queue and band. Processing times are the handlers' own
+        runs (not their wait for a slot when claimed ahead); utilisation is
+        handlers running over the live workers' concurrency."""
         with self._translated():
             activity = self.conn.execute(q("recent_activity"), {"minutes": minutes}).fetchone() or {}
             created = self.conn.execute(q("recent_created"), {"minutes": minutes}).fetchone() or {}
             workers = self.conn.execute(q("live_workers"), {"after": self.settings.rescue_after}).fetchall()
-            running = self.conn.execute(q("running_per_worker")).fetchall()
             queues = self.queues()
         succeeded, retried, failed = (activity.get(k) or 0 for k in ("succeeded", "retried", "failed"))
         attempts = succeeded + retried + failed
         capacity = sum(w["concurrency"] for w in workers)
-        busy = sum(r["running"] for r in running if r["worker_id"] is not None)
+        busy = sum(w["busy"] for w in workers)  # handlers running, as of each worker's last heartbeat
         return {
             "window_minutes": minutes,
             "processed_per_minute": succeeded / minutes,
@@ -300,6 +308,7 @@ class Admin:
             "p95_seconds": activity.get("p95_seconds"),
             "active_workers": len(workers),
             "utilisation": busy / capacity if capacity else 0.0,
+            "claimed_ahead": sum(w["claimed_ahead"] for w in workers),
             "queues": [{"name": r["name"], "active": r["is_active"], "waiting": r["waiting"],
                         "scheduled": r["scheduled"], "in_redis": r["in_redis"], "running": r["running"],
                         "dead": r["dead"], "bands": r["bands"]} for r in queues],

@@ -555,7 +555,8 @@ def queues_list(as_json: bool) -> None:
 @queues.command("pause")
 @click.argument("queue")
 def queues_pause(queue: str) -> None:
-    """Stop starting QUEUE's jobs (running ones finish; waiting ones wait)."""
+    """Stop starting QUEUE's jobs (running ones finish; waiting ones wait,
+    those workers claimed ahead of a free slot included)."""
     with Admin(_settings()) as admin:
         admin.set_active(queue, False)
     click.echo(f"paused {queue}")
@@ -661,7 +662,7 @@ def _migrator_line(report: dict[str, Any]) -> str:
 
 def _worker_line(w: dict[str, Any]) -> str:
     line = (f"  {w['hostname']} pid {w['pid']}: {w['running']}/{w['concurrency']} running, "
-            f"serving {', '.join(w['queues'])}")
+            f"{w['claimed_ahead']} claimed ahead, serving {', '.join(w['queues'])}")
     if not w["redis_ok"]:
         line += f"; CANNOT REACH REDIS for {_age(w['redis_error_age'])} ({w['redis_error']})"
     return line
@@ -730,7 +731,8 @@ def _render_stats(data: dict[str, Any]) -> str:
         f"failed {data['failed']}, retried {data['retried']}, error rate {data['error_rate']:.1%}",
         f"processing time: avg {_seconds(data['avg_seconds'])}, p50 {_seconds(data['p50_seconds'])}, "
         f"p95 {_seconds(data['p95_seconds'])}",
-        f"live workers: {data['active_workers']}, utilisation {data['utilisation']:.0%}",
+        f"live workers: {data['active_workers']}, utilisation {data['utilisation']:.0%}, "
+        f"{data['claimed_ahead']} job(s) claimed ahead of a free slot",
         "",
     ]
     if data["queues"]:

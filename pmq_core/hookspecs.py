@@ -208,7 +208,9 @@ def pmq_worker_stopping(worker_id: uuid.UUID) -> None:
     **When:** once per worker, on SIGTERM, Ctrl-C, or the stop event of an
     embedded worker. Jobs still running may finish after it, within the
     grace period (`shutdown_grace`, 30 s by default); those still running
-    then are given back to the queue.
+    then are told to stop and given back to the queue (a job whose sync
+    handler ignores that is given back for later, and the process ends
+    without waiting for it, after `pmq_worker_stopped`).
 
     Flush buffers here; close what [`pmq_worker_started`][pmq_core.hookspecs.pmq_worker_started]
     opened in [`pmq_worker_stopped`][pmq_core.hookspecs.pmq_worker_stopped]

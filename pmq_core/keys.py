@@ -17,6 +17,8 @@ the hash tag that puts one queue's keys in one Redis Cluster slot.
 ``Pjob:<id>``           hash mirroring a live job's status, for real-time
                         views; expires an hour after the job finishes
 ``Pcancel``             pub/sub channel: ids of running jobs to stop
+``Ppause``              pub/sub channel: names of queues just paused, whose
+                        jobs claimed ahead workers give back
 ======================  =====================================================
 
 A message is ``<job id>:<attempt count>``: a hint that the job is ready, never
@@ -52,6 +54,7 @@ class Keys:
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.cancel_channel = f"{prefix}cancel"
+        self.pause_channel = f"{prefix}pause"
 
     def band(self, queue: str, band: str) -> str:
         base = f"{self.prefix}{{{queue}}}"

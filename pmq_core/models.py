@@ -77,10 +77,11 @@ class JobContext:
     """The running job, as its handler sees it.
 
     ``payload`` is an instance of the job type's payload class when it
-    declares one, else the dict. ``attempt`` counts from 1. A sync handler
-    that may run long should check :attr:`cancelled` now and then: it is set
-    when an operator cancels the job or its timeout passes. An async handler
-    is cancelled outright.
+    declares one, else the dict. ``attempt`` counts from 1; ``started_at`` is
+    when this attempt's handler started. A sync handler that may run long
+    should check :attr:`cancelled` now and then: it is set when an operator
+    cancels the job, its timeout passes or its worker stops. An async
+    handler is cancelled outright.
     """
 
     id: uuid.UUID

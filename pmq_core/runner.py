@@ -3,7 +3,9 @@
 ``pmq run`` uses :func:`run` (migrator and workers together), ``pmq worker``
 and ``pmq migrator`` the single-role functions. On SIGTERM or SIGINT workers
 stop taking jobs, let running ones finish within the grace period, give back
-the rest, and the process exits 0.
+the rest, and the process exits 0 — at once, with ``os._exit``, if a sync
+handler is still running after being told to stop: a thread cannot be
+stopped, and a normal exit would wait for it without bound.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 import threading
@@ -50,7 +53,11 @@ def prepare(settings: Settings, plugins: Plugins) -> Settings:
 def run_worker(settings: Settings, queues: list[str] | None = None, concurrency: int | None = None,
                plugins: Plugins | None = None, migrator: bool = False) -> None:
     """Run one worker (and, with ``migrator``, a migrator thread beside it)
-    in this process until SIGTERM or SIGINT."""
+    in this process until SIGTERM or SIGINT.
+
+    This function owns the process: when the worker gave back jobs whose
+    handlers still run (:attr:`Worker.abandoned`), it ends the process
+    at once, threads and all, before those jobs are due again."""
     plugins = plugins or Plugins(settings.plugins)
     worker = Worker(settings, plugins, queues=queues, concurrency=concurrency)
     thread_stop = threading.Event()
@@ -66,13 +73,31 @@ def run_worker(settings: Settings, queues: list[str] | None = None, concurrency:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, _stop_both, stop, thread_stop)
         await worker.run(stop)
+        if worker.abandoned:  # now, not after asyncio.run, which would wait for the stuck handlers' tasks
+            _stop_migrator(thread_stop, migrator_thread)
+            _end_now()
 
     try:
         asyncio.run(main())
     finally:
-        thread_stop.set()
-        if migrator_thread is not None:
-            migrator_thread.join(timeout=10)
+        _stop_migrator(thread_stop, migrator_thread)
+
+
+def _stop_migrator(thread_stop: threading.Event, migrator_thread: threading.Thread | None) -> None:
+    thread_stop.set()
+    if migrator_thread is not None:
+        migrator_thread.join(timeout=10)
+
+
+def _end_now() -> None:
+    """Exit 0 without waiting for the handlers that outlived the shutdown:
+    interpreter exit would join their threads, and asyncio.run's teardown
+    await their tasks, however long they run."""
+    log.warning("exiting now: handler(s) that ignored the stop cannot be waited for")
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _stop_both(stop: asyncio.Event, thread_stop: threading.Event) -> None:

@@ -67,21 +67,35 @@ POP_TIMEOUT = 1.0
 HUNG_AFTER = 5.0
 #: Longest Redis error text a heartbeat reports.
 MAX_LINK_ERROR = 200
-#: Extra threads beyond the concurrency, for sync handlers that outlive their
-#: timeout (a thread cannot be killed; its slot is given back anyway).
-SPARE_THREADS = 32
+#: Seconds that handlers still running after the shutdown grace get to end
+#: once told to stop (an async one is cancelled, a sync one sees
+#: ``job.cancelled``): the jobs whose code has ended by then are given back.
+STOP_MARGIN = 2.0
+#: How long a job whose sync handler still runs after STOP_MARGIN waits,
+#: once given back, before it may run again. The thread cannot be stopped;
+#: the process that runs it ends right after the shutdown (see
+#: :attr:`Worker.abandoned`), within seconds, long before the job is due.
+ABANDONED_DELAY = 60.0
 
 
 @attrs.define(eq=False)
 class _Running:
-    """A claimed job: waiting for a slot (no task yet) or running."""
+    """A claimed job: waiting for a slot (no task yet) or running.
+
+    A sync handler runs in ``thread``, which nothing can stop: the job holds
+    its slot until both its task and its thread have ended (see
+    :meth:`Worker._forget`)."""
 
     ctx: JobContext
     job_type: JobType
     suspect: bool = False  # rescued from a dead worker: runs alone, isolated
     claimed: float = attrs.field(factory=time.monotonic)
     task: asyncio.Task[None] | None = None
+    thread: asyncio.Future[Any] | None = None
     stop_reason: str | None = None
+
+    def thread_runs(self) -> bool:
+        return self.thread is not None and not self.thread.done()
 
 
 @attrs.frozen
@@ -144,6 +158,11 @@ class Worker:
         self._backoff = Backoff()
         self._stopping = False
         self.redis_link = RedisLink()
+        self._paused: dict[str, float] = {}  # queue -> when this worker heard it was paused (monotonic)
+        #: Jobs given back at shutdown whose sync handler still ran: nonzero
+        #: means the process must end now (``os._exit``; its threads cannot be
+        #: stopped or joined), before ABANDONED_DELAY lets the jobs run again.
+        self.abandoned = 0
         self._wrappers = self.plugins.pm.hook.pmq_wrap_job.get_hookimpls()
         self._isolation = Isolation(self.plugins, settings, self.id, self._queues)
         self._lifecycle = {name: self.plugins.has_impls(name) for name in (
@@ -158,15 +177,18 @@ class Worker:
         assert self.settings.database_url and self.settings.redis_url
         self.redis = aredis_client(self.settings.redis_url)
         self.scripts = dispatch.Scripts.on(self.redis)
-        self.executor = ThreadPoolExecutor(self.concurrency + SPARE_THREADS, thread_name_prefix="pmq-job")
-        heartbeat = _Heartbeat(self.settings, self.id, list(self.job_types), self.concurrency, self.redis_link)
+        # One thread per slot is enough: a sync handler's thread holds its
+        # slot until it ends, however long it outlives its job.
+        self.executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="pmq-job")
+        heartbeat = _Heartbeat(self.settings, self.id, list(self.job_types), self.concurrency, self.redis_link,
+                               self._slots)
         await asyncio.get_running_loop().run_in_executor(None, heartbeat.register)
         heartbeat.start()
         self.plugins.safe_call("pmq_worker_started", worker_id=self.id, queues=list(self.job_types),
                                settings=self.settings)
         database = asyncio.create_task(self._database_loop(stop), name="pmq-database")
         database.add_done_callback(self._database_ended)
-        canceller = asyncio.create_task(self._cancel_listener(), name="pmq-cancel-listener")
+        canceller = asyncio.create_task(self._control_listener(), name="pmq-control-listener")
         self.started.set()
         log.info("worker %s serves %s with concurrency %d", self.id, ", ".join(self.job_types), self.concurrency)
         try:
@@ -187,12 +209,18 @@ class Worker:
             await self._isolation.close()
             self.plugins.safe_call("pmq_worker_stopped", worker_id=self.id)
             heartbeat.stop()
-            await asyncio.get_running_loop().run_in_executor(None, heartbeat.unregister)
+            if not self.abandoned:  # else a job the release missed is rescued only once the process is gone
+                await asyncio.get_running_loop().run_in_executor(None, heartbeat.unregister)
             if self._conn is not None:
                 await self._conn.close()
             await self.redis.aclose()
             self.executor.shutdown(wait=False, cancel_futures=True)
             log.info("worker %s stopped after %d job(s)", self.id, self.processed)
+
+    def _slots(self) -> tuple[int, int]:
+        """Handlers running (threads included until they end) and jobs
+        claimed ahead of a free slot, for the heartbeat to report."""
+        return self._active, len(self._waiting)
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run Redis-side work (the status mirror, dead letters) beside the
@@ -269,7 +297,7 @@ class Worker:
             self.prefetch.round_took(time.monotonic() - sent)
             rows, applied = result or ([], set())
             if rows:
-                self._start(rows, messages)
+                self._start(rows, messages, sent)
             if len(rows) < len(messages):
                 self._slot_freed.set()  # messages that claimed nothing give their slots back
             if outcomes:
@@ -291,15 +319,19 @@ class Worker:
                 applied.add(row["id"])
         return claimed, applied
 
-    def _start(self, rows: list[Any], messages: list[tuple[uuid.UUID, int]]) -> None:
+    def _start(self, rows: list[Any], messages: list[tuple[uuid.UUID, int]], sent: float) -> None:
         """Run (or keep ready) the claimed jobs in the order their messages
         were popped, which is priority order: the claim's rows come back in
-        any order."""
+        any order. Jobs of a queue paused while the claim was in flight are
+        given back instead."""
         popped = {job_id: index for index, (job_id, _attempt) in enumerate(messages)}
-        marks = []
+        marks, paused = [], []
         for row in sorted(rows, key=lambda row: popped[row["id"]]):
             job_type = self.job_types.get(row["queue_name"])
             if job_type is None:  # the claim only takes jobs of served queues
+                continue
+            if self._paused.get(row["queue_name"], -1.0) >= sent:
+                paused.append(row["id"])
                 continue
             ctx = JobContext(id=row["id"], queue=row["queue_name"], payload=None, attempt=row["attempt_count"],
                              max_attempts=row["max_attempts"], priority=row["priority"],
@@ -311,6 +343,9 @@ class Worker:
             marks.append(dispatch.Mark(ctx.id, "running", ctx.attempt, self._worker_name))
         self._launch()
         self._in_background(self._mirror(marks))
+        if paused:
+            self._in_background(self._give_back(paused))
+            self._slot_freed.set()
 
     def _launch(self) -> None:
         """Start claimed jobs while slots are free (none once stopping: the
@@ -332,7 +367,10 @@ class Worker:
     async def _execute(self, running: _Running) -> None:
         ctx, job_type = running.ctx, running.job_type
         clock = time.monotonic()
-        waited = clock - running.claimed
+        # The claim dated the attempt when it was claimed; a job claimed
+        # ahead starts later. From here on (the handler's view, the outcome,
+        # the job's log) it is dated from this start, on PostgreSQL's clock.
+        ctx.started_at += timedelta(seconds=clock - running.claimed)
         result: Any = None
         error: BaseException | None = None
         try:
@@ -343,11 +381,11 @@ class Worker:
             if self._lifecycle["pmq_job_started"]:
                 self.plugins.safe_call("pmq_job_started", job=ctx)
             try:
-                result = await self._call(job_type, ctx, running.suspect)
+                result = await self._call(running)
             except asyncio.CancelledError:
                 if running.stop_reason is None:
                     raise
-                self._forget(ctx.id)
+                self._forget(running)
                 return
             except TimeoutError:
                 ctx.cancel()
@@ -356,7 +394,7 @@ class Worker:
                 error = exc
         duration = time.monotonic() - clock
         self.prefetch.job_took(duration)
-        finished = ctx.started_at + timedelta(seconds=waited + duration)
+        finished = ctx.started_at + timedelta(seconds=duration)
         if error is None:
             outcome = _Outcome(ctx, "completed", "success", None, None, finished, None)
             if self._lifecycle["pmq_job_succeeded"]:
@@ -365,7 +403,7 @@ class Worker:
             outcome = self._failure(job_type, ctx, error, finished)
         self._outcomes.append(outcome)
         self._db_wanted.set()
-        self._forget(ctx.id)
+        self._forget(running)
 
     def _failure(self, job_type: JobType, ctx: JobContext, error: BaseException, finished: datetime) -> _Outcome:
         will_retry = job_type.retry.retries(error) and ctx.attempt < ctx.max_attempts
@@ -381,42 +419,53 @@ class Worker:
                             finished, error)
         return _Outcome(ctx, "failed", "failed", None, message, finished, error)
 
-    def _forget(self, job_id: uuid.UUID) -> None:
-        self.running.pop(job_id, None)
+    def _forget(self, running: _Running) -> None:
+        """Free the job's slot once its code has ended. A sync handler's
+        thread may outlive its task (cancelled, or stopped at shutdown): the
+        slot, and the job's place in ``running``, wait for the thread, so
+        that this worker never runs more handlers than it has slots."""
+        if running.thread is not None and running.thread_runs():
+            running.thread.add_done_callback(lambda _thread: self._forget(running))
+            return
+        self.running.pop(running.ctx.id, None)
         self.processed += 1
         self._active -= 1
         self._launch()
         self._slot_freed.set()
 
-    async def _call(self, job_type: JobType, ctx: JobContext, suspect: bool) -> Any:
+    async def _call(self, running: _Running) -> Any:
         """Run the handler inside the plugins' wrappers, within its timeout."""
+        ctx = running.ctx
         wrappers: list[Any] = []
         try:
             for impl in self._wrappers:  # a wrapper failing before its yield unwinds those started
                 wrappers.append(_start_wrapper(impl, ctx))
-            if suspect:
-                result = await self._call_suspect(job_type, ctx)
+            if running.suspect:
+                result = await self._call_suspect(running)
             else:
-                # asyncio.timeout, not wait_for: the handler runs in this task
-                # rather than in a second one created per job.
-                async with asyncio.timeout(job_type.timeout):
-                    result = await self._call_here(job_type, ctx)
+                result = await self._call_here(running)
         except BaseException as exc:
             return _unwind(wrappers, None, exc)
         return _unwind(wrappers, result, None)
 
-    async def _call_here(self, job_type: JobType, ctx: JobContext) -> Any:
+    async def _call_here(self, running: _Running) -> Any:
+        """Run the handler in this process: an async one in this task within
+        its timeout, a sync one in a thread (see :meth:`_in_thread`)."""
+        ctx, job_type = running.ctx, running.job_type
         if job_type.is_async:
-            return await job_type.handler(ctx)
-        call = functools.partial(contextvars.copy_context().run, job_type.handler, ctx)
-        return await asyncio.get_running_loop().run_in_executor(self.executor, call)
+            # asyncio.timeout, not wait_for: the handler runs in this task
+            # rather than in a second one created per job.
+            async with asyncio.timeout(job_type.timeout):
+                return await job_type.handler(ctx)
+        return await self._in_thread(running)
 
-    async def _call_suspect(self, job_type: JobType, ctx: JobContext) -> Any:
+    async def _call_suspect(self, running: _Running) -> Any:
         """A suspect runs after this worker's other suspects, in the
         isolation child (in this process only when no child can take it),
         its start recorded first: should this worker die while it runs, its
         rescue counts towards ``max_rescues``. Its timeout starts with the
         run, not with the wait for its turn."""
+        ctx, job_type = running.ctx, running.job_type
         async with self._isolation.turn:
             isolated = await self._isolation.can_run(ctx.queue)
 
@@ -427,10 +476,33 @@ class Worker:
 
             if not await self._db(mark, give_up=lambda: False):
                 raise JobCancelled("the job was taken from this worker before its turn came")
+            if not isolated:
+                return await self._call_here(running)
             async with asyncio.timeout(job_type.timeout):
-                if isolated:
-                    return await self._isolation.run(ctx)
-                return await self._call_here(job_type, ctx)
+                return await self._isolation.run(ctx)
+
+    async def _in_thread(self, running: _Running) -> Any:
+        """Run a sync handler in the pool, within its timeout.
+
+        A thread cannot be stopped, so a timeout only tells the handler
+        (``job.cancelled``) and then waits for its thread to end: until then
+        the job stays ``running`` on this worker (whose heartbeat keeps it
+        from being rescued) and holds its slot, so no other attempt of it
+        can start while this one's code still runs. The timeout's outcome,
+        and a retry's ``run_at``, date from the thread's real end."""
+        ctx, job_type = running.ctx, running.job_type
+        call = functools.partial(contextvars.copy_context().run, job_type.handler, ctx)
+        thread = running.thread = asyncio.get_running_loop().run_in_executor(self.executor, call)
+        # asyncio.wait, unlike awaiting the future, never cancels the
+        # thread's future when this task is cancelled (cancel or shutdown).
+        await asyncio.wait([thread], timeout=job_type.timeout)
+        if not thread.done():
+            ctx.cancel()
+            log.warning("job %s: its sync handler outlived its %gs timeout; the job keeps its slot until the "
+                        "handler returns", ctx.id, job_type.timeout)
+            await asyncio.wait([thread])
+            raise TimeoutError
+        return thread.result()
 
     # -- recording outcomes ------------------------------------------------------
 
@@ -454,46 +526,92 @@ class Worker:
 
     async def _drain(self) -> None:
         """Let running jobs finish within the grace period, then stop the
-        rest and give them back to the queue (their attempt does not count)."""
-        tasks = [r.task for r in self.running.values() if r.task]
-        if tasks:
-            log.info("waiting up to %gs for %d running job(s)", self.settings.shutdown_grace, len(tasks))
-            await asyncio.wait(tasks, timeout=self.settings.shutdown_grace)
+        rest and give them back to the queue (their attempt does not count).
+
+        A job is given back only once its code has ended, or else for
+        later: a sync handler that ignores ``job.cancelled`` for
+        STOP_MARGIN seconds cannot be stopped, so its job is given back
+        with a ``run_at`` ABANDONED_DELAY seconds ahead and counted in
+        :attr:`abandoned`, and the process must end at once (the runner
+        does so), ending the thread long before the job is due."""
+        started = [r for r in self.running.values() if r.task]
+        if started:
+            log.info("waiting up to %gs for %d running job(s)", self.settings.shutdown_grace, len(started))
+            await _settled(started, self.settings.shutdown_grace)
         leftovers = list(self.running.values())
         for running in leftovers:
             running.stop_reason = "shutdown"
             running.ctx.cancel()
             if running.task:
                 running.task.cancel()
-        for running in self._waiting:  # claimed ahead, never started
+        self._waiting.clear()  # claimed ahead, never started: given back with the rest
+        if not leftovers:
+            return
+        await _settled(leftovers, STOP_MARGIN)
+        # A sync thread still running, or (rarer) an async handler that
+        # swallowed its cancellation: either way the job's code still runs.
+        stuck = [r.ctx.id for r in leftovers if r.thread_runs() or (r.task and not r.task.done())]
+        for running in leftovers:  # the database task ends once nothing is held
             self.running.pop(running.ctx.id, None)
-        self._waiting.clear()
-        if leftovers:
-            await asyncio.gather(*(r.task for r in leftovers if r.task), return_exceptions=True)
-            ids = [r.ctx.id for r in leftovers]
+        ids = [r.ctx.id for r in leftovers]
 
-            async def release(conn: psycopg.AsyncConnection[Any]) -> None:
-                await conn.execute(q("release_jobs"), {"ids": ids, "worker_id": self.id})
+        async def release(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(q("release_jobs"), {"ids": ids, "worker_id": self.id, "stuck": stuck,
+                                                   "delay": ABANDONED_DELAY})
 
-            await self._db(release, give_up=lambda: True)
-            log.warning("gave back %d unfinished job(s) to the queue", len(ids))
+        await self._db(release, give_up=lambda: True)
+        log.warning("gave back %d unfinished job(s) to the queue", len(ids))
+        if stuck:
+            self.abandoned = len(stuck)
+            log.warning("%d sync handler(s) still run after being told to stop; their jobs wait %gs before "
+                        "they may run again, and this process must end before then", len(stuck), ABANDONED_DELAY)
 
-    async def _cancel_listener(self) -> None:
-        """Stop running jobs an operator cancels (published on Redis)."""
+    async def _control_listener(self) -> None:
+        """Stop running jobs an operator cancels, and give back the jobs
+        claimed ahead of a queue an operator pauses (both published on Redis)."""
         backoff = Backoff()
         while True:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.keys.cancel_channel)
+                await pubsub.subscribe(self.keys.cancel_channel, self.keys.pause_channel)
                 self.redis_link.reached()
                 async for item in pubsub.listen():
                     backoff.reset()
-                    self._cancel(item.get("data"))
+                    if item.get("channel") == self.keys.pause_channel.encode():
+                        self._pause(item.get("data"))
+                    else:
+                        self._cancel(item.get("data"))
             except REDIS_DOWN as exc:
                 self.redis_link.failed(exc)
                 await asyncio.sleep(backoff.next())
             finally:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _pause(self, data: Any) -> None:
+        """Give back this queue's jobs claimed ahead (not started; their
+        attempt does not count), and those of a claim still in flight."""
+        queue = data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+        if queue not in self.job_types:
+            return
+        self._paused[queue] = time.monotonic()
+        held = [r for r in self._waiting if r.ctx.queue == queue]
+        if not held:
+            return
+        for running in held:
+            self._waiting.remove(running)
+            self.running.pop(running.ctx.id, None)
+        log.info("queue %s paused: giving back %d job(s) claimed ahead", queue, len(held))
+        self._in_background(self._give_back([r.ctx.id for r in held]))
+        self._slot_freed.set()
+
+    async def _give_back(self, ids: list[uuid.UUID]) -> None:
+        """Queue again jobs claimed here that will not start (their queue was
+        paused); their attempt does not count."""
+
+        async def release(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(q("release_jobs"), {"ids": ids, "worker_id": self.id, "stuck": [], "delay": 0.0})
+
+        await self._db(release, give_up=lambda: self._stopping)
 
     def _cancel(self, data: Any) -> None:
         try:
@@ -539,6 +657,15 @@ class Worker:
                 delay = self._backoff.next()
                 log.warning("worker lost PostgreSQL (%s); retrying in %.1fs", str(exc).splitlines()[0], delay)
                 await asyncio.sleep(delay)
+
+
+async def _settled(runnings: list[_Running], timeout: float) -> None:
+    """Wait up to ``timeout`` for these jobs' code to end: their tasks and
+    their sync handlers' threads."""
+    pending: list[asyncio.Future[Any]] = [
+        f for r in runnings for f in (r.task, r.thread) if f is not None and not f.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=timeout)
 
 
 def _dropping_claims(stop: asyncio.Event, has_outcomes: bool) -> bool:
@@ -644,13 +771,14 @@ class _Heartbeat(threading.Thread):
     the worker reaches Redis."""
 
     def __init__(self, settings: Settings, worker_id: uuid.UUID, queues: list[str], concurrency: int,
-                 redis_link: RedisLink) -> None:
+                 redis_link: RedisLink, slots: Callable[[], tuple[int, int]]) -> None:
         super().__init__(name="pmq-heartbeat", daemon=True)
         self.settings = settings
         self.worker_id = worker_id
         self.queues = queues
         self.concurrency = concurrency
         self.redis_link = redis_link
+        self.slots = slots  # (busy, claimed ahead), read from this thread: two ints, a snapshot is enough
         self._halt = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
 
@@ -678,7 +806,9 @@ class _Heartbeat(threading.Thread):
     def run(self) -> None:
         while not self._halt.wait(self.settings.heartbeat_interval):
             try:
-                if not self._execute(q("heartbeat"), {"id": self.worker_id, **self.redis_link.report()}):
+                busy, ahead = self.slots()
+                if not self._execute(q("heartbeat"), {"id": self.worker_id, "busy": busy, "claimed_ahead": ahead,
+                                                      **self.redis_link.report()}):
                     self.register()
             except (*PG_DOWN, DatabaseUnavailableError) as exc:
                 self._conn = None

@@ -11,6 +11,7 @@ import pytest
 
 from pmq_core import JobNotFoundError, JobStatus, JobType, hookimpl
 from pmq_core.testing import wait_until
+from tests.plugin_samples import Recorder, Spans, make_plugin
 from tests.reliability_support import scalar
 
 
@@ -102,6 +103,24 @@ def test_running_sync_job_sees_cancelled_and_stays_cancelled(pmq_runtime):
     assert sentinel.status is JobStatus.COMPLETED
     job = rt.job(job_id)
     assert job.status is JobStatus.CANCELLED and job.completed_at is None
+
+
+def test_a_cancelled_sync_handler_holds_its_slot_until_it_returns(pmq_runtime, tmp_path):
+    spans = Spans(tmp_path / "spans")
+    rt = pmq_runtime(make_plugin(Recorder()), concurrency=1, prefetch=1)
+    job_id = rt.enqueue("stubborn", {"spans": str(spans.path), "seconds": 1.5})  # ignores job.cancelled
+    wait_until(spans.runs, lambda runs: str(job_id) in runs, 10, "the job did not start")
+    with rt.admin() as admin:
+        assert admin.cancel(job_id) == "running"
+        assert rt.job(job_id).status is JobStatus.CANCELLED  # at once: no attempt of it can start again
+        with pytest.raises(JobNotFoundError):  # nor can it be replayed: only dead jobs can
+            admin.replay([job_id])
+    after = rt.enqueue("stubborn", {"spans": str(spans.path), "seconds": 0})
+    assert rt.wait(after).status is JobStatus.COMPLETED
+    [cancelled] = spans.runs()[str(job_id)]
+    [later] = spans.runs()[str(after)]
+    assert later["start"] >= cancelled.get("end", float("inf"))  # the only slot stayed taken while the thread ran
+    assert rt.job(job_id).status is JobStatus.CANCELLED
 
 
 # -- jobs claimed ahead (prefetch) --------------------------------------------------------

@@ -560,8 +560,10 @@ def test_stats_once_as_json_and_watching(env, client):
                                    ["stats", "--json", "--watch", "--interval", "0.05", "--iterations", "2"])
     data = as_json(once)
     assert data["created_per_minute"] == 1 and data["failed"] == 0 and data["active_workers"] == 0
+    assert (data["utilisation"], data["claimed_ahead"]) == (0.0, 0)
     assert [q["name"] for q in data["queues"]] == ["cli-echo"] and data["queues"][0]["in_redis"] == 1
     assert ok(watched).count("processing time:") == 3 and "Ctrl-C to stop" in watched.stdout
+    assert "0 job(s) claimed ahead of a free slot" in watched.stdout
     assert [json.loads(line)["window_minutes"] for line in ok(lines).splitlines()] == [1, 1]
 
 

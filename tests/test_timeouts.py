@@ -1,6 +1,7 @@
 """Timeouts: an attempt that runs too long counts as a failure and is retried
-per policy, for async and sync handlers, while the worker goes on serving
-other jobs (a stuck sync handler keeps its thread, not its slot)."""
+per policy, for async and sync handlers. An async handler is cancelled; a
+sync handler's thread cannot be, so its job keeps its slot and stays
+running until the thread ends: no second attempt overlaps it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import threading
 from typing import Any
 
 from pmq_core import JobStatus, JobType, RetryPolicy, hookimpl
+from pmq_core.testing import wait_until
+from tests.plugin_samples import Spans, stubborn
 from tests.reliability_support import sql
 
 
@@ -35,7 +38,9 @@ class Sluggish:
         policy = RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.02)
         return [JobType(name="slow-async", handler=self.slow_async, timeout=0.3, retry=policy),
                 JobType(name="slow-sync", handler=self.slow_sync, timeout=0.3, retry=policy),
-                JobType(name="quick", handler=self.quick)]
+                JobType(name="quick", handler=self.quick),
+                JobType(name="stubborn", handler=stubborn, timeout=0.3,
+                        retry=RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.02))]
 
 
 def logs(rt: Any, job_id: Any) -> list[tuple[str, int, str | None]]:
@@ -60,29 +65,37 @@ def test_timeouts_on_every_attempt_end_dead(pmq_runtime):
     assert job.last_error_message == "TimeoutError: job exceeded its 0.3s timeout"
 
 
-def test_stuck_sync_handler_gives_its_slot_back(pmq_runtime):
+def test_a_timed_out_sync_handler_keeps_its_slot_and_job_until_it_returns(pmq_runtime):
     plugin = Sluggish()
-    rt = pmq_runtime(plugin, concurrency=1)
+    rt = pmq_runtime(plugin, concurrency=1, prefetch=1)
     try:
-        stuck = rt.enqueue("slow-sync", {})
-        # The handler never returns by itself, yet with one slot the worker
-        # times it out, retries it (stuck again), and then runs other work.
+        stuck = rt.enqueue("slow-sync", {"fast_from": 2})
+        wait_until(lambda: plugin.contexts, lambda seen: seen and seen[0].cancelled, 10, "no timeout")
+        other = rt.enqueue("quick", {})
+        rt.wait(other, statuses=[JobStatus.RUNNING])  # claimed ahead, waiting for the one slot
+        # Timed out and told to stop, the handler ignores it: its job stays
+        # running on the worker (no retry can start) and holds the slot.
+        assert (rt.job(stuck).status, rt.job(stuck).attempt_count) == (JobStatus.RUNNING, 1)
+        assert plugin.quick_runs == 0
+        assert sql(rt.settings.database_url, "SELECT count(*) FROM job_logs WHERE job_id = %s", (stuck,)) == [(0,)]
+        plugin.release.set()
+        assert rt.wait(other).status is JobStatus.COMPLETED
         job = rt.wait(stuck)
-        assert (job.status, job.attempt_count) == (JobStatus.FAILED, 2)
-        assert [c.cancelled for c in plugin.contexts] == [True, True]  # told to stop, though it ignores it
-        others = rt.wait_all([rt.enqueue("quick", {}) for _ in range(3)])
-        assert [o.status for o in others] == [JobStatus.COMPLETED] * 3
-        assert plugin.quick_runs == 3
-    finally:
-        plugin.release.set()
-
-
-def test_sync_timeout_then_success_on_retry(pmq_runtime):
-    plugin = Sluggish()
-    rt = pmq_runtime(plugin)
-    try:
-        job = rt.wait(rt.enqueue("slow-sync", {"fast_from": 2}))
         assert (job.status, job.attempt_count) == (JobStatus.COMPLETED, 2)
-        assert [row[:2] for row in logs(rt, job.id)] == [("retry", 1), ("success", 2)]
+        assert [row[:2] for row in logs(rt, stuck)] == [("retry", 1), ("success", 2)]
     finally:
         plugin.release.set()
+
+
+def test_timed_out_sync_attempts_never_overlap(pmq_runtime, tmp_path):
+    spans = Spans(tmp_path / "spans")
+    rt = pmq_runtime(Sluggish(), concurrency=4)
+    job_id = rt.enqueue("stubborn", {"spans": str(spans.path), "seconds": 1.0, "fast_from": 3})
+    job = rt.wait(job_id)
+    assert (job.status, job.attempt_count) == (JobStatus.COMPLETED, 3)
+    assert [run["attempt"] for run in spans.runs()[str(job_id)]] == [1, 2, 3]
+    assert spans.overlaps() == []
+    # Each timed-out attempt is logged as lasting until its thread ended.
+    durations = sql(rt.settings.database_url, "SELECT extract(epoch FROM duration) FROM job_logs "
+                    "WHERE job_id = %s AND status = 'retry' ORDER BY id", (job_id,))
+    assert [float(d) >= 1.0 for (d,) in durations] == [True, True]

@@ -116,6 +116,10 @@ SELECT least(
 -- outcome is dropped when the job is no longer this attempt's (cancelled,
 -- or rescued from a worker thought dead: a rescue gives the attempt back,
 -- so the attempt number alone cannot tell the runs apart, the worker can).
+-- Its started_at is when the handler started, which for a job claimed
+-- ahead is later than the claim (the claim's started_at = now() stands
+-- until then): the attempt's started_at, completed_at and logged duration
+-- measure the handler's run, not its wait for a slot.
 --
 -- Claims: a Redis message is only a hint. A job runs only if it is still
 -- waiting in Redis at the attempt the message names, its queue is not
@@ -139,7 +143,7 @@ WITH r AS (
            AS r(id, attempt, status, log_status, run_at, error, started_at, finished_at)
 ), done AS (
     UPDATE jobs j
-       SET status = r.status,
+       SET status = r.status, started_at = r.started_at,
            completed_at = CASE WHEN r.status = 'completed' THEN r.finished_at ELSE j.completed_at END,
            failed_at = CASE WHEN r.status = 'failed' THEN r.finished_at ELSE j.failed_at END,
            run_at = coalesce(r.run_at, j.run_at),
@@ -187,9 +191,13 @@ SET plan_cache_mode = force_generic_plan;
 
 -- name: release_jobs
 -- Give back jobs a stopping worker did not finish; the attempt does not count.
+-- Those whose sync handler still runs (%(stuck)s) are due only %(delay)s
+-- seconds later: their process ends first, and their thread with it.
 UPDATE jobs
    SET status = 'queued', attempt_count = greatest(attempt_count - 1, 0),
-       started_at = NULL, worker_id = NULL, run_at = now(), updated_at = now()
+       started_at = NULL, worker_id = NULL, updated_at = now(),
+       run_at = CASE WHEN id = ANY(%(stuck)s::uuid[]) THEN now() + make_interval(secs => %(delay)s)
+                     ELSE now() END
  WHERE id = ANY(%(ids)s::uuid[]) AND status = 'running' AND worker_id = %(worker_id)s;
 
 -- name: register_worker
@@ -198,10 +206,12 @@ VALUES (%(id)s, %(hostname)s, %(pid)s, %(queues)s, %(concurrency)s)
 ON CONFLICT (id) DO UPDATE SET heartbeat_at = now();
 
 -- name: heartbeat
--- Proves the worker alive, and says whether it reaches Redis (a worker that
--- cannot pop is alive but deaf: `pmq health` names it).
+-- Proves the worker alive, says what its slots are doing (see migration
+-- 0006) and whether it reaches Redis (a worker that cannot pop is alive but
+-- deaf: `pmq health` names it).
 UPDATE pmq_workers
-   SET heartbeat_at = now(), redis_error_since = %(redis_error_since)s, redis_error = %(redis_error)s
+   SET heartbeat_at = now(), busy = %(busy)s, claimed_ahead = %(claimed_ahead)s,
+       redis_error_since = %(redis_error_since)s, redis_error = %(redis_error)s
  WHERE id = %(id)s
 RETURNING id;
 
@@ -418,15 +428,11 @@ SELECT queue_name, extract(epoch FROM now() - min(run_at))::float8 AS age
  GROUP BY queue_name;
 
 -- name: live_workers
-SELECT id, hostname, pid, queues, concurrency, started_at, heartbeat_at, redis_error,
+SELECT id, hostname, pid, queues, concurrency, started_at, heartbeat_at, busy, claimed_ahead, redis_error,
        extract(epoch FROM now() - redis_error_since)::float8 AS redis_error_age
   FROM pmq_workers
  WHERE heartbeat_at > now() - make_interval(secs => %(after)s)
  ORDER BY started_at;
-
--- name: running_per_worker
-SELECT worker_id, count(*) AS running FROM jobs
- WHERE status = 'running' GROUP BY worker_id;
 
 -- name: recent_activity
 -- Throughput and timings over the last %(minutes)s minutes, from job_logs.
