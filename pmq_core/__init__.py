@@ -40,6 +40,7 @@ from pmq_core.errors import (
 from pmq_core.hookspecs import hookimpl
 from pmq_core.jobtypes import JobType, RetryPolicy
 from pmq_core.models import Job, JobContext, JobStatus
+from pmq_core.payloads import UnreadablePayload
 from pmq_core.queries import load_queries
 from pmq_core.schema import Migration, migrations_in
 
@@ -64,6 +65,7 @@ __all__ = [
     "RetryPolicy",
     "Settings",
     "UnknownQueueError",
+    "UnreadablePayload",
     "hookimpl",
     "load_queries",
     "migrations_in",

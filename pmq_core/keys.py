@@ -62,6 +62,8 @@ def parse_message(raw: bytes | str) -> tuple[uuid.UUID, int] | None:
     text = raw.decode("ascii", "replace") if isinstance(raw, bytes) else raw
     job_id, _, attempt = text.partition(":")
     try:
-        return uuid.UUID(job_id), int(attempt)
+        job_id_value, attempt_value = uuid.UUID(job_id), int(attempt)
     except ValueError:
         return None
+    # An attempt outside PostgreSQL's integer would fail the whole claim.
+    return (job_id_value, attempt_value) if 0 <= attempt_value < 2**31 else None
