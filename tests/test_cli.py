@@ -28,7 +28,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from pmq_core import Client
+from pmq_core import Client, schema
 from pmq_core.plugins import Plugins
 from pmq_core.testing import FAST, Servers, wait_until
 
@@ -275,9 +275,10 @@ def test_db_upgrade_applies_then_reports_up_to_date(env, pmq_servers: Servers):
     try:
         url = pmq_servers.database_url.rsplit("/", 1)[0] + f"/{name}"
         env = {**env, "PMQ_DATABASE_URL": url}
-        assert ok(pmq(env, "db", "upgrade")).splitlines() == [
-            "applied pmq_core 0001 initial", "applied pmq_core 0002 notify_waiting_only",
-            "applied pmq_core 0003 defaults_only_when_missing"]
+        applied = ok(pmq(env, "db", "upgrade")).splitlines()
+        assert applied[:3] == ["applied pmq_core 0001 initial", "applied pmq_core 0002 notify_waiting_only",
+                               "applied pmq_core 0003 defaults_only_when_missing"]
+        assert applied == [f"applied pmq_core {m.version:04d} {m.name}" for m in schema.core_migrations()]
         assert ok(pmq(env, "db", "upgrade")).strip() == "schema is up to date"
     finally:
         with psycopg.connect(pmq_servers.database_url, autocommit=True) as conn:
