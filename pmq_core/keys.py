@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import uuid
 
+from pmq_core.limits import INT32
+
 BANDS = ("high", "normal", "low")
 
 #: How long a finished job's status hash stays readable.
@@ -66,4 +68,4 @@ def parse_message(raw: bytes | str) -> tuple[uuid.UUID, int] | None:
     except ValueError:
         return None
     # An attempt outside PostgreSQL's integer would fail the whole claim.
-    return (job_id_value, attempt_value) if 0 <= attempt_value < 2**31 else None
+    return (job_id_value, attempt_value) if 0 <= attempt_value <= INT32 else None
