@@ -43,6 +43,7 @@ from pmq_core.errors import (
 from pmq_core.hookspecs import hookimpl
 from pmq_core.jobtypes import JobType, RetryPolicy
 from pmq_core.models import Job, JobContext, JobStatus
+from pmq_core.payloads import UnreadablePayload
 from pmq_core.queries import load_queries
 from pmq_core.schema import Migration, migrations_in
 
@@ -69,6 +70,7 @@ __all__ = [
     "SchemaError",
     "Settings",
     "UnknownQueueError",
+    "UnreadablePayload",
     "WorkerLost",
     "hookimpl",
     "load_queries",

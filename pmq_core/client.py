@@ -26,15 +26,15 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from pmq_core import payloads
 from pmq_core.config import Settings
-from pmq_core.db import apg_connect, pg_connect, resolve_servers, translated
+from pmq_core.db import ADAPTERS, apg_connect, pg_connect, resolve_servers, translated
 from pmq_core.errors import DatabaseUnavailableError, JobNotFoundError, PayloadError, UnknownQueueError, shown
 from pmq_core.handover import AsyncHandover, ThreadHandover
 from pmq_core.jobtypes import JobType, check_queue_name
+from pmq_core.limits import INT32, LATEST, check_time
 from pmq_core.models import Job, new_job_ids, parse_job_id
 from pmq_core.plugins import Plugins
 from pmq_core.queries import q
 
-INT32 = 2**31 - 1
 #: Rows per COPY chunk in a bulk enqueue: bounds memory, not round trips.
 COPY_CHUNK = 10_000
 #: Fewest rows written by COPY rather than INSERT: below it INSERT is as fast.
@@ -57,6 +57,8 @@ def _check_int(name: str, value: Any, low: int) -> int:
 
 
 def _due_time(run_at: datetime | None, delay: float | timedelta | None) -> datetime | None:
+    """When the job is due, or PayloadError: ``run_at`` and the time ``delay``
+    seconds from now must lie in the range the schema admits."""
     if run_at is not None and delay is not None:
         raise PayloadError("give run_at or delay, not both")
     if run_at is not None:
@@ -65,18 +67,27 @@ def _due_time(run_at: datetime | None, delay: float | timedelta | None) -> datet
         if run_at.tzinfo is None or run_at.utcoffset() is None:
             raise PayloadError("run_at must be timezone-aware (a naive time is ambiguous); "
                                "use datetime.now(timezone.utc) or attach a tzinfo")
-        return run_at
+        return check_time("run_at", run_at)
     if delay is not None:
         seconds = delay.total_seconds() if isinstance(delay, timedelta) else delay
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
-            raise PayloadError(f"delay must be a finite number of seconds, got {shown(delay)}")
-        if seconds < 0:
-            raise PayloadError(f"delay must not be negative, got {seconds}")
-        try:
-            return datetime.now(UTC) + timedelta(seconds=seconds)
-        except OverflowError:
-            raise PayloadError(f"delay of {seconds} seconds is too far in the future") from None
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+            raise PayloadError(f"delay must be a number of seconds, got {shown(delay)}")
+        if seconds < 0 or seconds != seconds:
+            raise PayloadError(f"delay must be a non-negative number of seconds, got {shown(delay)}")
+        now = datetime.now(UTC)
+        if seconds >= (LATEST - now).total_seconds():
+            raise PayloadError(f"delay of {_brief_number(seconds)} seconds is too far in the future: "
+                               f"a job must be due before {LATEST.isoformat()}")
+        return now + timedelta(seconds=seconds)
     return None
+
+
+def _brief_number(value: float) -> str:
+    """A number for an error message; a huge integer as its magnitude (its
+    digits could run to pages, and str() refuses over 4,300 of them)."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"about 10^{int(value.bit_length() * math.log10(2))}"
+    return repr(value)
 
 
 @contextlib.contextmanager
@@ -238,7 +249,7 @@ class Client(_ClientBase):
             with _unwritten():
                 pg_connect(settings.database_url, timeout=POOL_WAIT).close()
             pool = ConnectionPool(settings.database_url, min_size=1, max_size=8, open=False, timeout=POOL_WAIT,
-                                  kwargs={"autocommit": True, "row_factory": dict_row,
+                                  kwargs={"autocommit": True, "row_factory": dict_row, "context": ADAPTERS,
                                           "application_name": "pmq-client"})
             with translated(settings.database_url):
                 pool.open(wait=True, timeout=POOL_WAIT)
@@ -365,7 +376,7 @@ class AsyncClient(_ClientBase):
             with _unwritten():
                 await (await apg_connect(settings.database_url, timeout=POOL_WAIT)).close()
             pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=8, open=False, timeout=POOL_WAIT,
-                                       kwargs={"autocommit": True, "row_factory": dict_row,
+                                       kwargs={"autocommit": True, "row_factory": dict_row, "context": ADAPTERS,
                                                "application_name": "pmq-client"})
             with translated(settings.database_url):
                 await pool.open(wait=True, timeout=POOL_WAIT)

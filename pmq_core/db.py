@@ -9,8 +9,11 @@ from collections.abc import Iterator
 import attrs
 import psycopg
 import redis
+from psycopg.adapt import AdaptersMap
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import set_json_loads
 
+from pmq_core import payloads
 from pmq_core.config import Settings
 from pmq_core.errors import ConfigurationError, DatabaseUnavailableError, RedisUnavailableError, SchemaError
 from pmq_core.redaction import passwords_in, redact_url, scrub
@@ -21,12 +24,24 @@ SCHEMA_MISSING = (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn)
 #: Errors that mean "the server is unreachable or went away": worth a reconnect.
 PG_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+#: Errors that one row's values can cause (a value out of range, a
+#: constraint, text PostgreSQL cannot store): retrying the same batch would
+#: fail the same way, so the loops set the row aside instead.
+PG_DATA = (psycopg.DataError, psycopg.IntegrityError, ValueError)
+
+#: The adapters of every connection pmq opens: psycopg's, with a JSON loader
+#: that turns a stored value Python cannot decode into a marker (see
+#: payloads.UnreadablePayload) instead of failing the whole read. Kept apart
+#: from psycopg's global adapters so that an application's own connections
+#: are left alone.
+ADAPTERS = AdaptersMap(psycopg.adapters)
+set_json_loads(payloads.loads, ADAPTERS)
 
 
 def pg_connect(url: str, *, autocommit: bool = True, timeout: float = 10.0) -> psycopg.Connection[DictRow]:
     """A dict-row connection, or DatabaseUnavailableError naming the server."""
     try:
-        return psycopg.connect(url, autocommit=autocommit, row_factory=dict_row,
+        return psycopg.connect(url, autocommit=autocommit, row_factory=dict_row, context=ADAPTERS,
                                connect_timeout=max(1, int(timeout)), application_name="pmq")
     except PG_DOWN as exc:
         raise DatabaseUnavailableError(
@@ -40,7 +55,7 @@ async def apg_connect(url: str, *, autocommit: bool = True,
                       timeout: float = 10.0) -> psycopg.AsyncConnection[DictRow]:
     try:
         return await psycopg.AsyncConnection.connect(
-            url, autocommit=autocommit, row_factory=dict_row,
+            url, autocommit=autocommit, row_factory=dict_row, context=ADAPTERS,
             connect_timeout=max(1, int(timeout)), application_name="pmq")
     except PG_DOWN as exc:
         raise DatabaseUnavailableError(

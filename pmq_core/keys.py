@@ -37,12 +37,11 @@ from __future__ import annotations
 
 import uuid
 
+from pmq_core.limits import INT32
+
 #: A queue's bands, most urgent first: the order in which workers pop them.
 BANDS = ("high", "normal", "low")
 HIGH, NORMAL, LOW = BANDS
-#: Largest attempt count a message may name: jobs.attempt_count is a
-#: PostgreSQL integer, and a larger number would fail a worker's whole claim.
-MAX_ATTEMPT = 2**31 - 1
 
 #: How long a finished job's status hash stays readable.
 FINISHED_JOB_TTL = 3600
@@ -88,4 +87,4 @@ def parse_message(raw: bytes | str) -> tuple[uuid.UUID, int] | None:
         parsed = uuid.UUID(job_id), int(attempt)
     except ValueError:
         return None
-    return parsed if parsed[1] <= MAX_ATTEMPT else None
+    return parsed if parsed[1] <= INT32 else None

@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 import redis
@@ -32,10 +33,11 @@ from psycopg.rows import DictRow
 from pmq_core import dispatch, payloads
 from pmq_core.client import Client
 from pmq_core.config import Settings
-from pmq_core.db import PG_DOWN, REDIS_DOWN, pg_connect, redis_client
+from pmq_core.db import PG_DATA, PG_DOWN, REDIS_DOWN, pg_connect, redis_client
 from pmq_core.errors import DatabaseUnavailableError, WorkerLost
 from pmq_core.health import redis_warnings
 from pmq_core.keys import Keys
+from pmq_core.limits import MAX_ERROR_LENGTH
 from pmq_core.models import JobContext
 from pmq_core.plugins import Plugins
 from pmq_core.queries import q
@@ -126,8 +128,17 @@ class Migrator:
                 # PostgreSQL restart): give live workers a full window to
                 # beat again before taking their jobs.
                 self._next_rescue = time.monotonic() + self.settings.rescue_after
+                trouble = Backoff(maximum=self.settings.poll_interval)
                 while not stop.is_set():
-                    wait = self.tick(conn, rds)
+                    try:
+                        wait = self.tick(conn, rds)
+                        trouble.reset()
+                    except PG_DATA as exc:
+                        # A stored value broke a query the migrator cannot
+                        # take apart by row: say so and go on, never exit.
+                        wait = trouble.next()
+                        log.error("migrator round failed on a stored value (%s); next round in %.1fs",
+                                  _brief(exc), wait)
                     if wait > 0:
                         for _ in lock_conn.notifies(timeout=wait, stop_after=1):
                             pass
@@ -196,8 +207,12 @@ class Migrator:
                 budgets[queue] = room
         if not budgets:
             return 0, False
-        # One statement, atomic in autocommit: no BEGIN and COMMIT round trips.
-        rows = conn.execute(q("migrate_due"), {"queues": list(budgets), "limits": list(budgets.values())}).fetchall()
+        params: dict[str, Any] = {"queues": list(budgets), "limits": list(budgets.values())}
+        try:
+            # One statement, atomic in autocommit: no BEGIN and COMMIT round trips.
+            rows = conn.execute(q("migrate_due"), params).fetchall()
+        except PG_DATA as exc:
+            rows = self._migrate_one_by_one(conn, rds, params, exc)
         counts: dict[str, int] = {}
         for row in rows:
             counts[row["queue_name"]] = counts.get(row["queue_name"], 0) + 1
@@ -208,6 +223,24 @@ class Migrator:
         dispatch.Scripts.on(rds).push(*dispatch.push_args(self.keys, rows))
         self.migrated += len(rows)
         return len(rows), bool(filled)
+
+    def _migrate_one_by_one(self, conn: psycopg.Connection[DictRow], rds: redis.Redis,
+                            params: dict[str, Any], exc: Exception) -> list[DictRow]:
+        """Move a batch that failed on a stored value one job at a time, so
+        that only the job at fault fails: it ends dead with the error, and
+        the rest of the batch moves on."""
+        log.error("migrating a batch failed on a stored value (%s); moving its jobs one by one", _brief(exc))
+        rows: list[DictRow] = []
+        for due in conn.execute(q("due_job_ids"), params).fetchall():
+            try:
+                rows += conn.execute(q("migrate_one"), {"id": due["id"]}).fetchall()
+            except PG_DATA as job_exc:
+                error = f"pmq could not hand this job to Redis: {_brief(job_exc)}"[:MAX_ERROR_LENGTH]
+                for buried in conn.execute(q("bury_job"), {"id": due["id"], "worker_id": None,
+                                                           "error": error}).fetchall():
+                    log.error("job %s ended dead: %s", buried["id"], error)
+                    rds.lpush(self.keys.dead(buried["queue_name"]), str(buried["id"]))
+        return rows
 
     # -- housekeeping --------------------------------------------------------
 

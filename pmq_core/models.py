@@ -13,6 +13,8 @@ from typing import Any
 
 import attrs
 
+from pmq_core.payloads import UnreadablePayload
+
 
 class JobStatus(enum.StrEnum):
     """The states of ``jobs.status`` (a contract: other programs read them)."""
@@ -32,13 +34,15 @@ class JobStatus(enum.StrEnum):
 
 @attrs.frozen(kw_only=True)
 class Job:
-    """One row of ``jobs``, as read back."""
+    """One row of ``jobs``, as read back. ``payload`` is an
+    :class:`~pmq_core.payloads.UnreadablePayload` when Python cannot decode
+    the stored value (such a job ends dead when a worker claims it)."""
 
     id: uuid.UUID
     queue_name: str
     status: JobStatus
     priority: int
-    payload: dict[str, Any]
+    payload: dict[str, Any] | UnreadablePayload
     attempt_count: int
     max_attempts: int
     run_at: datetime
@@ -66,8 +70,8 @@ class Job:
                 value = str(value)
             elif isinstance(value, datetime):
                 value = value.isoformat()
-            elif isinstance(value, JobStatus):
-                value = value.value
+            elif isinstance(value, (JobStatus, UnreadablePayload)):
+                value = str(value)
             out[key] = value
         return out
 
@@ -92,7 +96,7 @@ class JobContext:
     priority: int
     created_at: datetime
     started_at: datetime
-    raw_payload: dict[str, Any]
+    raw_payload: dict[str, Any] | UnreadablePayload
     _cancel_event: threading.Event = attrs.field(factory=threading.Event, alias="cancel_event")
 
     @property

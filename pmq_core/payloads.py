@@ -259,6 +259,39 @@ def to_json(payload: Any, *, queue: str, payload_class: type | None, limit: int)
     return text
 
 
+#: Characters of an unreadable payload's text kept to show what it was.
+UNREADABLE_PREFIX = 200
+
+
+@attrs.frozen
+class UnreadablePayload:
+    """A stored payload Python cannot decode: valid ``jsonb`` that holds an
+    integer of more than 4,300 digits, or nests deeper than Python's
+    recursion limit. PostgreSQL cannot refuse such a value by a simple
+    CHECK, so pmq reads it back as this marker instead of failing the whole
+    read: the worker ends its job dead, and listings show it. ``prefix`` is
+    the start of the stored text."""
+
+    reason: str
+    prefix: str
+
+    def __str__(self) -> str:
+        return f"<unreadable payload ({self.reason}): {self.prefix}>"
+
+
+def loads(data: bytes | bytearray | memoryview | str) -> Any:
+    """Decode JSON read from PostgreSQL; a value Python cannot decode becomes
+    an :class:`UnreadablePayload` rather than an exception."""
+    raw = bytes(data) if isinstance(data, memoryview) else data
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8", "replace")
+        prefix = text[:UNREADABLE_PREFIX] + ("…" if len(text) > UNREADABLE_PREFIX else "")
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc).split(";")[0]
+        return UnreadablePayload(reason, prefix)
+
+
 def structure(data: dict[str, Any], payload_class: type | None) -> Any:
     """A payload as its handler receives it, or PayloadError naming every
     field that does not fit (the same rules at enqueue and in the worker, so

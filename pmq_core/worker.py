@@ -44,12 +44,14 @@ import psycopg
 
 from pmq_core import dispatch, payloads
 from pmq_core.config import Settings
-from pmq_core.db import PG_DOWN, REDIS_DOWN, apg_connect, aredis_client, pg_connect
+from pmq_core.db import PG_DATA, PG_DOWN, REDIS_DOWN, apg_connect, aredis_client, pg_connect
 from pmq_core.errors import DatabaseUnavailableError, Fail, JobCancelled, PluginError, Retry
 from pmq_core.isolation import Isolation
 from pmq_core.jobtypes import JobType
 from pmq_core.keys import BANDS, Keys, parse_message
+from pmq_core.limits import MAX_ERROR_LENGTH, later
 from pmq_core.models import JobContext
+from pmq_core.payloads import UnreadablePayload
 from pmq_core.plugins import Plugins
 from pmq_core.prefetch import Prefetch
 from pmq_core.queries import q
@@ -58,8 +60,6 @@ from pmq_core.reconnect import Backoff
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-#: Longest error message kept in ``jobs.last_error_message`` and ``job_logs``.
-MAX_ERROR_LENGTH = 2000
 #: Seconds one BLMPOP blocks; bounds how long a stop request waits for it.
 POP_TIMEOUT = 1.0
 #: Seconds a pop may wait beyond :data:`POP_TIMEOUT` before the worker
@@ -110,8 +110,15 @@ class _Outcome:
 
 
 def _describe(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return text[:MAX_ERROR_LENGTH]
+    """The error as stored in PostgreSQL: shortened, and without what text
+    columns cannot hold (NUL, lone surrogates), so that a handler's odd
+    message cannot fail the write of a whole round."""
+    try:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    except Exception:  # a __str__ that fails, or an int too long to print
+        text = f"{type(exc).__name__} (its message cannot be shown)"
+    text = text[:MAX_ERROR_LENGTH].replace("\x00", "\\0")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class Worker:
@@ -291,6 +298,8 @@ class Worker:
                 # hands them over again); outcomes are never dropped.
                 result = await self._db(functools.partial(self._round, messages=messages, outcomes=outcomes),
                                         give_up=functools.partial(_dropping_claims, stop, bool(outcomes)))
+            except PG_DATA as exc:
+                result = await self._isolate(stop, messages, outcomes, exc)
             finally:
                 self._unclaimed -= len(messages)
                 self._round_done.set()
@@ -318,6 +327,56 @@ class Worker:
             else:
                 applied.add(row["id"])
         return claimed, applied
+
+    async def _isolate(self, stop: asyncio.Event, messages: list[tuple[uuid.UUID, int]], outcomes: list[_Outcome],
+                       exc: Exception) -> tuple[list[Any], set[uuid.UUID]]:
+        """Redo a round that failed on a stored or computed value one item
+        at a time, so that only the job at fault fails: it ends dead with the
+        error, and the rest of the round goes through."""
+        log.error("a worker round failed on a job's data (%s); recording its %d item(s) one by one",
+                  _describe(exc), len(messages) + len(outcomes))
+        claimed: list[Any] = []
+        applied: set[uuid.UUID] = set()
+        items: list[tuple[list[tuple[uuid.UUID, int]], list[_Outcome]]] = [([], [o]) for o in outcomes]
+        items += [([m], []) for m in messages]
+        for item_messages, item_outcomes in items:
+            job_id = item_outcomes[0].ctx.id if item_outcomes else item_messages[0][0]
+            try:
+                result = await self._db(
+                    functools.partial(self._round, messages=item_messages, outcomes=item_outcomes),
+                    give_up=functools.partial(_dropping_claims, stop, bool(item_outcomes)))
+            except PG_DATA as item_exc:
+                await self._bury(job_id, item_exc)
+                continue
+            rows, done = result or ([], set())
+            claimed += rows
+            applied |= done
+        return claimed, applied
+
+    async def _bury(self, job_id: uuid.UUID, exc: Exception) -> None:
+        """End dead a job whose claim or outcome PostgreSQL refused."""
+        error = _describe(Fail(f"pmq could not claim or record this job: {_describe(exc)}"))
+
+        async def bury(conn: psycopg.AsyncConnection[Any]) -> list[Any]:
+            return await (await conn.execute(q("bury_job"), {"id": job_id, "worker_id": self.id,
+                                                              "error": error})).fetchall()
+
+        try:
+            rows = await self._db(bury, give_up=lambda: False) or []
+        except PG_DATA as bury_exc:
+            log.error("job %s could not be ended dead either (%s)", job_id, _describe(bury_exc))
+            return
+        log.error("job %s ended dead: %s", job_id, error)
+        if rows:
+            self._in_background(self._dead_letters([(row["queue_name"], row["id"]) for row in rows]))
+
+    async def _dead_letters(self, dead: list[tuple[str, uuid.UUID]]) -> None:
+        """Push dead jobs onto their queues' dead-letter lists; Redis being
+        down costs only the lists, which the leading migrator rebuilds."""
+        try:
+            await self.scripts.dead_push(*dispatch.dead_args(self.keys, dead))
+        except REDIS_DOWN:
+            pass
 
     def _start(self, rows: list[Any], messages: list[tuple[uuid.UUID, int]], sent: float) -> None:
         """Run (or keep ready) the claimed jobs in the order their messages
@@ -373,10 +432,14 @@ class Worker:
         ctx.started_at += timedelta(seconds=clock - running.claimed)
         result: Any = None
         error: BaseException | None = None
-        try:
-            ctx.payload = payloads.structure(ctx.raw_payload, job_type.payload)
-        except Exception as exc:
-            error = Fail(f"stored payload does not fit {job_type.payload!r}: {exc}")
+        if isinstance(ctx.raw_payload, UnreadablePayload):  # it can never run: no retry
+            error = Fail(f"the stored payload cannot be read ({ctx.raw_payload.reason}); "
+                         f"it starts {ctx.raw_payload.prefix}")
+        else:
+            try:
+                ctx.payload = payloads.structure(ctx.raw_payload, job_type.payload)
+            except Exception as exc:
+                error = Fail(f"stored payload does not fit {job_type.payload!r}: {exc}")
         if error is None:
             if self._lifecycle["pmq_job_started"]:
                 self.plugins.safe_call("pmq_job_started", job=ctx)
@@ -415,7 +478,7 @@ class Worker:
             self.plugins.safe_call("pmq_job_failed", job=ctx, error=error, will_retry=will_retry, retry_in=retry_in)
         message = _describe(error)
         if retry_in is not None:
-            return _Outcome(ctx, "retry_scheduled", "retry", finished + timedelta(seconds=retry_in), message,
+            return _Outcome(ctx, "retry_scheduled", "retry", later(finished, retry_in), message,
                             finished, error)
         return _Outcome(ctx, "failed", "failed", None, message, finished, error)
 
@@ -514,10 +577,7 @@ class Worker:
         await self._mirror([dispatch.Mark(o.ctx.id, o.status, error=o.error) for o in done])
         dead = [o for o in done if o.status == "failed"]
         if dead:
-            try:
-                await self.scripts.dead_push(*dispatch.dead_args(self.keys, [(o.ctx.queue, o.ctx.id) for o in dead]))
-            except REDIS_DOWN:
-                pass
+            await self._dead_letters([(o.ctx.queue, o.ctx.id) for o in dead])
         if dead and self._lifecycle["pmq_job_dead"]:
             for outcome in dead:
                 self.plugins.safe_call("pmq_job_dead", job=outcome.ctx, error=outcome.exc)

@@ -11,9 +11,9 @@ import pytest
 from pmq_core import JobNotFoundError, JobStatus, JobType, RetryPolicy, hookimpl
 from pmq_core.db import pg_connect, redis_client
 from pmq_core.keys import Keys
+from pmq_core.limits import MAX_ERROR_LENGTH
 from pmq_core.migrator import Migrator
 from pmq_core.testing import wait_until
-from pmq_core.worker import MAX_ERROR_LENGTH
 
 
 class Doomed:

@@ -99,6 +99,46 @@ UPDATE jobs SET status = 'migrated_to_redis', updated_at = now()
  WHERE jobs.id = due.id
 RETURNING jobs.id, jobs.queue_name, jobs.priority, jobs.attempt_count, jobs.created_at;
 
+-- name: due_job_ids
+-- The jobs migrate_due would take, by id only (an id can always be read):
+-- when a batch fails on a stored value, the migrator moves them one at a
+-- time with migrate_one, so that only the culprit fails.
+SELECT d.id
+  FROM unnest(%(queues)s::varchar[], %(limits)s::int[]) AS b(queue_name, lim)
+ CROSS JOIN LATERAL (
+    SELECT j.id FROM jobs j
+     WHERE j.queue_name = b.queue_name
+       AND j.status IN ('queued', 'retry_scheduled')
+       AND j.run_at <= now()
+     ORDER BY j.priority, j.created_at
+     LIMIT b.lim) d;
+
+-- name: migrate_one
+UPDATE jobs SET status = 'migrated_to_redis', updated_at = now()
+ WHERE id = %(id)s AND status IN ('queued', 'retry_scheduled') AND run_at <= now()
+RETURNING id, queue_name, priority, attempt_count, created_at;
+
+-- name: bury_job
+-- End dead a job that pmq could not move, claim or record because of a
+-- value stored in or computed for it: a retry would fail the same way, and
+-- the rest of its batch must go on. A running job is taken only from the
+-- worker that holds it.
+WITH buried AS (
+    UPDATE jobs
+       SET status = 'failed', failed_at = now(), last_error_message = %(error)s,
+           worker_id = NULL, updated_at = now()
+     WHERE id = %(id)s
+       AND (status IN ('queued', 'migrated_to_redis', 'retry_scheduled')
+            OR (status = 'running' AND worker_id = %(worker_id)s))
+    RETURNING id, queue_name, attempt_count, started_at
+), logged AS (
+    INSERT INTO job_logs (job_id, status, log_message, attempt_number, started_at, finished_at, duration)
+    SELECT id, 'failed', %(error)s, attempt_count, coalesce(started_at, now()), now(),
+           now() - coalesce(started_at, now())
+      FROM buried
+)
+SELECT id, queue_name FROM buried;
+
 -- name: next_due_at
 SELECT least(
     (SELECT min(run_at) FROM jobs WHERE status = 'queued' AND run_at > now()),

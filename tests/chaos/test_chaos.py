@@ -1,7 +1,9 @@
 """The chaos test: tens of thousands of jobs while worker processes are
 SIGKILLed, Redis is wiped and PostgreSQL is killed and restarted, on servers
-this test starts for itself. Nothing may be lost; the jobs designed to die
-(and only they) end dead. Run it alone: ``pytest -m chaos``.
+this test starts for itself, with poison rows written by plain SQL among
+them. Nothing may be lost; the jobs designed to die and the poison rows (and
+only they) end dead, and the rows the schema must refuse are refused. Run it
+alone: ``pytest -m chaos``.
 
 Tunable through the environment: CHAOS_JOBS (default 20000), CHAOS_WORKERS
 (worker processes, default 3), CHAOS_ROUNDS (disruptions, default 12).
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import psycopg
 import pytest
 
 from pmq_core import DatabaseUnavailableError, Settings
@@ -27,7 +30,14 @@ from pmq_core.admin import Admin
 from pmq_core.migrator import Migrator
 from pmq_core.testing import FAST, wait_until
 from tests import reliability_support
-from tests.chaos.workload import QUEUE, RUNS_TABLE, plugins, start_worker_process
+from tests.chaos.workload import (
+    POISON_PAYLOADS,
+    QUEUE,
+    REFUSED_RUN_ATS,
+    RUNS_TABLE,
+    plugins,
+    start_worker_process,
+)
 from tests.reliability_support import redis_of, scalar, sql
 
 own_postgres = reliability_support.own_postgres
@@ -44,6 +54,8 @@ CHUNK = 500
 #: Every this many jobs, one sleeps long enough to be caught mid-run by a
 #: kill, and one is designed to die.
 SLOW_EVERY, DIE_EVERY = 10, 100
+#: Copies of each poison row written by plain SQL.
+POISON_COPIES = 5
 #: Kill, kill, wipe Redis, kill, restart PostgreSQL, in turn.
 ACTIONS = ("kill_worker", "kill_worker", "flush_redis", "kill_worker", "restart_postgres")
 
@@ -128,6 +140,7 @@ def test_nothing_is_lost_under_chaos(own_postgres, own_valkey, workers, tmp_path
     producer = Producer(settings)
     began = time.monotonic()
     producer.start()
+    poison, refused = write_poison(url)
 
     kills: list[float] = []  # wall-clock times of worker kills
     done_counts: dict[str, int] = {}
@@ -160,7 +173,7 @@ def test_nothing_is_lost_under_chaos(own_postgres, own_valkey, workers, tmp_path
             except Exception:  # PostgreSQL still recovering
                 return -1
 
-        wait_until(finished, lambda n: n >= len(producer.accepted), 240,
+        wait_until(finished, lambda n: n >= len(producer.accepted) + len(poison), 240,
                    f"not all {len(producer.accepted)} jobs finished (worker logs in {logs})")
         elapsed = time.monotonic() - began
     finally:
@@ -174,12 +187,15 @@ def test_nothing_is_lost_under_chaos(own_postgres, own_valkey, workers, tmp_path
     completed = [i for i, s in status_of.items() if s == "completed"]
     dead = {i for i, s in status_of.items() if s == "failed"}
     designed = {i for i, dies in accepted.items() if dies}
-    lost = [i for i in accepted if status_of.get(i) not in ("completed", "failed")]
+    lost = [i for i in [*accepted, *poison] if status_of.get(i) not in ("completed", "failed")]
+    poison_reasons = dict(sql(url, "SELECT id::text, last_error_message FROM jobs WHERE id = ANY(%s::uuid[])",
+                              (poison,)))
     runs = dict(sql(url, "SELECT job_id::text, count(*) FROM chaos_runs GROUP BY job_id"))
     more_than_once = sum(1 for n in runs.values() if n > 1)
     waits = rescue_waits(url, kills)
     report = {
         "enqueued": len(accepted), "completed": len(completed), "dead": len(dead), "designed_to_die": len(designed),
+        "poison_rows": len(poison), "poison_dead": len(dead & set(poison)), "refused_at_insert": refused,
         "lost": len(lost), "run_more_than_once": more_than_once, "rescued_attempts": len(waits),
         "longest_kill_to_rescue_s": round(max(w[0] for w in waits), 2) if waits else None,
         "longest_kill_to_rerun_s": round(max(w[1] for w in waits), 2) if waits else None,
@@ -188,10 +204,28 @@ def test_nothing_is_lost_under_chaos(own_postgres, own_valkey, workers, tmp_path
     print("\nchaos report: " + ", ".join(f"{k}={v}" for k, v in report.items()))
 
     assert lost == [], f"{len(lost)} job(s) lost, e.g. {lost[:5]}"
-    assert len(status_of) == len(accepted), "jobs exist that no producer call returned"
-    assert dead == designed, "only the jobs designed to die may end dead"
+    assert len(status_of) == len(accepted) + len(poison), "jobs exist that no producer call returned"
+    assert dead == designed | set(poison), "only the jobs designed to die and the poison rows may end dead"
+    assert all("stored payload cannot be read" in (poison_reasons[i] or "") for i in poison), poison_reasons
+    assert refused == POISON_COPIES * len(REFUSED_RUN_ATS), "the schema stored a run_at no migrator can read"
     assert all(runs.get(i, 0) >= 1 for i in completed), "a completed job never ran its handler"
     assert kills and done_counts.get("flush_redis") and done_counts.get("restart_postgres")
+
+
+def write_poison(url: str) -> tuple[list[str], int]:
+    """Write the poison rows by plain SQL, as another program might: the ids
+    of those stored, and how many the schema refused."""
+    stored, refused = [], 0
+    for _ in range(POISON_COPIES):
+        for payload_text in POISON_PAYLOADS:
+            stored.append(str(scalar(url, "INSERT INTO jobs (queue_name, payload) VALUES (%s, %s::jsonb) RETURNING id",
+                                     (QUEUE, payload_text))))
+        for run_at in REFUSED_RUN_ATS:
+            try:
+                sql(url, "INSERT INTO jobs (queue_name, run_at) VALUES (%s, %s)", (QUEUE, run_at))
+            except psycopg.errors.CheckViolation:
+                refused += 1
+    return stored, refused
 
 
 def rescue_waits(url: str, kills: list[float]) -> list[tuple[float, float]]:

@@ -32,6 +32,12 @@ CREATE TABLE IF NOT EXISTS chaos_runs (
     pid    integer     NOT NULL,
     at     timestamptz NOT NULL DEFAULT now()
 )"""
+#: Payloads a plain-SQL producer can store that Python cannot decode (a
+#: 5,000-digit integer, nesting 3,000 deep): such jobs must end dead ("the
+#: stored payload cannot be read") and cost no other job anything.
+POISON_PAYLOADS = ('{"n": ' + "7" * 5000 + "}", '{"deep": ' + "[" * 3000 + "]" * 3000 + "}")
+#: run_at values no migrator could read back: the schema refuses the row.
+REFUSED_RUN_ATS = ("infinity", "10000-01-01 00:00+00", "0044-03-15 BC")
 #: Attempts are spent by crashes and server restarts as well as by handlers:
 #: generous, so that only the jobs designed to die end dead.
 POLICY = RetryPolicy(max_attempts=100, base_delay=0.02, max_delay=0.5)

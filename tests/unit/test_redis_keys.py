@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pmq_core.jobtypes import HIGH_MAX, NORMAL_MAX, QUEUE_NAME, band_of
-from pmq_core.keys import BANDS, MAX_ATTEMPT, Keys, message, parse_message
+from pmq_core.keys import BANDS, Keys, message, parse_message
+from pmq_core.limits import INT32 as MAX_ATTEMPT
 
 PREFIX = "app7:"
 queue_names = st.from_regex(QUEUE_NAME, fullmatch=True)
