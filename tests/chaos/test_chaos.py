@@ -1,9 +1,11 @@
 """The chaos test: tens of thousands of jobs while worker processes are
 SIGKILLed, Redis is wiped and PostgreSQL is killed and restarted, on servers
-this test starts for itself, with poison rows written by plain SQL among
-them. Nothing may be lost; the jobs designed to die and the poison rows (and
-only they) end dead, and the rows the schema must refuse are refused. Run it
-alone: ``pytest -m chaos``.
+this test starts for itself, with poison rows written by plain SQL, stubborn
+sync handlers that outlive their timeout, and jobs that crash the process
+running them among them. Nothing may be lost; the jobs designed to die, the
+poison rows and the crashing jobs (and only they) end dead; no two runs of a
+job overlap; the rows the schema must refuse are refused. Run it alone:
+``pytest -m chaos``.
 
 Tunable through the environment: CHAOS_JOBS (default 20000), CHAOS_WORKERS
 (worker processes, default 3), CHAOS_ROUNDS (disruptions, default 12).
@@ -31,10 +33,12 @@ from pmq_core.migrator import Migrator
 from pmq_core.testing import FAST, wait_until
 from tests import reliability_support
 from tests.chaos.workload import (
+    CRASH,
     POISON_PAYLOADS,
     QUEUE,
     REFUSED_RUN_ATS,
     RUNS_TABLE,
+    STUBBORN,
     plugins,
     start_worker_process,
 )
@@ -56,6 +60,9 @@ CHUNK = 500
 SLOW_EVERY, DIE_EVERY = 10, 100
 #: Copies of each poison row written by plain SQL.
 POISON_COPIES = 5
+#: Jobs whose sync handler outlives its timeout, and jobs that end the
+#: process running them.
+STUBBORN_JOBS, CRASH_JOBS = 60, 3
 #: Kill, kill, wipe Redis, kill, restart PostgreSQL, in turn.
 ACTIONS = ("kill_worker", "kill_worker", "flush_redis", "kill_worker", "restart_postgres")
 
@@ -141,6 +148,13 @@ def test_nothing_is_lost_under_chaos(own_postgres, own_valkey, workers, tmp_path
     began = time.monotonic()
     producer.start()
     poison, refused = write_poison(url)
+    from pmq_core import Client
+
+    with Client(settings, plugins=host) as client:
+        stubborn = [str(i) for i in client.enqueue_many(STUBBORN, [{}] * STUBBORN_JOBS)]
+        culprits = [str(i) for i in client.enqueue_many(CRASH, [{}] * CRASH_JOBS)]
+    crashed_workers = 0
+    replaced: set[int] = set()
 
     kills: list[float] = []  # wall-clock times of worker kills
     done_counts: dict[str, int] = {}
@@ -148,6 +162,7 @@ def test_nothing_is_lost_under_chaos(own_postgres, own_valkey, workers, tmp_path
     try:
         for round_number in range(ROUNDS):
             stop_migrator.wait(PACE)  # a paced schedule, not a synchronisation
+            crashed_workers += replace_crashed(workers, start_worker, replaced)
             action = ACTIONS[round_number % len(ACTIONS)]
             done_counts[action] = done_counts.get(action, 0) + 1
             if action == "kill_worker":
@@ -168,13 +183,16 @@ def test_nothing_is_lost_under_chaos(own_postgres, own_valkey, workers, tmp_path
         assert producer.error is None, f"the producer failed: {producer.error!r}"
 
         def finished() -> int:
+            nonlocal crashed_workers
+            crashed_workers += replace_crashed(workers, start_worker, replaced)
             try:
                 return scalar(url, "SELECT count(*) FROM jobs WHERE status IN ('completed', 'failed')")
             except Exception:  # PostgreSQL still recovering
                 return -1
 
-        wait_until(finished, lambda n: n >= len(producer.accepted) + len(poison), 240,
-                   f"not all {len(producer.accepted)} jobs finished (worker logs in {logs})")
+        expected = len(producer.accepted) + len(poison) + len(stubborn) + len(culprits)
+        wait_until(finished, lambda n: n >= expected, 240,
+                   f"not all {expected} jobs finished (worker logs in {logs})")
         elapsed = time.monotonic() - began
     finally:
         producer.halt.set()
@@ -187,16 +205,23 @@ def test_nothing_is_lost_under_chaos(own_postgres, own_valkey, workers, tmp_path
     completed = [i for i, s in status_of.items() if s == "completed"]
     dead = {i for i, s in status_of.items() if s == "failed"}
     designed = {i for i, dies in accepted.items() if dies}
-    lost = [i for i in [*accepted, *poison] if status_of.get(i) not in ("completed", "failed")]
+    lost = [i for i in [*accepted, *poison, *stubborn, *culprits] if status_of.get(i) not in ("completed", "failed")]
     poison_reasons = dict(sql(url, "SELECT id::text, last_error_message FROM jobs WHERE id = ANY(%s::uuid[])",
                               (poison,)))
     runs = dict(sql(url, "SELECT job_id::text, count(*) FROM chaos_runs GROUP BY job_id"))
     more_than_once = sum(1 for n in runs.values() if n > 1)
     waits = rescue_waits(url, kills)
+    overlaps = overlapping_runs(url)
+    innocent_dead = dead - designed - set(poison) - set(culprits)
     report = {
         "enqueued": len(accepted), "completed": len(completed), "dead": len(dead), "designed_to_die": len(designed),
         "poison_rows": len(poison), "poison_dead": len(dead & set(poison)), "refused_at_insert": refused,
-        "lost": len(lost), "run_more_than_once": more_than_once, "rescued_attempts": len(waits),
+        "stubborn_sync_jobs": len(stubborn),
+        "stubborn_completed": sum(status_of.get(i) == "completed" for i in stubborn),
+        "crashing_jobs": len(culprits), "crashing_dead": len(dead & set(culprits)),
+        "workers_crashed_by_a_job": crashed_workers, "innocent_dead": len(innocent_dead),
+        "overlapping_runs": len(overlaps), "lost": len(lost), "run_more_than_once": more_than_once,
+        "rescued_attempts": len(waits),
         "longest_kill_to_rescue_s": round(max(w[0] for w in waits), 2) if waits else None,
         "longest_kill_to_rerun_s": round(max(w[1] for w in waits), 2) if waits else None,
         "disruptions": done_counts, "enqueue_refusals": producer.refusals, "seconds": round(elapsed, 1),
@@ -204,12 +229,41 @@ def test_nothing_is_lost_under_chaos(own_postgres, own_valkey, workers, tmp_path
     print("\nchaos report: " + ", ".join(f"{k}={v}" for k, v in report.items()))
 
     assert lost == [], f"{len(lost)} job(s) lost, e.g. {lost[:5]}"
-    assert len(status_of) == len(accepted) + len(poison), "jobs exist that no producer call returned"
-    assert dead == designed | set(poison), "only the jobs designed to die and the poison rows may end dead"
+    assert len(status_of) == expected, "jobs exist that no producer call returned"
+    assert innocent_dead == set(), "only the jobs designed to die, poison rows and crashing jobs may end dead"
+    assert dead == designed | set(poison) | set(culprits), "every job designed to die, poison row and crash ends dead"
+    assert all(status_of[i] == "completed" for i in stubborn), "a stubborn sync handler's job did not complete"
+    assert overlaps == [], f"runs of one job overlapped: {overlaps[:5]}"
     assert all("stored payload cannot be read" in (poison_reasons[i] or "") for i in poison), poison_reasons
     assert refused == POISON_COPIES * len(REFUSED_RUN_ATS), "the schema stored a run_at no migrator can read"
-    assert all(runs.get(i, 0) >= 1 for i in completed), "a completed job never ran its handler"
+    assert all(runs.get(i, 0) >= 1 for i in completed if i in accepted), "a completed job never ran its handler"
+    spanned = {row[0] for row in sql(url, "SELECT DISTINCT job_id::text FROM chaos_spans")}
+    assert set(stubborn) <= spanned, "a completed stubborn job never ran its handler to the end"
     assert kills and done_counts.get("flush_redis") and done_counts.get("restart_postgres")
+
+
+def replace_crashed(workers: list[subprocess.Popen[bytes]], start_worker: Any, replaced: set[int]) -> int:
+    """Start a new worker for each that exited by itself (a job crashed it)
+    since the last look; how many. A SIGKILLed worker is replaced where it
+    is killed, so it is not counted here."""
+    crashed = [p for p in workers
+               if p.poll() is not None and p.returncode != -signal.SIGKILL and p.pid not in replaced]
+    for process in crashed:
+        replaced.add(process.pid)
+        start_worker()
+    return len(crashed)
+
+
+def overlapping_runs(url: str) -> list[tuple[str, int, int]]:
+    """Pairs of runs of one job (id, attempts) whose spans overlap: a run
+    that started before an earlier one of the same job had ended."""
+    rows = sql(url, "SELECT job_id::text, attempt, started, ended FROM chaos_spans ORDER BY job_id, started")
+    found = []
+    for (job, attempt, _started, ended), (next_job, next_attempt, next_started, _next_ended) in zip(
+            rows, rows[1:], strict=False):
+        if job == next_job and next_started < ended:
+            found.append((job, attempt, next_attempt))
+    return found
 
 
 def write_poison(url: str) -> tuple[list[str], int]:

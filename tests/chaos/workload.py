@@ -1,10 +1,14 @@
-"""The job type the crash-recovery and chaos tests run, and a worker process
-for it (``python -m tests.chaos.workload``, settings from the PMQ_*
+"""The job types the crash-recovery and chaos tests run, and a worker process
+for them (``python -m tests.chaos.workload``, settings from the PMQ_*
 environment) that the tests SIGKILL.
 
-Each successful run of a job inserts one row into ``chaos_runs`` before the
-worker records the outcome, so a job run twice (at-least-once delivery after
-a crash) shows as two rows.
+Each successful run of a ``chaos`` job inserts one row into ``chaos_runs``
+before the worker records the outcome, so a job run twice (at-least-once
+delivery after a crash) shows as two rows. A ``chaos-stubborn`` job's sync
+handler ignores ``job.cancelled`` and outlives its timeout on its first
+attempt; each run that ends records its start and end in ``chaos_spans``, so
+that two runs of one job that overlapped show. A ``chaos-crash`` job ends
+the process that runs it.
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import IO, Any
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pmq_core import Fail, JobType, RetryPolicy, hookimpl
@@ -25,13 +31,25 @@ from pmq_core.plugins import Plugins
 
 ROOT = Path(__file__).resolve().parents[2]
 QUEUE = "chaos"
+STUBBORN = "chaos-stubborn"
+CRASH = "chaos-crash"
 RUNS_TABLE = """
 CREATE TABLE IF NOT EXISTS chaos_runs (
     job_id uuid        NOT NULL,
     attempt integer    NOT NULL,
     pid    integer     NOT NULL,
     at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS chaos_spans (
+    job_id   uuid    NOT NULL,
+    attempt  integer NOT NULL,
+    pid      integer NOT NULL,
+    started  float8  NOT NULL,
+    ended    float8  NOT NULL
 )"""
+#: A stubborn handler's first run sleeps this long, past its timeout, and
+#: ignores ``job.cancelled``.
+STUBBORN_SLEEP, STUBBORN_TIMEOUT = 1.0, 0.3
 #: Payloads a plain-SQL producer can store that Python cannot decode (a
 #: 5,000-digit integer, nesting 3,000 deep): such jobs must end dead ("the
 #: stored payload cannot be read") and cost no other job anything.
@@ -76,9 +94,26 @@ class Workload:
             await conn.execute("INSERT INTO chaos_runs (job_id, attempt, pid) VALUES (%s, %s, %s)",
                                (job.id, job.attempt, os.getpid()))
 
+    def stubborn(self, job: Any) -> None:
+        """Sync, deaf to ``job.cancelled``: its first run outlives its timeout."""
+        started = time.time()
+        if job.attempt == 1:
+            time.sleep(STUBBORN_SLEEP)
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            conn.execute("INSERT INTO chaos_spans (job_id, attempt, pid, started, ended) VALUES (%s, %s, %s, %s, %s)",
+                         (job.id, job.attempt, os.getpid(), started, time.time()))
+
+    def crash(self, job: Any) -> None:
+        """Ends the process that runs it: a worker at first, then, once the
+        job is a suspect, its worker's isolation child."""
+        os._exit(3)
+
     @hookimpl
     def pmq_register_job_types(self) -> list[JobType]:
-        return [JobType(name=QUEUE, handler=self.run, retry=POLICY, timeout=30)]
+        return [JobType(name=QUEUE, handler=self.run, retry=POLICY, timeout=30),
+                JobType(name=STUBBORN, handler=self.stubborn, timeout=STUBBORN_TIMEOUT,
+                        retry=RetryPolicy(max_attempts=20, base_delay=0.02, max_delay=0.2)),
+                JobType(name=CRASH, handler=self.crash, retry=RetryPolicy(max_attempts=3, base_delay=0.02))]
 
 
 def plugins(database_url: str) -> Plugins:
