@@ -118,7 +118,8 @@ def pmq_register_settings() -> dict[str, type]:
     """Return the settings this plugin reads, as `{section: attrs class}`.
 
     **When:** once per process, when the plugins load. The values are read
-    later, when a worker starts (and by `pmq plugins`), never by a producer.
+    later, when a worker or a `pmq run`/`worker`/`migrator` command starts
+    (and by `pmq plugins`), never by a producer.
 
     Each field of the class is one setting: its type, its default and its
     docstring say what it takes. pmq reads it, lowest precedence first, from
