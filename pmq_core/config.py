@@ -229,7 +229,7 @@ def _layers(directory: Path | None, environ: Mapping[str, str] | None,
     ``lenient`` skips a file that cannot be read instead of refusing it."""
     environ = os.environ if environ is None else environ
     layers: list[tuple[str, dict[str, Any]]] = []
-    for source, layer in _file_layers(directory, lenient):
+    for _name, source, layer in _file_layers(directory, lenient):
         layer = {key: value for key, value in layer.items() if not _is_section(key, value)}
         if layer:
             layers.append((source, layer))
@@ -243,11 +243,11 @@ def _layers(directory: Path | None, environ: Mapping[str, str] | None,
     return layers
 
 
-def _file_layers(directory: Path | None, lenient: bool) -> list[tuple[str, dict[str, Any]]]:
+def _file_layers(directory: Path | None, lenient: bool) -> list[tuple[str, str, dict[str, Any]]]:
     """``[tool.pmq]`` of pyproject.toml and the whole of pmq.toml, plugin
-    sections included, each with the name of its source."""
+    sections included, each with its file's name and a description of it."""
     directory = directory or Path.cwd()
-    layers: list[tuple[str, dict[str, Any]]] = []
+    layers: list[tuple[str, str, dict[str, Any]]] = []
     for name, source in (("pyproject.toml", "[tool.pmq] in pyproject.toml"), ("pmq.toml", "pmq.toml")):
         path = directory / name
         if not path.is_file():
@@ -262,7 +262,7 @@ def _file_layers(directory: Path | None, lenient: bool) -> list[tuple[str, dict[
             tool = layer.get("tool")
             layer = tool.get("pmq", {}) if isinstance(tool, dict) else {}
         if isinstance(layer, dict) and layer:
-            layers.append((source, layer))
+            layers.append((name, source, layer))
     return layers
 
 
@@ -275,8 +275,8 @@ def _is_section(key: str, value: Any) -> bool:
 def plugin_sections(directory: Path | None = None, lenient: bool = False) -> list[tuple[str, dict[str, Any]]]:
     """The plugin sections of each settings file, lowest precedence first:
     ``("pyproject.toml", {"webhook": {...}})``, then ``("pmq.toml", ...)``."""
-    return [(source.rpartition(" ")[2], {key: value for key, value in layer.items() if _is_section(key, value)})
-            for source, layer in _file_layers(directory, lenient)]
+    return [(name, {key: value for key, value in layer.items() if _is_section(key, value)})
+            for name, _source, layer in _file_layers(directory, lenient)]
 
 
 def configured_urls(directory: Path | None = None, environ: Mapping[str, str] | None = None) -> list[str]:
