@@ -44,6 +44,7 @@ from pmq_core.hookspecs import hookimpl
 from pmq_core.jobtypes import JobType, RetryPolicy
 from pmq_core.models import Job, JobContext, JobStatus
 from pmq_core.payloads import UnreadablePayload
+from pmq_core.plugin_settings import load_plugin_settings
 from pmq_core.queries import load_queries
 from pmq_core.schema import Migration, migrations_in
 
@@ -73,6 +74,7 @@ __all__ = [
     "UnreadablePayload",
     "WorkerLost",
     "hookimpl",
+    "load_plugin_settings",
     "load_queries",
     "migrations_in",
 ]

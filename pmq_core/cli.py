@@ -29,7 +29,7 @@ import click
 import psycopg
 import redis
 
-from pmq_core import payloads, redaction
+from pmq_core import payloads, plugin_settings, redaction
 from pmq_core.admin import Admin
 from pmq_core.client import Client
 from pmq_core.config import Settings, configured_urls
@@ -752,22 +752,34 @@ def _render_stats(data: dict[str, Any]) -> str:
 @plugins_option
 @json_option
 def plugins_command(plugins: str | None, as_json: bool) -> None:
-    """Installed plugins and the job types they declare (no server needed)."""
-    infos = Plugins(_settings(plugins=plugins).plugins).load().infos
+    """Installed plugins, the job types they declare and their settings,
+    secrets masked (no server needed)."""
+    host = Plugins(_settings(plugins=plugins).plugins).load()
+    values = host.plugin_settings()
+    described = [{**info.describe(), "settings": {section: plugin_settings.describe(section, values[section])
+                                                  for section in info.settings}} for info in host.infos]
     if as_json:
-        _emit_json([info.describe() for info in infos])
+        _emit_json(described)
         return
-    if not infos:
+    if not described:
         click.echo("no plugins installed (plugins register under the 'pmq' entry-point group)")
         return
     blocks = []
-    for info in infos:
-        origin = f"{info.distribution} {info.version}" if info.distribution else "not installed"
-        lines = [f"{info.name} ({origin})", f"  hooks: {', '.join(info.hooks) or 'none'}"]
-        for job_type in info.job_types:
-            lines.append(f"  {_describe_job_type(job_type.describe())}")
+    for info in described:
+        origin = f"{info['distribution']} {info['version']}" if info["distribution"] else "not installed"
+        lines = [f"{info['name']} ({origin})", f"  hooks: {', '.join(info['hooks']) or 'none'}"]
+        for job_type in info["job_types"]:
+            lines.append(f"  {_describe_job_type(job_type)}")
+        for section, rows in info["settings"].items():
+            lines.append(f"  settings [{section}]:")
+            lines.extend(f"    {row['name']} = {_setting_value(row['value'])}  ({row['type']}; {row['env']})"
+                         for row in rows)
         blocks.append("\n".join(lines))
     click.echo("\n\n".join(blocks))
+
+
+def _setting_value(value: Any) -> str:
+    return "(unset)" if value is None else json.dumps(value)
 
 
 def _describe_job_type(d: dict[str, Any]) -> str:

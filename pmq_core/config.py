@@ -5,6 +5,10 @@ Read, lowest precedence first, from the defaults below, ``[tool.pmq]`` in
 environment variables. Every field can be set in each place under its own
 name (``PMQ_`` + the name in capitals for the environment). A bad value is
 reported by its name and source, with everything else that is wrong.
+
+A table in those files (``[tool.pmq.webhook]``, ``[webhook]`` in pmq.toml)
+is a plugin's section: it is left to :mod:`pmq_core.plugin_settings`, which
+reads it with the rules written here.
 """
 
 from __future__ import annotations
@@ -12,9 +16,11 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import attrs
@@ -28,6 +34,7 @@ from pmq_core.errors import ConfigurationError, shown
 from pmq_core.redaction import passwords_in, redact_url, scrub
 
 ENV_PREFIX = "PMQ_"
+T = TypeVar("T")
 
 
 def _default_data_dir() -> Path:
@@ -135,7 +142,10 @@ class Settings:
     redis_url: str | None = attrs.field(default=None, repr=lambda url: repr(redact_url(url)), validator=_server_url)
     """Redis URL. Unset (with database_url unset too): embedded servers."""
     plugins: tuple[str, ...] | None = None
-    """Entry-point names of the plugins to load; None loads every installed one."""
+    """Entry-point names of the plugins to load; None loads every installed
+    one. An empty list (``PMQ_PLUGINS=``, ``plugins = ""`` or ``[]``) means
+    the same as unset, as an empty value does for every optional setting: a
+    process that loads no plugin has no job type to run or to check."""
     key_prefix: str = attrs.field(default="pmq:", validator=_key_prefix)
     """Prefix of every Redis key pmq touches, so deployments can share a Redis."""
     data_dir: Path = attrs.field(factory=_default_data_dir)
@@ -217,9 +227,27 @@ def _layers(directory: Path | None, environ: Mapping[str, str] | None,
             lenient: bool = False) -> list[tuple[str, dict[str, Any]]]:
     """Each source of settings with what it sets, lowest precedence first;
     ``lenient`` skips a file that cannot be read instead of refusing it."""
-    directory = directory or Path.cwd()
     environ = os.environ if environ is None else environ
     layers: list[tuple[str, dict[str, Any]]] = []
+    for _name, source, layer in _file_layers(directory, lenient):
+        layer = {key: value for key, value in layer.items() if not _is_section(key, value)}
+        if layer:
+            layers.append((source, layer))
+    env = {
+        key[len(ENV_PREFIX):].lower(): value
+        for key, value in environ.items()
+        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX):].lower() in _FIELD_NAMES
+    }
+    if env:
+        layers.append(("environment (PMQ_*)", env))
+    return layers
+
+
+def _file_layers(directory: Path | None, lenient: bool) -> list[tuple[str, str, dict[str, Any]]]:
+    """``[tool.pmq]`` of pyproject.toml and the whole of pmq.toml, plugin
+    sections included, each with its file's name and a description of it."""
+    directory = directory or Path.cwd()
+    layers: list[tuple[str, str, dict[str, Any]]] = []
     for name, source in (("pyproject.toml", "[tool.pmq] in pyproject.toml"), ("pmq.toml", "pmq.toml")):
         path = directory / name
         if not path.is_file():
@@ -233,16 +261,22 @@ def _layers(directory: Path | None, environ: Mapping[str, str] | None,
         if name == "pyproject.toml":
             tool = layer.get("tool")
             layer = tool.get("pmq", {}) if isinstance(tool, dict) else {}
-        if layer:
-            layers.append((source, layer))
-    env = {
-        key[len(ENV_PREFIX):].lower(): value
-        for key, value in environ.items()
-        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX):].lower() in _FIELD_NAMES
-    }
-    if env:
-        layers.append(("environment (PMQ_*)", env))
+        if isinstance(layer, dict) and layer:
+            layers.append((name, source, layer))
     return layers
+
+
+def _is_section(key: str, value: Any) -> bool:
+    """Whether ``key = value`` of a settings file is a plugin's section: a
+    table that is not one of pmq's own settings."""
+    return isinstance(value, dict) and key not in _FIELD_NAMES
+
+
+def plugin_sections(directory: Path | None = None, lenient: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """The plugin sections of each settings file, lowest precedence first:
+    ``("pyproject.toml", {"webhook": {...}})``, then ``("pmq.toml", ...)``."""
+    return [(name, {key: value for key, value in layer.items() if _is_section(key, value)})
+            for name, _source, layer in _file_layers(directory, lenient)]
 
 
 def configured_urls(directory: Path | None = None, environ: Mapping[str, str] | None = None) -> list[str]:
@@ -274,7 +308,7 @@ def _split_names(value: Any, _type: Any) -> tuple[str, ...] | None:
         return None
     items = value.split(",") if isinstance(value, str) else list(value)
     names = tuple(str(item).strip() for item in items if str(item).strip())
-    return names
+    return names or None
 
 
 def _float(value: Any, _type: Any) -> float:
@@ -319,6 +353,26 @@ _converter.register_structure_hook(str | None, lambda v, _t: None if v in (None,
 _converter.register_structure_hook(int | None, lambda v, _t: None if v in (None, "") else _int(v, int))
 
 
+def _optional(type_: Any) -> bool:
+    return typing.get_origin(type_) in (typing.Union, types.UnionType) and type(None) in typing.get_args(type_)
+
+
+def _structure_optional(type_: Any) -> Any:
+    """``X | None``: an empty value (``PMQ_NAME=``) is None, as unset."""
+    inner: Any = typing.Union[tuple(arg for arg in typing.get_args(type_) if arg is not type(None))]  # noqa: UP007
+
+    def structure(value: Any, _type: Any) -> Any:
+        return None if value in (None, "") else _section_converter.structure(value, inner)
+
+    return structure
+
+
+#: The converter of plugin sections: pmq's own rules, and for every
+#: optional type an empty value meaning unset.
+_section_converter = _converter.copy()
+_section_converter.register_structure_hook_factory(_optional, _structure_optional)
+
+
 def _describe(exc: BaseException, type_: Any) -> str:
     """A validator's own message (it names the setting), else cattrs' wording."""
     if isinstance(exc, ValueError) and str(exc):
@@ -335,3 +389,15 @@ def structure_settings(data: dict[str, Any]) -> Settings:
         raise ConfigurationError(f"invalid settings: {lines}") from None
     except ValueError as exc:
         raise ConfigurationError(f"invalid settings: {exc}") from None
+
+
+def structure_section(data: dict[str, Any], cls: type[T], path: str) -> T:
+    """``data`` as an instance of the attrs class ``cls`` by the rules of
+    pmq's own settings; ValueError listing every bad field as ``message @
+    path.field`` otherwise."""
+    try:
+        return _section_converter.structure(data, cls)
+    except cattrs.BaseValidationError as exc:
+        raise ValueError("; ".join(cattrs.transform_error(exc, path=path, format_exception=_describe))) from None
+    except (ValueError, TypeError) as exc:  # an attrs validator's own message, which names the field
+        raise ValueError(f"{exc} @ {path}") from None

@@ -114,6 +114,56 @@ def pmq_register_migrations() -> list[Migration]:
 
 
 @hookspec
+def pmq_register_settings() -> dict[str, type]:
+    """Return the settings this plugin reads, as `{section: attrs class}`.
+
+    **When:** once per process, when the plugins load. The values are read
+    later, when a worker or a `pmq run`/`worker`/`migrator` command starts
+    (and by `pmq plugins`), never by a producer.
+
+    Each field of the class is one setting: its type, its default and its
+    docstring say what it takes. pmq reads it, lowest precedence first, from
+    the default, `[tool.pmq.<section>]` in `pyproject.toml`, `[<section>]` in
+    `pmq.toml` and the environment variable `PMQ_<SECTION>_<FIELD>` (in
+    capitals), with the strict conversions of pmq's own settings (an `int`
+    refuses `"2.5"`, a `bool` takes `true`/`false`/`1`/`0`/`yes`/`no`, an
+    empty value of an optional field means unset). A worker checks every
+    section before it starts: each bad value is named (`expected a number,
+    got 'soon' @ webhook.timeout`), all in one line, and the worker does not
+    start. Mark a password or a key `metadata={"secret": True}`: `pmq plugins`
+    shows it as `***` and pmq scrubs it from its output and logs. Read the
+    values in [`pmq_worker_started`][pmq_core.hookspecs.pmq_worker_started]
+    (`plugin_settings["<section>"]`), or, outside a worker (a script, a
+    test), with `pmq_core.load_plugin_settings("<section>", TheClass)`.
+
+    Name the section after the plugin's entry point: 1-32 lowercase letters,
+    digits and `_`. **Errors**, each naming the plugin, stop loading: a
+    section name that is malformed or is one of pmq's own settings, a value
+    that is not an attrs class, a section declared by two plugins, or two
+    settings that would read the same environment variable.
+
+    ```python
+    import attrs
+    from pmq_core import hookimpl
+
+    @attrs.frozen(kw_only=True)
+    class ThumbnailSettings:
+        size: int = 256  # longest side, in pixels: PMQ_THUMBS_SIZE
+        api_key: str | None = attrs.field(default=None, metadata={"secret": True})
+
+    @hookimpl
+    def pmq_register_settings():
+        return {"thumbs": ThumbnailSettings}
+    ```
+
+    Returns:
+        A dict mapping each section name to an attrs class.
+
+    Since 0.2.
+    """
+
+
+@hookspec
 def pmq_register_commands(cli: click.Group) -> None:
     """Add commands to the `pmq` command line with `cli.add_command(...)`.
 
@@ -176,7 +226,8 @@ def pmq_jobs_enqueued(queue: str, job_ids: list[uuid.UUID]) -> None:
 
 
 @hookspec
-def pmq_worker_started(worker_id: uuid.UUID, queues: list[str], settings: Settings) -> None:
+def pmq_worker_started(worker_id: uuid.UUID, queues: list[str], settings: Settings,
+                       plugin_settings: dict[str, Any]) -> None:
     """Called when a worker has registered and is about to take jobs.
 
     **When:** once per worker, after it has registered itself (its heartbeat
@@ -196,6 +247,9 @@ def pmq_worker_started(worker_id: uuid.UUID, queues: list[str], settings: Settin
             `jobs.worker_id`.
         queues: the queues it serves.
         settings: the `pmq_core.Settings` it runs with.
+        plugin_settings: every plugin's settings, by section
+            ([`pmq_register_settings`][pmq_core.hookspecs.pmq_register_settings]),
+            checked before the worker started (since 0.2).
 
     Since 0.1.
     """

@@ -238,11 +238,13 @@ def _child_main(recipe: PluginRecipe, settings: Settings, worker_id: uuid.UUID, 
     threading.Thread(target=_exit_with_parent, name="pmq-isolation-watch", daemon=True).start()
     try:
         plugins = recipe.load()
+        plugin_settings = plugins.plugin_settings()
     except Exception as exc:
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
     job_types = {name: plugins.job_types[name] for name in queues if name in plugins.job_types}
-    plugins.safe_call("pmq_worker_started", worker_id=worker_id, queues=list(job_types), settings=settings)
+    plugins.safe_call("pmq_worker_started", worker_id=worker_id, queues=list(job_types), settings=settings,
+                      plugin_settings=plugin_settings)
     conn.send(("ready", list(job_types)))
     loop = asyncio.new_event_loop()
     while True:

@@ -18,7 +18,7 @@ from typing import Any, cast
 import attrs
 import pluggy
 
-from pmq_core import hookspecs
+from pmq_core import hookspecs, plugin_settings
 from pmq_core.errors import PluginError, shown
 from pmq_core.jobtypes import JobType
 
@@ -36,6 +36,8 @@ class PluginInfo:
     version: str | None
     hooks: tuple[str, ...]
     job_types: tuple[JobType, ...]
+    settings: tuple[str, ...] = ()
+    """The settings sections it declares (``pmq_register_settings``)."""
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -78,6 +80,10 @@ class Plugins:
         self.infos: list[PluginInfo] = []
         self.job_types: dict[str, JobType] = {}
         self._owners: dict[str, str] = {}
+        #: Each declared settings section's attrs class, and who declared it.
+        self.settings_classes: dict[str, type] = {}
+        self._section_owners: dict[str, str] = {}
+        self._settings: dict[str, Any] | None = None
 
     @property
     def extra(self) -> tuple[Any, ...]:
@@ -190,11 +196,60 @@ class Plugins:
                 self._owners[item.name] = name
                 self.job_types[item.name] = item
                 declared.setdefault(name, []).append(item)
+        self._collect_settings(origins)
         for plugin_name, plugin in self.pm.list_name_plugin():
             name = plugin_name or repr(plugin)
             distribution, version = origins.get(name, (None, None))
             hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(plugin) or []))
-            self.infos.append(PluginInfo(name, distribution, version, hooks, tuple(declared.get(name, ()))))
+            sections = tuple(s for s, owner in self._section_owners.items() if owner == name)
+            self.infos.append(PluginInfo(name, distribution, version, hooks, tuple(declared.get(name, ())), sections))
+
+    def _collect_settings(self, origins: dict[str, tuple[str | None, str | None]]) -> None:
+        """Gather every plugin's settings declaration and check it (the
+        values are read later, by :meth:`plugin_settings`)."""
+        for impl in self.pm.hook.pmq_register_settings.get_hookimpls():
+            name = impl.plugin_name
+            dist = origins.get(name, (None, None))[0] or "not installed"
+            try:
+                result = impl.function() or {}
+            except Exception as exc:
+                raise PluginError(f"plugin {name!r} (distribution {dist}) failed to declare its settings: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+            if not isinstance(result, dict):
+                raise PluginError(f"plugin {name!r} (distribution {dist}) returned {shown(result)} from "
+                                  "pmq_register_settings; expected a dict of section name to attrs class")
+            for section, cls in result.items():
+                problem = plugin_settings.declaration_problem(section, cls)
+                if problem is not None:
+                    raise PluginError(f"plugin {name!r} (distribution {dist}) declares settings pmq cannot read: "
+                                      f"{problem}")
+                owner = self._section_owners.get(section)
+                if owner is not None:
+                    raise PluginError(f"settings section {section!r} is declared by two plugins: {owner!r} and "
+                                      f"{name!r} (distribution {dist})")
+                self._section_owners[section] = name
+                self.settings_classes[section] = cls
+        clashes = plugin_settings.env_clashes(self.settings_classes)
+        if clashes:
+            raise PluginError(f"two plugins' settings would read the same environment variable: {'; '.join(clashes)}")
+
+    def plugin_settings(self) -> dict[str, Any]:
+        """Every declared settings section's values, read once (from the
+        current directory's files and the environment, like
+        :meth:`Settings.load`); one ConfigurationError naming every bad value
+        of every section otherwise."""
+        self.load()
+        if self._settings is None:
+            self._settings = plugin_settings.read(self.settings_classes)
+        return self._settings
+
+    def settings_of(self, section: str) -> Any:
+        """The settings a plugin declared as ``section``: an instance of its class."""
+        values = self.plugin_settings()
+        if section not in values:
+            raise PluginError(f"no loaded plugin declares the settings section {section!r}; declared: "
+                              f"{', '.join(sorted(values)) or 'none'}")
+        return values[section]
 
     def job_type(self, name: str) -> JobType | None:
         self.load()

@@ -12,7 +12,8 @@ warning, in a traceback, in ``--json`` output. Two tools cover them:
 - :func:`scrub` replaces every form a password of the configured URLs can
   take in text (as written, percent-decoded, as ``repr`` or JSON would quote
   it) with ``***``. The ``pmq`` command registers those passwords with
-  :func:`remember` before it does anything, then runs inside
+  :func:`remember` before it does anything (a plugin's secret settings are
+  added by :func:`remember_secrets` when they are read), then runs inside
   :func:`scrubbed_output`: whatever reaches stdout or stderr (its own output,
   ``--json``, a library's warning, a traceback, a log line) and every record
   a root logging handler emits (to a file, say) is scrubbed on the way.
@@ -83,8 +84,14 @@ def passwords_in(url: str | None) -> set[str]:
         written.append(value)
         if value.startswith("'"):
             written.append(re.sub(r"\\(.)", r"\1", value[1:].removesuffix("'"), flags=re.DOTALL))
+    return _forms({s for raw in written for s in (raw, unquote(raw), unquote_plus(raw))})
+
+
+def _forms(secrets: Iterable[str]) -> set[str]:
+    """Every form each of ``secrets`` can take in text: as written, as
+    ``repr`` or JSON would quote it, percent-encoded, backslash-escaped."""
     forms: set[str] = set()
-    for secret in {s for raw in written for s in (raw, unquote(raw), unquote_plus(raw))}:
+    for secret in secrets:
         forms |= {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1], quote(secret, safe=""),
                   secret.replace("\\", "\\\\").replace("'", "\\'")}
     forms.discard("")
@@ -104,6 +111,13 @@ def remember(urls: Iterable[str | None]) -> None:
     """Add the passwords of ``urls`` to those :func:`scrub` hides by default."""
     for url in urls:
         _known.update(passwords_in(url))
+
+
+def remember_secrets(values: Iterable[str]) -> None:
+    """Add ``values`` (a plugin's secret settings), and the passwords of any
+    that is a URL, to those :func:`scrub` hides by default."""
+    for value in values:
+        _known.update(_forms({value, value.strip()}) | passwords_in(value))
 
 
 class ScrubbingFilter(logging.Filter):

@@ -38,9 +38,9 @@ def prepare(settings: Settings, plugins: Plugins) -> Settings:
     against configured servers a stale schema is refused, since upgrading is
     an operator's decision (``pmq db upgrade``).
     """
+    plugins.plugin_settings()  # every plugin's settings are valid before any server is touched
     embedded = settings.embedded
     settings = resolve_servers(settings)
-    plugins.load()
     with Admin(settings) as admin:
         if schema.pending(admin.conn, plugins.migrations()):
             if not embedded:

@@ -132,6 +132,7 @@ class Worker:
                  concurrency: int | None = None) -> None:
         self.settings = settings
         self.plugins = plugins.load()
+        self.plugin_settings = self.plugins.plugin_settings()  # every bad value refused before anything starts
         known = self.plugins.job_types
         if queues:
             missing = [name for name in queues if name not in known]
@@ -192,7 +193,7 @@ class Worker:
         await asyncio.get_running_loop().run_in_executor(None, heartbeat.register)
         heartbeat.start()
         self.plugins.safe_call("pmq_worker_started", worker_id=self.id, queues=list(self.job_types),
-                               settings=self.settings)
+                               settings=self.settings, plugin_settings=self.plugin_settings)
         database = asyncio.create_task(self._database_loop(stop), name="pmq-database")
         database.add_done_callback(self._database_ended)
         canceller = asyncio.create_task(self._control_listener(), name="pmq-control-listener")

@@ -515,12 +515,14 @@ def test_dead_letters_list_replay_and_purge(env, pmq_runtime, sample_plugin):
 
 
 def test_serving_needs_job_types_and_known_queues(env):
-    nothing = {**env, "PMQ_PLUGINS": ""}
-    results = pmq_all(nothing, ["worker"], ["run", "--plugins", ""], ["worker", "--plugins", "cli-sample",
-                      "--queues", "cli-echo,nosuch"], ["run", "--plugins", "nosuch"], ["run", "--concurrency", "0"])
-    no_types, no_types_either, unknown_queue, unknown_plugin, bad_concurrency = results
+    nothing = {**env, "PMQ_PLUGINS": "cli-greedy"}  # a plugin with commands only
+    results = pmq_all(nothing, ["worker"], ["run", "--plugins", "cli-greedy"], ["worker", "--plugins", "cli-sample",
+                      "--queues", "cli-echo,nosuch"], ["run", "--plugins", "nosuch"], ["run", "--concurrency", "0"],
+                      ["run", "--plugins", ""])
+    no_types, no_types_either, unknown_queue, unknown_plugin, bad_concurrency, empty = results
     assert "no job types to serve" in error_line(no_types)
     assert "no job types to serve" in error_line(no_types_either)
+    assert "'cli-broken'" in error_line(empty)  # an empty selection loads every installed plugin, as unset does
     assert "queue(s) nosuch" in error_line(unknown_queue)
     assert "plugin(s) 'nosuch' not installed" in error_line(unknown_plugin)
     assert "'--concurrency'" in error_line(bad_concurrency, 2)

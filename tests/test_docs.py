@@ -97,3 +97,23 @@ def test_the_plugin_example_is_a_working_distribution(tmp_path, monkeypatch, pmq
     for func in tests.values():
         wanted = inspect.signature(func).parameters
         func(**{name: {"pmq_runtime": pmq_runtime}[name] for name in wanted})
+
+
+def test_the_plugin_settings_example_reads_and_refuses_as_printed(tmp_path):
+    """The settings class of docs/plugins.md, read from its pmq.toml; the
+    printed error is what the misspelt key and a bad variable give."""
+    from pmq_core import ConfigurationError
+    from pmq_core.plugin_settings import read
+
+    text = PLUGINS_DOC.read_text()
+    namespace: dict[str, object] = {}
+    exec(compile(code_block(text, "# pmq_greetings/settings.py"), "settings.py", "exec"), namespace)
+    declared = {"greetings": namespace["GreetingSettings"]}
+    (tmp_path / "pmq.toml").write_text(code_block(text, "# pmq.toml"))
+    value = read(declared, tmp_path, {"PMQ_GREETINGS_MAX_LENGTH": "80"})["greetings"]
+    assert (value.punctuation, value.max_length, value.api_key) == (".", 80, None)
+    [printed] = re.findall(r"^pmq: error: (invalid plugin settings: .*)$", text, flags=re.M)
+    (tmp_path / "pmq.toml").write_text('[greetings]\npunctation = "."\n')
+    with pytest.raises(ConfigurationError) as caught:
+        read(declared, tmp_path, {"PMQ_GREETINGS_MAX_LENGTH": "80.5"})
+    assert str(caught.value) == printed

@@ -9,8 +9,9 @@
 See README.md for configuration and payloads.
 """
 
-from pmq_email.config import EmailConfig, SmtpServer
+from pmq_email.config import EmailConfig, EmailSettings, SmtpServer
 from pmq_email.payloads import InboundMessage, SendEmail, WarmupStep
 from pmq_email.plugin import EmailPlugin, plugin
 
-__all__ = ["EmailConfig", "EmailPlugin", "InboundMessage", "SendEmail", "SmtpServer", "WarmupStep", "plugin"]
+__all__ = ["EmailConfig", "EmailPlugin", "EmailSettings", "InboundMessage", "SendEmail", "SmtpServer", "WarmupStep",
+           "plugin"]

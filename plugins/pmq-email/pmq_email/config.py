@@ -1,27 +1,26 @@
-"""pmq-email's configuration, read from ``PMQ_*`` environment variables.
+"""pmq-email's configuration: its settings, declared to pmq.
 
 The core's settings say where PostgreSQL and Redis are; these say where mail
-goes and where files live. They are read when first needed, never on import,
-and a bad value is reported by the variable's name.
+goes and where files live. pmq reads them (section ``email``: ``PMQ_EMAIL_*``
+variables, ``[tool.pmq.email]`` in pyproject.toml, ``[email]`` in pmq.toml)
+and checks them when a worker starts; :class:`EmailConfig` is what the
+handlers use, built from them.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Mapping
 from email.utils import parseaddr
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import attrs
 
 from pmq_core import ConfigurationError
 
-SMTP_URL = "PMQ_SMTP_URL"
-EMAIL_FROM = "PMQ_EMAIL_FROM"
-TEMPLATES = "PMQ_EMAIL_TEMPLATES"
-INBOUND_DIR = "PMQ_EMAIL_INBOUND_DIR"
-MESSAGE_ID_DOMAIN = "PMQ_EMAIL_MESSAGE_ID_DOMAIN"
+#: The section of the plugin's settings.
+SECTION = "email"
+SMTP_URL = "smtp_url"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -76,6 +75,34 @@ class SmtpServer:
                    starttls=_flag(query, "starttls"), implicit_tls=implicit, timeout=timeout)
 
 
+def _smtp_url(instance: Any, attribute: Any, url: str | None) -> None:
+    """Refuse an SMTP URL that cannot be used, when the settings are read."""
+    if url is not None:
+        try:
+            SmtpServer.from_url(url)
+        except ConfigurationError as exc:
+            raise ValueError(str(exc)) from None
+
+
+@attrs.frozen(kw_only=True)
+class EmailSettings:
+    """pmq-email's settings, as declared to pmq (``PMQ_EMAIL_<NAME>``)."""
+
+    smtp_url: str | None = attrs.field(default=None, repr=False, metadata={"secret": True}, validator=_smtp_url)
+    """``smtp://user:password@host:port?starttls=1&timeout=10``, or ``smtps://``
+    for TLS from the first byte; unset: ``smtp://localhost:25``. Secret: it
+    may hold a password."""
+    sender: str | None = None
+    """The From address of sent mail; required to send."""
+    templates: Path | None = None
+    """Directory of ``<template id>.txt`` files; required to send."""
+    inbound_dir: Path | None = None
+    """Directory under which inbound messages' storage keys are resolved;
+    required to process inbound mail and bounces."""
+    message_id_domain: str | None = None
+    """Right-hand side of generated Message-IDs (default: the sender's domain)."""
+
+
 @attrs.frozen(kw_only=True)
 class EmailConfig:
     """Everything pmq-email needs besides the database."""
@@ -91,30 +118,27 @@ class EmailConfig:
     """Right-hand side of generated Message-IDs (default: the sender's domain)."""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> EmailConfig:
-        env = os.environ if environ is None else environ
-        smtp = SmtpServer.from_url(env[SMTP_URL]) if env.get(SMTP_URL) else SmtpServer()
-
-        def path(name: str) -> Path | None:
-            value = env.get(name)
-            return Path(os.path.expanduser(value)) if value else None
-
-        return cls(smtp=smtp, sender=env.get(EMAIL_FROM) or None, templates=path(TEMPLATES),
-                   inbound_dir=path(INBOUND_DIR), message_id_domain=env.get(MESSAGE_ID_DOMAIN) or None)
+    def from_settings(cls, settings: EmailSettings) -> EmailConfig:
+        smtp = SmtpServer.from_url(settings.smtp_url) if settings.smtp_url else SmtpServer()
+        return cls(smtp=smtp, sender=settings.sender, templates=settings.templates,
+                   inbound_dir=settings.inbound_dir, message_id_domain=settings.message_id_domain)
 
     def require_sender(self) -> str:
         if not self.sender:
-            raise ConfigurationError(f"pmq-email cannot send: set {EMAIL_FROM} to the From address")
+            raise ConfigurationError("pmq-email cannot send: set PMQ_EMAIL_SENDER (email.sender) to the "
+                                     "From address")
         return self.sender
 
     def require_templates(self) -> Path:
         if self.templates is None:
-            raise ConfigurationError(f"pmq-email cannot render: set {TEMPLATES} to the templates directory")
+            raise ConfigurationError("pmq-email cannot render: set PMQ_EMAIL_TEMPLATES (email.templates) to "
+                                     "the templates directory")
         return self.templates
 
     def require_inbound_dir(self) -> Path:
         if self.inbound_dir is None:
-            raise ConfigurationError(f"pmq-email cannot read inbound mail: set {INBOUND_DIR} to its directory")
+            raise ConfigurationError("pmq-email cannot read inbound mail: set PMQ_EMAIL_INBOUND_DIR "
+                                     "(email.inbound_dir) to its directory")
         return self.inbound_dir
 
     def message_domain(self) -> str:

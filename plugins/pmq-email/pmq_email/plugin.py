@@ -2,10 +2,10 @@
 configuration and database.
 
 Installed, it is the entry point ``email`` of the ``pmq`` group (the
-module-level :data:`plugin`), configured from the environment and given the
-database by the worker that starts it. Tests and applications may build
-their own :class:`EmailPlugin` with an explicit configuration and register
-that instead.
+module-level :data:`plugin`). It declares its settings to pmq (section
+``email``), and the worker that starts it gives it those settings and the
+database. Tests and applications may build their own :class:`EmailPlugin`
+with an explicit configuration and register that instead.
 """
 
 from __future__ import annotations
@@ -13,9 +13,18 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pmq_core import ConfigurationError, JobContext, JobType, Migration, RetryPolicy, Settings, hookimpl
+from pmq_core import (
+    ConfigurationError,
+    JobContext,
+    JobType,
+    Migration,
+    RetryPolicy,
+    Settings,
+    hookimpl,
+    load_plugin_settings,
+)
 from pmq_email import bounces, inbound, sending, warmup
-from pmq_email.config import EmailConfig
+from pmq_email.config import SECTION, EmailConfig, EmailSettings
 from pmq_email.database import Database
 from pmq_email.payloads import InboundMessage, SendEmail, WarmupStep
 from pmq_email.queries import migrations
@@ -24,20 +33,23 @@ from pmq_email.queries import migrations
 class EmailPlugin:
     """PenguinMails' email job types.
 
-    ``config`` defaults to :meth:`EmailConfig.from_env`, read on first need.
-    The database comes from the worker's settings (``pmq_worker_started``)
-    or from :meth:`configure`, for code that runs handlers outside a worker.
+    ``config``, when given, is used as it is. Otherwise the configuration
+    comes from the plugin's settings: those the worker gives
+    (``pmq_worker_started``), or, for handlers run before any worker did,
+    read on first need. The database comes from the worker's settings or
+    from :meth:`configure`, for code that runs handlers outside a worker.
     """
 
     def __init__(self, config: EmailConfig | None = None) -> None:
         self._config = config
+        self._given = config is not None
         self._db: Database | None = None
         self._lock = threading.Lock()
 
     @property
     def config(self) -> EmailConfig:
         if self._config is None:
-            self._config = EmailConfig.from_env()
+            self._config = EmailConfig.from_settings(load_plugin_settings(SECTION, EmailSettings))
         return self._config
 
     @property
@@ -94,9 +106,16 @@ class EmailPlugin:
         return migrations()
 
     @hookimpl
-    def pmq_worker_started(self, settings: Settings) -> None:
-        """Take the worker's database; the pool opens on first use."""
+    def pmq_register_settings(self) -> dict[str, type]:
+        return {SECTION: EmailSettings}
+
+    @hookimpl
+    def pmq_worker_started(self, settings: Settings, plugin_settings: dict[str, Any]) -> None:
+        """Take the worker's plugin settings (unless a configuration was
+        given) and database; the pool opens on first use."""
         with self._lock:
+            if not self._given:
+                self._config = EmailConfig.from_settings(plugin_settings[SECTION])
             if self._db is None or self._db.url != settings.database_url:
                 if self._db is not None:
                     self._db.close()

@@ -5,16 +5,18 @@ from __future__ import annotations
 import uuid
 from email import message_from_bytes
 from email.policy import default
+from pathlib import Path
 
+import attrs
 import psycopg
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-from email_testkit import DOMAIN, SmtpSink, free_port, run_job, with_smtp
-from pmq_email import EmailConfig, EmailPlugin, SmtpServer
-from pmq_email.config import SMTP_URL
+from email_testkit import DOMAIN, SENDER, SmtpSink, free_port, run_job, with_smtp
+from pmq_email import EmailConfig, EmailPlugin, EmailSettings, SmtpServer
 
-from pmq_core import ConfigurationError, Fail, JobStatus, PayloadError, Retry
+from pmq_core import ConfigurationError, Fail, JobStatus, PayloadError, Retry, load_plugin_settings, redaction
+from pmq_core.plugin_settings import read
 
 WELCOME = {"to": "ada@example.org", "template": "welcome", "values": {"name": "Ada", "account": "acme"}}
 
@@ -98,6 +100,25 @@ def test_unreachable_server_is_retried(email_db, email_config, smtp_sink):
         plugin.close()
 
 
+def test_a_worker_gives_the_plugin_its_settings(pmq_runtime, email_config, smtp_sink, monkeypatch, tmp_path):
+    """No configuration in code: the worker reads the email section (a file
+    and the environment) and hands it to the plugin when it starts."""
+    sink, port = smtp_sink
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pmq.toml").write_text(f'[email]\nsmtp_url = "smtp://127.0.0.1:{port}?timeout=5"\n', encoding="utf-8")
+    monkeypatch.setenv("PMQ_EMAIL_SENDER", SENDER)
+    monkeypatch.setenv("PMQ_EMAIL_TEMPLATES", str(email_config.templates))
+    plugin = EmailPlugin()
+    try:
+        rt = pmq_runtime(plugin)
+        job_id = rt.enqueue("email-sending", WELCOME)
+        assert rt.wait(job_id).status is JobStatus.COMPLETED
+    finally:
+        plugin.close()
+    assert plugin.config.smtp.port == port and plugin.config.sender == SENDER
+    assert [m.mail_from for m in sink.messages] == ["hello@penguinmails.test"]
+
+
 def test_worker_retries_451_and_gives_up_on_550(pmq_runtime, email_plugin, smtp_sink):
     sink, _ = smtp_sink
     sink.data_replies = ["451 4.7.1 Greylisted, try again later"]
@@ -166,17 +187,35 @@ def test_smtp_login_from_the_url(email_db, email_config):
     assert accounts.seen == ["penguin"] and len(sink.messages) == 1
 
 
-def test_configuration_from_the_environment():
-    config = EmailConfig.from_env({SMTP_URL: "smtp://u%40x:p%3Ass@mail.example.net:2525?starttls=1",
-                                   "PMQ_EMAIL_FROM": "Team <team@example.net>",
-                                   "PMQ_EMAIL_TEMPLATES": "/srv/templates"})
+def test_configuration_from_the_plugin_settings(tmp_path):
+    (tmp_path / "pmq.toml").write_text('[email]\nsender = "Team <team@example.net>"\ntemplates = "/srv/templates"\n',
+                                       encoding="utf-8")
+    environ = {"PMQ_EMAIL_SMTP_URL": "smtp://u%40x:p%3Ass@mail.example.net:2525?starttls=1",
+               "PMQ_EMAIL_TEMPLATES": "/srv/mail-templates"}
+    config = EmailConfig.from_settings(load_plugin_settings("email", EmailSettings, tmp_path, environ))
     assert (config.smtp.host, config.smtp.port, config.smtp.username, config.smtp.password) == (
         "mail.example.net", 2525, "u@x", "p:ss")
     assert config.smtp.starttls and not config.smtp.implicit_tls
-    assert config.message_domain() == "example.net"
+    assert config.templates == Path("/srv/mail-templates") and config.message_domain() == "example.net"
     assert "p:ss" not in repr(config)
     assert SmtpServer.from_url("smtps://mail.example.net").port == 465
     for bad, problem in [("http://x", "smtp://"), ("smtp://x?tls=1", "unknown option"),
-                         ("smtp://x?starttls=maybe", "yes/no"), ("smtp://x:port", "PMQ_SMTP_URL")]:
+                         ("smtp://x?starttls=maybe", "yes/no"), ("smtp://x:port", "smtp_url")]:
         with pytest.raises(ConfigurationError, match=problem):
             SmtpServer.from_url(bad)
+
+
+@attrs.frozen
+class Other:
+    timeout: float = 1.0
+
+
+def test_a_bad_smtp_url_is_refused_with_the_other_bad_settings_and_its_password_never_shown(tmp_path):
+    environ = {"PMQ_EMAIL_SMTP_URL": "smtp://u:pw-71c3a@mail.example.net:2525?tls=1", "PMQ_EMAIL_TEMPLATES": "",
+               "PMQ_OTHER_TIMEOUT": "soon"}
+    with pytest.raises(ConfigurationError) as caught:
+        read({"email": EmailSettings, "other": Other}, tmp_path, environ)
+    message = str(caught.value)
+    assert "smtp_url: unknown option(s) tls; known: starttls, timeout @ email" in message
+    assert "expected a number, got 'soon' @ other.timeout" in message and "pw-71c3a" not in message
+    assert redaction.scrub("login failed for u:pw-71c3a") == "login failed for u:***"

@@ -10,13 +10,14 @@ Enqueue a delivery from an application::
         "event": "order.paid",
     })
 
-Workers sign each request with the secret in ``PMQ_WEBHOOK_SECRET``; a
-receiver checks it with :func:`verify_signature`.
+Workers sign each request with the ``secret`` of the plugin's settings
+(:class:`WebhookSettings`, e.g. ``PMQ_WEBHOOK_SECRET``); a receiver checks it
+with :func:`verify_signature`.
 """
 
-from pmq_webhook.delivery import NAME, VERSION, WebhookConfig, WebhookPayload, job_type
+from pmq_webhook.delivery import NAME, VERSION, WebhookPayload, WebhookSettings, job_type
 from pmq_webhook.signing import sign, verify_signature
 
 __version__ = VERSION
 
-__all__ = ["NAME", "WebhookConfig", "WebhookPayload", "__version__", "job_type", "sign", "verify_signature"]
+__all__ = ["NAME", "WebhookSettings", "WebhookPayload", "__version__", "job_type", "sign", "verify_signature"]

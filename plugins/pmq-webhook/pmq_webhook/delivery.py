@@ -15,7 +15,6 @@ import http.client
 import importlib.metadata
 import json
 import math
-import os
 import re
 import ssl
 import time
@@ -26,7 +25,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from pmq_core import Fail, JobContext, JobType, Retry, RetryPolicy
+from pmq_core import ConfigurationError, Fail, JobContext, JobType, Retry, RetryPolicy, load_plugin_settings
 from pmq_webhook.signing import sign
 
 try:
@@ -35,10 +34,9 @@ except importlib.metadata.PackageNotFoundError:  # running from a source tree
     VERSION = "0+unknown"
 #: The job type's name, which is also its queue.
 NAME = "webhook:process"
-#: Environment variable holding the signing secret (required).
-SECRET_ENV = "PMQ_WEBHOOK_SECRET"
-#: Environment variable holding the per-request socket timeout in seconds.
-TIMEOUT_ENV = "PMQ_WEBHOOK_TIMEOUT"
+#: The section of the plugin's settings: ``[tool.pmq.webhook]``, ``[webhook]``
+#: in pmq.toml, ``PMQ_WEBHOOK_*`` in the environment.
+SECTION = "webhook"
 #: Socket timeout of a request, kept below the job's 15 s so that a slow
 #: receiver is reported as a time-out of the request, not of the job.
 DEFAULT_REQUEST_TIMEOUT = 10.0
@@ -108,33 +106,41 @@ class WebhookPayload:
     event: str | None = attrs.field(default=None, validator=_check_event)
 
 
+def _positive_seconds(instance: Any, attribute: Any, value: float) -> None:
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"timeout must be a positive number of seconds, not {value!r}")
+
+
 @attrs.frozen(kw_only=True)
-class WebhookConfig:
-    """The plugin's configuration, from the worker's environment (never
+class WebhookSettings:
+    """The plugin's settings, read by pmq from the workers' settings (never
     from a payload: a secret must not be stored with the jobs)."""
 
-    secret: str
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT
+    secret: str | None = attrs.field(default=None, repr=False, metadata={"secret": True},
+                                     converter=lambda value: value.strip() or None if value else None)
+    """The key of the HMAC-SHA256 signatures, shared with the receivers
+    (``PMQ_WEBHOOK_SECRET``). Required to send anything."""
+    timeout: float = attrs.field(default=DEFAULT_REQUEST_TIMEOUT, validator=_positive_seconds)
+    """Seconds a request may wait on the network, connecting and per read
+    (``PMQ_WEBHOOK_TIMEOUT``); keep it below the job's 15 s timeout."""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "WebhookConfig":
-        """The configuration, or :class:`pmq_core.Fail` naming what is missing
-        or wrong (retrying cannot help until an operator fixes it)."""
-        environ = os.environ if environ is None else environ
-        secret = environ.get(SECRET_ENV, "").strip()
-        if not secret:
-            raise Fail(f"{SECRET_ENV} is not set: pmq-webhook never sends unsigned requests; set it on the "
-                       "workers, then replay the dead jobs")
-        raw = environ.get(TIMEOUT_ENV, "").strip()
-        timeout = DEFAULT_REQUEST_TIMEOUT
-        if raw:
-            try:
-                timeout = float(raw)
-            except ValueError:
-                timeout = math.nan
-            if not (math.isfinite(timeout) and timeout > 0):
-                raise Fail(f"{TIMEOUT_ENV} must be a positive number of seconds, not {raw!r}")
-        return cls(secret=secret, request_timeout=timeout)
+    def current(cls) -> "WebhookSettings":
+        """The settings as they are now, or :class:`pmq_core.Fail` naming
+        what is wrong (retrying cannot help until an operator fixes it)."""
+        try:
+            return load_plugin_settings(SECTION, cls)
+        except ConfigurationError as exc:
+            raise Fail(str(exc)) from None
+
+    def require_secret(self) -> str:
+        if self.secret is None:
+            raise Fail(f"{MISSING_SECRET}; set it on the workers, then replay the dead jobs")
+        return self.secret
+
+
+#: What a worker without a signing secret is told, at start and per job.
+MISSING_SECRET = "PMQ_WEBHOOK_SECRET is not set: pmq-webhook never sends unsigned requests"
 
 
 @attrs.frozen
@@ -219,14 +225,15 @@ def make_handler(max_delay: float) -> Any:
 
     def deliver(job: JobContext) -> dict[str, Any]:
         payload: WebhookPayload = job.payload
-        config = WebhookConfig.from_env()
+        config = WebhookSettings.current()
+        secret = config.require_secret()
         body = json.dumps(payload.body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        headers = request_headers(job, payload, body, config.secret, int(time.time()))
+        headers = request_headers(job, payload, body, secret, int(time.time()))
         where = _where(payload.url)
         try:
-            answer = post(payload.url, body, headers, config.request_timeout)
+            answer = post(payload.url, body, headers, config.timeout)
         except TimeoutError:
-            raise Retry(f"POST {where} timed out after {config.request_timeout:g}s") from None
+            raise Retry(f"POST {where} timed out after {config.timeout:g}s") from None
         except (OSError, http.client.HTTPException) as exc:
             detail = str(exc) or type(exc).__name__
             raise Retry(f"POST {where} failed: {type(exc).__name__}: {detail}") from None

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 import uuid
+from typing import Any
 
-from pmq_core import JobType, Settings, hookimpl
+from pmq_core import JobType, hookimpl
 from pmq_webhook import delivery
 
 log = logging.getLogger("pmq_webhook")
@@ -18,8 +18,13 @@ def pmq_register_job_types() -> list[JobType]:
 
 
 @hookimpl
-def pmq_worker_started(worker_id: uuid.UUID, queues: list[str], settings: Settings) -> None:
+def pmq_register_settings() -> dict[str, type]:
+    return {delivery.SECTION: delivery.WebhookSettings}
+
+
+@hookimpl
+def pmq_worker_started(worker_id: uuid.UUID, queues: list[str], plugin_settings: dict[str, Any]) -> None:
     """Say at start, not job after job, that deliveries cannot be signed."""
-    if delivery.NAME in queues and not os.environ.get(delivery.SECRET_ENV, "").strip():
-        log.error("%s is not set on worker %s: every %s job will fail until it is", delivery.SECRET_ENV,
-                  worker_id, delivery.NAME)
+    if delivery.NAME in queues and plugin_settings[delivery.SECTION].secret is None:
+        log.error("%s on worker %s: every %s job will fail until it is set", delivery.MISSING_SECRET, worker_id,
+                  delivery.NAME)

@@ -11,9 +11,10 @@ from email.utils import formatdate
 import pytest
 from pmq_webhook import job_type, plugin, sign, verify_signature
 from pmq_webhook.delivery import retry_after
-from webhook_receiver import STALL
+from webhook_receiver import SECRET, STALL
 
-from pmq_core import Fail, PayloadError, Retry, Settings
+from pmq_core import Fail, PayloadError, Retry
+from pmq_core.plugins import Plugins
 from pmq_core.testing import run_inline
 
 BODY = {"order": 42, "state": "paid", "note": "café"}
@@ -125,10 +126,25 @@ def test_without_a_secret_nothing_is_sent(receiver, monkeypatch):
 
 
 def test_a_bad_timeout_setting_is_named(receiver, monkeypatch):
-    monkeypatch.setenv("PMQ_WEBHOOK_SECRET", "x")
+    monkeypatch.setenv("PMQ_WEBHOOK_SECRET", "another-test-secret-93d1")
     monkeypatch.setenv("PMQ_WEBHOOK_TIMEOUT", "soon")
-    with pytest.raises(Fail, match="PMQ_WEBHOOK_TIMEOUT must be a positive number of seconds, not 'soon'"):
+    with pytest.raises(Fail, match=r"expected a number, got 'soon' @ webhook.timeout"):
         run_inline(job_type(), {"url": receiver.url, "body": BODY})
+    monkeypatch.setenv("PMQ_WEBHOOK_TIMEOUT", "-1")
+    with pytest.raises(Fail, match="timeout must be a positive number of seconds, not -1.0 @ webhook"):
+        run_inline(job_type(), {"url": receiver.url, "body": BODY})
+    assert receiver.requests == []
+
+
+def test_settings_come_from_the_settings_files_too(receiver, monkeypatch, tmp_path):
+    monkeypatch.delenv("PMQ_WEBHOOK_SECRET", raising=False)
+    monkeypatch.delenv("PMQ_WEBHOOK_TIMEOUT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pmq.toml").write_text(f'[webhook]\nsecret = "{SECRET}"\ntimeout = 2\n', encoding="utf-8")
+    assert run_inline(job_type(), {"url": receiver.url, "body": BODY}) == {"status": 200}
+    [request] = receiver.requests
+    assert verify_signature(SECRET, request.headers["X-Pmq-Timestamp"], request.body,
+                            request.headers["X-Pmq-Signature"])
 
 
 @pytest.mark.parametrize(("payload", "problem"), [
@@ -154,12 +170,14 @@ def test_bad_payloads_are_refused_with_the_reason(payload, problem):
 def test_a_worker_without_a_secret_says_so_when_it_starts(monkeypatch, caplog):
     worker_id = uuid.uuid4()
     monkeypatch.delenv("PMQ_WEBHOOK_SECRET", raising=False)
-    plugin.pmq_worker_started(worker_id=worker_id, queues=["other"], settings=Settings())
+    unset = Plugins(["webhook"]).plugin_settings()
+    plugin.pmq_worker_started(worker_id=worker_id, queues=["other"], plugin_settings=unset)
     assert caplog.records == []
-    plugin.pmq_worker_started(worker_id=worker_id, queues=["webhook:process"], settings=Settings())
+    plugin.pmq_worker_started(worker_id=worker_id, queues=["webhook:process"], plugin_settings=unset)
     [record] = caplog.records
     assert record.levelname == "ERROR" and "PMQ_WEBHOOK_SECRET is not set" in record.getMessage()
     caplog.clear()
-    monkeypatch.setenv("PMQ_WEBHOOK_SECRET", "x")
-    plugin.pmq_worker_started(worker_id=worker_id, queues=["webhook:process"], settings=Settings())
+    monkeypatch.setenv("PMQ_WEBHOOK_SECRET", "another-test-secret-93d1")
+    plugin.pmq_worker_started(worker_id=worker_id, queues=["webhook:process"],
+                              plugin_settings=Plugins(["webhook"]).plugin_settings())
     assert caplog.records == []
