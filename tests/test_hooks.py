@@ -227,7 +227,8 @@ class Labelled:
 def test_pmq_wrap_job_wrappers_nest_and_can_replace_the_result(pmq_runtime, queue):
     trail: list[str] = []
     hooks = Lifecycle()
-    rt = pmq_runtime(Jobs(), Labelled("outer", trail), Labelled("inner", trail), hooks)
+    # The most recently registered wrapper is called first: it is the outermost.
+    rt = pmq_runtime(Jobs(), Labelled("inner", trail), Labelled("outer", trail), hooks)
     job_id = rt.enqueue(queue, {"n": 5})
     assert rt.wait(job_id).status is JobStatus.COMPLETED
     raw = 10 if queue == "hooks:ok" else "async-ok"
@@ -239,7 +240,7 @@ def test_pmq_wrap_job_wrappers_nest_and_can_replace_the_result(pmq_runtime, queu
 def test_wrappers_see_the_handlers_exception_and_may_turn_it_into_a_result(pmq_runtime, queue, error):
     trail: list[str] = []
     hooks = Lifecycle()
-    rt = pmq_runtime(Jobs(), Labelled("outer", trail, recover=True), Labelled("inner", trail), hooks)
+    rt = pmq_runtime(Jobs(), Labelled("inner", trail), Labelled("outer", trail, recover=True), hooks)
     job_id = rt.enqueue(queue)
     job = rt.wait(job_id)
     assert job.status is JobStatus.COMPLETED and job.attempt_count == 1
