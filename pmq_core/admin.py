@@ -90,7 +90,7 @@ class Admin:
 
     def upgrade(self, plugins: Plugins | None = None) -> list[schema.Migration]:
         """Apply pending migrations, the plugins' included."""
-        extra = plugins.migrations() if plugins is not None else []
+        extra = plugins.hooks.register_migrations() if plugins is not None else []
         with self._translated():
             return schema.upgrade(self.conn, extra)
 

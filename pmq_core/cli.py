@@ -80,15 +80,15 @@ class PmqGroup(click.Group):
         except PmqError as exc:
             _warn(f"plugin commands are unavailable: {_one_line(exc)}")
             return
-        for impl in plugins.pm.hook.pmq_register_commands.get_hookimpls():
+        for call in plugins.hooks.register_commands(cli=self):
             built_in = dict(self.commands)
             try:
-                impl.function(*[{"cli": self}[name] for name in impl.argnames])
+                call()
             except Exception as exc:  # a plugin's bug: report it, keep the rest of pmq usable
-                _warn(f"plugin {impl.plugin_name!r} failed to add its commands: {type(exc).__name__}: {exc}")
+                _warn(f"plugin {call.plugin!r} failed to add its commands: {type(exc).__name__}: {exc}")
             for name, command in built_in.items():
                 if self.commands.get(name) is not command:
-                    _warn(f"plugin {impl.plugin_name!r} tried to replace the command {name!r}; ignored")
+                    _warn(f"plugin {call.plugin!r} tried to replace the command {name!r}; ignored")
                     self.commands[name] = command
 
 

@@ -311,8 +311,7 @@ class Client(_ClientBase):
                     handover = self._handover = self._handover or ThreadHandover(self.settings)
                     ids, rows = self._write(own, prepared, dispatch=handover.active())
                 handover.submit(rows)
-        if self.plugins.has_impls("pmq_jobs_enqueued"):
-            self.plugins.safe_call("pmq_jobs_enqueued", queue=queue, job_ids=ids)
+        self.plugins.hooks.jobs_enqueued(queue=queue, job_ids=ids)
         return ids
 
     def _write(self, conn: psycopg.Connection[Any], prepared: Prepared,
@@ -426,8 +425,7 @@ class AsyncClient(_ClientBase):
                     handover = self._handover = self._handover or AsyncHandover(self.settings)
                     ids, rows = await self._write(own, prepared, dispatch=handover.active())
                 handover.submit(rows)
-        if self.plugins.has_impls("pmq_jobs_enqueued"):
-            self.plugins.safe_call("pmq_jobs_enqueued", queue=queue, job_ids=ids)
+        self.plugins.hooks.jobs_enqueued(queue=queue, job_ids=ids)
         return ids
 
     async def _write(self, conn: psycopg.AsyncConnection[Any], prepared: Prepared,

@@ -330,8 +330,10 @@ def pmq_wrap_job(job: JobContext) -> Generator[None, Any, Any]:
     So a wrapper that does not change anything must `return` what it
     received; a wrapper that ends without `return` makes the result `None`.
 
-    **Nesting:** wrappers nest in registration order: the first registered
-    is outermost. Each sees what the next inner one returned or raised.
+    **Nesting:** wrappers nest in the order every hook's implementations are
+    called (pluggy's, stated in the rules at the top of the hook reference):
+    the first called is the outermost. Each sees what the next inner one
+    returned or raised.
 
     **Where it runs:** on the worker's event-loop thread, also for sync
     handlers (which run in a thread pool); context variables set before
@@ -411,21 +413,34 @@ def pmq_job_failed(job: JobContext, error: BaseException, will_retry: bool, retr
 def pmq_job_dead(job: JobContext, error: BaseException) -> None:
     """Called when a job has failed for good and entered the dead-letter queue.
 
-    **When:** its last attempt failed, or it failed with no retry allowed:
-    after the `failed` status has been written to PostgreSQL and the job
-    pushed onto its queue's dead-letter list, from which an operator can
-    replay it (`pmq dlq replay`). Also in the leading migrator, for a job
-    its rescue ends dead because its workers died `max_rescues` times while
-    holding it.
+    **When:** whenever pmq ends a job dead, after the `failed` status has
+    been written to PostgreSQL and the job pushed onto its queue's
+    dead-letter list, from which an operator can replay it
+    (`pmq dlq replay`):
+
+    - in the worker, when its last attempt failed or it failed with no retry
+      allowed (a suspect's attempt in the isolation child included), or its
+      stored payload cannot be read;
+    - in the worker or the leading migrator, when PostgreSQL refused to
+      claim, record or move the job because of a value stored in it
+      (`error` is a `pmq_core.Fail` saying so);
+    - in the leading migrator, when its rescue ends the job dead because its
+      workers died `max_rescues` times while holding it.
+
+    Not for a job a program sets to `failed` by plain SQL, nor for those
+    that schema migration 0004 ended dead (rows holding values pmq cannot
+    read, found when upgrading from an older schema).
 
     Alerting belongs here, not in
     [`pmq_job_failed`][pmq_core.hookspecs.pmq_job_failed], which also fires
     for failures that will be retried.
 
     Args:
-        job: the job as its last attempt saw it.
+        job: the job as its last attempt saw it (outside an attempt: as
+            stored, its payload structured when it fits its class).
         error: that attempt's exception (`pmq_core.WorkerLost` for a job
-            the rescue ended dead).
+            the rescue ended dead, `pmq_core.Fail` for one pmq could not
+            claim, record or move).
 
     Since 0.1.
     """

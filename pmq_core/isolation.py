@@ -243,8 +243,8 @@ def _child_main(recipe: PluginRecipe, settings: Settings, worker_id: uuid.UUID, 
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
     job_types = {name: plugins.job_types[name] for name in queues if name in plugins.job_types}
-    plugins.safe_call("pmq_worker_started", worker_id=worker_id, queues=list(job_types), settings=settings,
-                      plugin_settings=plugin_settings)
+    plugins.hooks.worker_started(worker_id=worker_id, queues=list(job_types), settings=settings,
+                                 plugin_settings=plugin_settings)
     conn.send(("ready", list(job_types)))
     loop = asyncio.new_event_loop()
     while True:
@@ -255,7 +255,7 @@ def _child_main(recipe: PluginRecipe, settings: Settings, worker_id: uuid.UUID, 
         if fields is None:
             break
         _answer(conn, _run_one(loop, job_types, fields))
-    plugins.safe_call("pmq_worker_stopped", worker_id=worker_id)
+    plugins.hooks.worker_stopped(worker_id=worker_id)
     loop.close()
 
 

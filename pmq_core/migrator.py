@@ -30,11 +30,11 @@ import psycopg
 import redis
 from psycopg.rows import DictRow
 
-from pmq_core import dispatch, payloads
+from pmq_core import dispatch
 from pmq_core.client import Client
 from pmq_core.config import Settings
 from pmq_core.db import PG_DATA, PG_DOWN, REDIS_DOWN, pg_connect, redis_client
-from pmq_core.errors import DatabaseUnavailableError, WorkerLost
+from pmq_core.errors import DatabaseUnavailableError, Fail, WorkerLost
 from pmq_core.health import redis_warnings
 from pmq_core.keys import Keys
 from pmq_core.limits import MAX_ERROR_LENGTH
@@ -240,6 +240,7 @@ class Migrator:
                                                            "error": error}).fetchall():
                     log.error("job %s ended dead: %s", buried["id"], error)
                     rds.lpush(self.keys.dead(buried["queue_name"]), str(buried["id"]))
+                    self.plugins.hooks.job_dead(job=self._context(buried), error=Fail(error))
         return rows
 
     # -- housekeeping --------------------------------------------------------
@@ -321,27 +322,14 @@ class Migrator:
             self.keys, [dispatch.Mark(row["id"], row["status"], error=row["last_error_message"]) for row in rows]))
         if dead:
             scripts.dead_push(*dispatch.dead_args(self.keys, [(row["queue_name"], row["id"]) for row in dead]))
-        if dead and self.plugins.has_impls("pmq_job_dead"):
-            for row in dead:
-                self.plugins.safe_call("pmq_job_dead", job=self._context(row),
-                                       error=WorkerLost(row["last_error_message"]))
+        for row in dead:
+            self.plugins.hooks.job_dead(job=self._context(row), error=WorkerLost(row["last_error_message"]))
         return len(rows)
 
     def _context(self, row: DictRow) -> JobContext:
-        """The job a rescue ended dead, as ``pmq_job_dead`` sees it: its
-        payload structured when its job type is loaded and the payload fits
-        it, else the stored dict."""
-        ctx = JobContext(id=row["id"], queue=row["queue_name"], payload=row["payload"],
-                         attempt=row["attempt_count"], max_attempts=row["max_attempts"],
-                         priority=row["priority"], created_at=row["created_at"],
-                         started_at=row["started_at"] or row["created_at"], raw_payload=row["payload"])
+        """A job this migrator ended dead, as ``pmq_job_dead`` sees it."""
         job_type = self.plugins.job_type(row["queue_name"])
-        if job_type is not None:
-            try:
-                ctx.payload = payloads.structure(row["payload"], job_type.payload)
-            except Exception:
-                pass  # the hook still learns of the death, with the stored dict
-        return ctx
+        return JobContext.from_row(row, job_type.payload if job_type else None)
 
     def enqueue_cron(self, conn: psycopg.Connection[DictRow]) -> int:
         """Enqueue each cron job type's latest tick, once per tick across all

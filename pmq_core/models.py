@@ -13,6 +13,7 @@ from typing import Any
 
 import attrs
 
+from pmq_core import payloads
 from pmq_core.payloads import UnreadablePayload
 
 
@@ -98,6 +99,21 @@ class JobContext:
     started_at: datetime
     raw_payload: dict[str, Any] | UnreadablePayload
     _cancel_event: threading.Event = attrs.field(factory=threading.Event, alias="cancel_event")
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any], payload_class: type | None) -> JobContext:
+        """A job that ended dead outside a run (a rescue, or a row pmq could
+        not move, claim or record), as ``pmq_job_dead`` sees it: its payload
+        structured into ``payload_class`` when it fits, else the stored value
+        (the hook still learns of the death)."""
+        stored = row["payload"]
+        try:
+            payload = payloads.structure(stored, payload_class)
+        except Exception:
+            payload = stored
+        return cls(id=row["id"], queue=row["queue_name"], payload=payload, attempt=row["attempt_count"],
+                   max_attempts=row["max_attempts"], priority=row["priority"], created_at=row["created_at"],
+                   started_at=row["started_at"] or row["created_at"], raw_payload=stored)
 
     @property
     def cancelled(self) -> bool:

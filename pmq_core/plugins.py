@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import importlib.metadata
-import logging
 from collections.abc import Iterable
 from typing import Any, cast
 
@@ -20,9 +19,8 @@ import pluggy
 
 from pmq_core import hookspecs, plugin_settings
 from pmq_core.errors import PluginError, shown
+from pmq_core.hooks import HOOK_NAMES, Hooks
 from pmq_core.jobtypes import JobType
-
-log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "pmq"
 
@@ -75,8 +73,9 @@ class Plugins:
         self._extra = list(extra)
         self._entry_points = entry_points
         self._loaded = False
-        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
-        self.pm.add_hookspecs(hookspecs)
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        self._hooks: Hooks | None = None
         self.infos: list[PluginInfo] = []
         self.job_types: dict[str, JobType] = {}
         self._owners: dict[str, str] = {}
@@ -96,10 +95,11 @@ class Plugins:
         return self._entry_points
 
     @property
-    def hook(self) -> Any:
-        """The hook caller, plugins loaded."""
+    def hooks(self) -> Hooks:
+        """The plugins' hooks, one typed method each; plugins loaded."""
         self.load()
-        return self.pm.hook
+        assert self._hooks is not None
+        return self._hooks
 
     def load(self) -> Plugins:
         """Load and check every plugin, once."""
@@ -132,21 +132,22 @@ class Plugins:
             name = getattr(plugin, "__name__", None) or type(plugin).__name__
             self._register(plugin, name, None)
         try:
-            self.pm.check_pending()
+            self._pm.check_pending()
         except pluggy.PluginValidationError as exc:
             raise self._unknown_hook(exc.plugin, origins) from None
-        self._collect(origins)
+        self._hooks = Hooks(self._pm)
+        self._collect(self._hooks, origins)
         self._loaded = True
         return self
 
     def _unknown_hook(self, plugin: Any, origins: dict[str, tuple[str | None, str | None]]) -> PluginError:
         """The error for a plugin implementing a hook pmq does not have (a
         misspelling, usually), naming the plugin and the closest real hooks."""
-        name = self.pm.get_name(plugin) or repr(plugin)
+        name = self._pm.get_name(plugin) or repr(plugin)
         dist = origins.get(name, (None, None))[0] or "not installed"
-        known = [h for h in dir(hookspecs) if h.startswith("pmq_")]
+        known = sorted(HOOK_NAMES)
         unknown = sorted(
-            caller.name for caller in self.pm.get_hookcallers(plugin) or []
+            caller.name for caller in self._pm.get_hookcallers(plugin) or []
             if not caller.has_spec()
             and any(impl.plugin is plugin and not impl.optionalhook for impl in caller.get_hookimpls())
         )
@@ -161,19 +162,19 @@ class Plugins:
 
     def _register(self, plugin: Any, name: str, dist: str | None) -> None:
         try:
-            self.pm.register(plugin, name=name)
+            self._pm.register(plugin, name=name)
         except (ValueError, pluggy.PluginValidationError) as exc:
             raise PluginError(
                 f"plugin {name!r} (distribution {dist or 'not installed'}) cannot be registered: {exc}"
             ) from None
 
-    def _collect(self, origins: dict[str, tuple[str | None, str | None]]) -> None:
+    def _collect(self, hooks: Hooks, origins: dict[str, tuple[str | None, str | None]]) -> None:
         declared: dict[str, list[JobType]] = {}
-        for impl in self.pm.hook.pmq_register_job_types.get_hookimpls():
-            name = impl.plugin_name
+        for call in hooks.register_job_types():
+            name = call.plugin
             dist = origins.get(name, (None, None))[0] or "not installed"
             try:
-                result = cast(list[Any], impl.function() or [])
+                result = cast(list[Any], call() or [])
             except Exception as exc:
                 raise PluginError(
                     f"plugin {name!r} (distribution {dist}) failed to declare its job types: "
@@ -196,22 +197,23 @@ class Plugins:
                 self._owners[item.name] = name
                 self.job_types[item.name] = item
                 declared.setdefault(name, []).append(item)
-        self._collect_settings(origins)
-        for plugin_name, plugin in self.pm.list_name_plugin():
+        self._collect_settings(hooks, origins)
+        for plugin_name, plugin in self._pm.list_name_plugin():
             name = plugin_name or repr(plugin)
             distribution, version = origins.get(name, (None, None))
-            hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(plugin) or []))
+            implemented = tuple(sorted(h.name for h in self._pm.get_hookcallers(plugin) or []))
             sections = tuple(s for s, owner in self._section_owners.items() if owner == name)
-            self.infos.append(PluginInfo(name, distribution, version, hooks, tuple(declared.get(name, ())), sections))
+            self.infos.append(PluginInfo(name, distribution, version, implemented, tuple(declared.get(name, ())),
+                                         sections))
 
-    def _collect_settings(self, origins: dict[str, tuple[str | None, str | None]]) -> None:
+    def _collect_settings(self, hooks: Hooks, origins: dict[str, tuple[str | None, str | None]]) -> None:
         """Gather every plugin's settings declaration and check it (the
         values are read later, by :meth:`plugin_settings`)."""
-        for impl in self.pm.hook.pmq_register_settings.get_hookimpls():
-            name = impl.plugin_name
+        for call in hooks.register_settings():
+            name = call.plugin
             dist = origins.get(name, (None, None))[0] or "not installed"
             try:
-                result = impl.function() or {}
+                result = call() or {}
             except Exception as exc:
                 raise PluginError(f"plugin {name!r} (distribution {dist}) failed to declare its settings: "
                                   f"{type(exc).__name__}: {exc}") from exc
@@ -254,22 +256,3 @@ class Plugins:
     def job_type(self, name: str) -> JobType | None:
         self.load()
         return self.job_types.get(name)
-
-    def has_impls(self, hook_name: str) -> bool:
-        """Whether any plugin implements ``hook_name`` (to skip idle hooks on the hot path)."""
-        self.load()
-        return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
-
-    def migrations(self) -> list[Any]:
-        self.load()
-        found: list[Any] = []
-        for result in self.pm.hook.pmq_register_migrations():
-            found.extend(result or [])
-        return found
-
-    def safe_call(self, hook_name: str, **kwargs: Any) -> None:
-        """Call a lifecycle hook; a plugin's exception is logged, never raised."""
-        try:
-            getattr(self.pm.hook, hook_name)(**kwargs)
-        except Exception:
-            log.exception("a plugin's %s hook failed; the job is not affected", hook_name)

@@ -42,7 +42,7 @@ def prepare(settings: Settings, plugins: Plugins) -> Settings:
     embedded = settings.embedded
     settings = resolve_servers(settings)
     with Admin(settings) as admin:
-        if schema.pending(admin.conn, plugins.migrations()):
+        if schema.pending(admin.conn, plugins.hooks.register_migrations()):
             if not embedded:
                 raise ConfigurationError("the database schema is not up to date: run `pmq db upgrade` first")
             admin.upgrade(plugins)

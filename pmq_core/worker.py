@@ -171,10 +171,8 @@ class Worker:
         #: means the process must end now (``os._exit``; its threads cannot be
         #: stopped or joined), before ABANDONED_DELAY lets the jobs run again.
         self.abandoned = 0
-        self._wrappers = self.plugins.pm.hook.pmq_wrap_job.get_hookimpls()
+        self.hooks = self.plugins.hooks
         self._isolation = Isolation(self.plugins, settings, self.id, self._queues)
-        self._lifecycle = {name: self.plugins.has_impls(name) for name in (
-            "pmq_job_started", "pmq_job_succeeded", "pmq_job_failed", "pmq_job_dead")}
 
     # -- the main loop ---------------------------------------------------------
 
@@ -192,8 +190,8 @@ class Worker:
                                self._slots)
         await asyncio.get_running_loop().run_in_executor(None, heartbeat.register)
         heartbeat.start()
-        self.plugins.safe_call("pmq_worker_started", worker_id=self.id, queues=list(self.job_types),
-                               settings=self.settings, plugin_settings=self.plugin_settings)
+        self.hooks.worker_started(worker_id=self.id, queues=list(self.job_types), settings=self.settings,
+                                  plugin_settings=self.plugin_settings)
         database = asyncio.create_task(self._database_loop(stop), name="pmq-database")
         database.add_done_callback(self._database_ended)
         canceller = asyncio.create_task(self._control_listener(), name="pmq-control-listener")
@@ -208,14 +206,14 @@ class Worker:
                 self._db_wanted.set()
                 await self._round_done.wait()
             self._stopping = True
-            self.plugins.safe_call("pmq_worker_stopping", worker_id=self.id)
+            self.hooks.worker_stopping(worker_id=self.id)
             canceller.cancel()
             await self._drain()
             self._db_wanted.set()
             await asyncio.gather(database, return_exceptions=True)
             await asyncio.gather(*self._background, return_exceptions=True)
             await self._isolation.close()
-            self.plugins.safe_call("pmq_worker_stopped", worker_id=self.id)
+            self.hooks.worker_stopped(worker_id=self.id)
             heartbeat.stop()
             if not self.abandoned:  # else a job the release missed is rescued only once the process is gone
                 await asyncio.get_running_loop().run_in_executor(None, heartbeat.unregister)
@@ -356,7 +354,8 @@ class Worker:
 
     async def _bury(self, job_id: uuid.UUID, exc: Exception) -> None:
         """End dead a job whose claim or outcome PostgreSQL refused."""
-        error = _describe(Fail(f"pmq could not claim or record this job: {_describe(exc)}"))
+        failure = Fail(f"pmq could not claim or record this job: {_describe(exc)}")
+        error = _describe(failure)
 
         async def bury(conn: psycopg.AsyncConnection[Any]) -> list[Any]:
             return await (await conn.execute(q("bury_job"), {"id": job_id, "worker_id": self.id,
@@ -368,8 +367,11 @@ class Worker:
             log.error("job %s could not be ended dead either (%s)", job_id, _describe(bury_exc))
             return
         log.error("job %s ended dead: %s", job_id, error)
-        if rows:
-            self._in_background(self._dead_letters([(row["queue_name"], row["id"]) for row in rows]))
+        dead: list[tuple[JobContext, BaseException]] = []
+        for row in rows:
+            job_type = self.job_types.get(row["queue_name"])
+            dead.append((JobContext.from_row(row, job_type.payload if job_type else None), failure))
+        self._in_background(self._died(dead))
 
     async def _dead_letters(self, dead: list[tuple[str, uuid.UUID]]) -> None:
         """Push dead jobs onto their queues' dead-letter lists; Redis being
@@ -442,8 +444,7 @@ class Worker:
             except Exception as exc:
                 error = Fail(f"stored payload does not fit {job_type.payload!r}: {exc}")
         if error is None:
-            if self._lifecycle["pmq_job_started"]:
-                self.plugins.safe_call("pmq_job_started", job=ctx)
+            self.hooks.job_started(job=ctx)
             try:
                 result = await self._call(running)
             except asyncio.CancelledError:
@@ -461,8 +462,7 @@ class Worker:
         finished = ctx.started_at + timedelta(seconds=duration)
         if error is None:
             outcome = _Outcome(ctx, "completed", "success", None, None, finished, None)
-            if self._lifecycle["pmq_job_succeeded"]:
-                self.plugins.safe_call("pmq_job_succeeded", job=ctx, result=result, duration=duration)
+            self.hooks.job_succeeded(job=ctx, result=result, duration=duration)
         else:
             outcome = self._failure(job_type, ctx, error, finished)
         self._outcomes.append(outcome)
@@ -475,8 +475,7 @@ class Worker:
         if will_retry:
             explicit = error.delay if isinstance(error, Retry) else None
             retry_in = explicit if explicit is not None else job_type.retry.delay(ctx.attempt)
-        if self._lifecycle["pmq_job_failed"]:
-            self.plugins.safe_call("pmq_job_failed", job=ctx, error=error, will_retry=will_retry, retry_in=retry_in)
+        self.hooks.job_failed(job=ctx, error=error, will_retry=will_retry, retry_in=retry_in)
         message = _describe(error)
         if retry_in is not None:
             return _Outcome(ctx, "retry_scheduled", "retry", later(finished, retry_in), message,
@@ -499,18 +498,8 @@ class Worker:
 
     async def _call(self, running: _Running) -> Any:
         """Run the handler inside the plugins' wrappers, within its timeout."""
-        ctx = running.ctx
-        wrappers: list[Any] = []
-        try:
-            for impl in self._wrappers:  # a wrapper failing before its yield unwinds those started
-                wrappers.append(_start_wrapper(impl, ctx))
-            if running.suspect:
-                result = await self._call_suspect(running)
-            else:
-                result = await self._call_here(running)
-        except BaseException as exc:
-            return _unwind(wrappers, None, exc)
-        return _unwind(wrappers, result, None)
+        call = self._call_suspect if running.suspect else self._call_here
+        return await self.hooks.wrap_job(job=running.ctx, handler=functools.partial(call, running))
 
     async def _call_here(self, running: _Running) -> Any:
         """Run the handler in this process: an async one in this task within
@@ -576,12 +565,16 @@ class Worker:
         worker's (the job was cancelled, or rescued from a worker thought dead)."""
         done = [o for o in batch if o.ctx.id in applied]
         await self._mirror([dispatch.Mark(o.ctx.id, o.status, error=o.error) for o in done])
-        dead = [o for o in done if o.status == "failed"]
-        if dead:
-            await self._dead_letters([(o.ctx.queue, o.ctx.id) for o in dead])
-        if dead and self._lifecycle["pmq_job_dead"]:
-            for outcome in dead:
-                self.plugins.safe_call("pmq_job_dead", job=outcome.ctx, error=outcome.exc)
+        await self._died([(o.ctx, o.exc) for o in done if o.status == "failed" and o.exc is not None])
+
+    async def _died(self, dead: list[tuple[JobContext, BaseException]]) -> None:
+        """Push jobs that ended dead onto their queues' dead-letter lists,
+        then tell the plugins (``pmq_job_dead``)."""
+        if not dead:
+            return
+        await self._dead_letters([(ctx.queue, ctx.id) for ctx, _error in dead])
+        for ctx, error in dead:
+            self.hooks.job_dead(job=ctx, error=error)
 
     # -- stopping ----------------------------------------------------------------
 
@@ -742,33 +735,6 @@ def _finish_params(batch: list[_Outcome]) -> dict[str, Any]:
         "run_ats": [o.run_at for o in batch], "errors": [o.error for o in batch],
         "started": [o.ctx.started_at for o in batch], "finished": [o.finished_at for o in batch],
     }
-
-
-def _start_wrapper(impl: Any, ctx: JobContext) -> Any:
-    kwargs = {"job": ctx} if "job" in impl.argnames else {}
-    gen = impl.function(**kwargs)
-    next(gen)
-    return gen
-
-
-def _unwind(wrappers: list[Any], result: Any, error: BaseException | None) -> Any:
-    """Hand the handler's result or exception to each wrapper, innermost
-    first; what a wrapper returns or raises is what the next one sees."""
-    for gen in reversed(wrappers):
-        try:
-            if error is None:
-                gen.send(result)
-            else:
-                gen.throw(error)
-        except StopIteration as stop:
-            result, error = stop.value, None
-        except BaseException as exc:
-            error = exc
-        else:
-            error = RuntimeError(f"pmq_wrap_job implementation {gen!r} yielded more than once")
-    if error is not None:
-        raise error
-    return result
 
 
 async def _sleep_unless(stop: asyncio.Event, delay: float) -> None:

@@ -12,9 +12,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from pmq_core import Fail, JobStatus, JobType, Migration, RetryPolicy, hookimpl
+from pmq_core import Fail, JobStatus, JobType, Migration, RetryPolicy, UnreadablePayload, hookimpl
 from pmq_core.testing import wait_until
 from pmq_core.worker import Worker
+from tests.crash_plugin import Probe
+from tests.plugin_samples import Recorder, make_plugin
+from tests.reliability_support import scalar, sql
+from tests.test_poison import FAULT, insert
 
 QUICK = RetryPolicy(max_attempts=2, base_delay=0.05, max_delay=0.2)
 
@@ -161,6 +165,62 @@ def test_pmq_job_dead_follows_the_last_pmq_job_failed(pmq_runtime):
     ]
 
 
+# -- pmq_job_dead on every path that ends a job dead ------------------------------------
+# (The rescue's: tests/test_crashes.py, test_a_rescue_gives_the_attempt_back_...)
+
+
+class Deaths:
+    """Records pmq_job_dead only; picklable, so that a worker's isolation
+    child can load it too."""
+
+    def __init__(self) -> None:
+        self.dead: list[tuple[Any, ...]] = []
+
+    @hookimpl
+    def pmq_job_dead(self, job: Any, error: BaseException) -> None:
+        self.dead.append((job.id, job.queue, type(error).__name__, str(error), job.raw_payload))
+
+    def wait(self, count: int) -> list[tuple[Any, ...]]:
+        return wait_until(lambda: list(self.dead), lambda dead: len(dead) >= count, 10, "pmq_job_dead did not fire")
+
+
+@pytest.mark.parametrize(("state", "who"), [("migrated_to_redis", "hand this job to Redis"),
+                                             ("running", "claim or record this job")])
+def test_pmq_job_dead_for_a_job_the_migrator_cannot_move_or_the_worker_cannot_claim(pmq_runtime, state, who):
+    deaths = Deaths()
+    rt = pmq_runtime(make_plugin(Recorder()), deaths, worker=False)
+    url = rt.settings.database_url
+    sql(url, FAULT.replace("%s", f"'{state}'").replace("%%", "%"))
+    poison, fine = insert(url, "aecho", '{"poison": true}'), insert(url, "aecho", "{}")
+    rt.start_worker()
+    assert [job.status for job in rt.wait_all([poison, fine])] == [JobStatus.FAILED, JobStatus.COMPLETED]
+    [(job_id, queue, error, message, payload)] = deaths.wait(1)
+    assert (job_id, queue, error, payload) == (poison, "aecho", "Fail", {"poison": True})
+    assert message.startswith(f"pmq could not {who}")
+    assert message in (rt.job(poison).last_error_message or "")
+
+
+def test_pmq_job_dead_for_a_payload_that_cannot_be_read(pmq_runtime):
+    deaths = Deaths()
+    rt = pmq_runtime(make_plugin(Recorder()), deaths)
+    poison = insert(rt.settings.database_url, "aecho", '{"n": ' + "1" * 5000 + "}")
+    assert rt.wait(poison).status is JobStatus.FAILED
+    [(job_id, _queue, error, message, payload)] = deaths.wait(1)
+    assert (job_id, error) == (poison, "Fail") and "cannot be read" in message
+    assert isinstance(payload, UnreadablePayload)
+
+
+def test_pmq_job_dead_for_a_suspect_that_fails_in_the_isolation_child(pmq_runtime):
+    deaths = Deaths()
+    rt = pmq_runtime(Probe(), deaths)
+    url = rt.settings.database_url
+    suspect = scalar(url, "INSERT INTO jobs (queue_name, payload, rescue_count) "
+                          "VALUES ('probe', '{\"raise\": \"Fail\"}', 1) RETURNING id")
+    assert rt.wait(suspect, timeout=30).status is JobStatus.FAILED
+    assert scalar(url, "SELECT suspect_started_at IS NOT NULL FROM jobs WHERE id = %s", (suspect,))
+    assert deaths.wait(1) == [(suspect, "probe", "Fail", "raised on purpose", {"raise": "Fail"})]
+
+
 def test_a_job_refused_by_its_handler_dies_after_one_attempt(pmq_runtime):
     hooks = Lifecycle()
     rt = pmq_runtime(Jobs(), hooks)
@@ -227,7 +287,8 @@ class Labelled:
 def test_pmq_wrap_job_wrappers_nest_and_can_replace_the_result(pmq_runtime, queue):
     trail: list[str] = []
     hooks = Lifecycle()
-    rt = pmq_runtime(Jobs(), Labelled("outer", trail), Labelled("inner", trail), hooks)
+    # The most recently registered wrapper is called first: it is the outermost.
+    rt = pmq_runtime(Jobs(), Labelled("inner", trail), Labelled("outer", trail), hooks)
     job_id = rt.enqueue(queue, {"n": 5})
     assert rt.wait(job_id).status is JobStatus.COMPLETED
     raw = 10 if queue == "hooks:ok" else "async-ok"
@@ -239,7 +300,7 @@ def test_pmq_wrap_job_wrappers_nest_and_can_replace_the_result(pmq_runtime, queu
 def test_wrappers_see_the_handlers_exception_and_may_turn_it_into_a_result(pmq_runtime, queue, error):
     trail: list[str] = []
     hooks = Lifecycle()
-    rt = pmq_runtime(Jobs(), Labelled("outer", trail, recover=True), Labelled("inner", trail), hooks)
+    rt = pmq_runtime(Jobs(), Labelled("inner", trail), Labelled("outer", trail, recover=True), hooks)
     job_id = rt.enqueue(queue)
     job = rt.wait(job_id)
     assert job.status is JobStatus.COMPLETED and job.attempt_count == 1

@@ -187,7 +187,7 @@ def test_an_implementation_may_take_fewer_arguments_than_its_spec():
 
     host = Plugins(None, [Frugal()], entry_points=False)
     boom = ValueError("boom")
-    host.hook.pmq_job_failed(job=None, error=boom, will_retry=False, retry_in=None)
+    host.hooks.job_failed(job=None, error=boom, will_retry=False, retry_in=None)
     assert seen == [boom]
 
 

@@ -122,7 +122,7 @@ RETURNING id, queue_name, priority, attempt_count, created_at;
 -- End dead a job that pmq could not move, claim or record because of a
 -- value stored in or computed for it: a retry would fail the same way, and
 -- the rest of its batch must go on. A running job is taken only from the
--- worker that holds it.
+-- worker that holds it. Returns the job as pmq_job_dead is told of it.
 WITH buried AS (
     UPDATE jobs
        SET status = 'failed', failed_at = now(), last_error_message = %(error)s,
@@ -130,14 +130,14 @@ WITH buried AS (
      WHERE id = %(id)s
        AND (status IN ('queued', 'migrated_to_redis', 'retry_scheduled')
             OR (status = 'running' AND worker_id = %(worker_id)s))
-    RETURNING id, queue_name, attempt_count, started_at
+    RETURNING id, queue_name, payload, attempt_count, max_attempts, priority, created_at, started_at
 ), logged AS (
     INSERT INTO job_logs (job_id, status, log_message, attempt_number, started_at, finished_at, duration)
     SELECT id, 'failed', %(error)s, attempt_count, coalesce(started_at, now()), now(),
            now() - coalesce(started_at, now())
       FROM buried
 )
-SELECT id, queue_name FROM buried;
+SELECT id, queue_name, payload, attempt_count, max_attempts, priority, created_at, started_at FROM buried;
 
 -- name: next_due_at
 SELECT least(
