@@ -113,7 +113,8 @@ def test_an_implementation_taking_a_subset_of_the_arguments_gets_just_those_for_
     hooks = hooks_of(old)
     worker_id, boom = uuid.uuid4(), ValueError("boom")
     hooks.jobs_enqueued(queue="q", job_ids=[worker_id])
-    hooks.worker_started(worker_id=worker_id, queues=["q"], settings="the settings")
+    hooks.worker_started(worker_id=worker_id, queues=["q"], settings="the settings", plugin_settings={})
+    assert [call() for call in hooks.register_settings()] == []
     hooks.worker_stopping(worker_id=worker_id)
     hooks.worker_stopped(worker_id=worker_id)
     hooks.job_started(job="the job")

@@ -141,12 +141,13 @@ class OtherPlugin(ThumbsPlugin):
 
 
 def test_two_plugins_may_not_declare_the_same_section_or_read_the_same_variable():
-    with pytest.raises(PluginError, match="settings section 'thumbs' is declared by two plugins: 'ThumbsPlugin' and "
-                                          "'OtherPlugin'"):
+    # Named in pluggy's calling order: the plugin registered last first.
+    with pytest.raises(PluginError, match="settings section 'thumbs' is declared by two plugins: 'OtherPlugin' and "
+                                          "'ThumbsPlugin'"):
         Plugins(None, [ThumbsPlugin(), OtherPlugin()], entry_points=False).load()
     x_y = attrs.make_class("XY", {"x_y": attrs.field(default=0)})
     y = attrs.make_class("Y", {"y": attrs.field(default=0)})
-    with pytest.raises(PluginError, match=r"PMQ_MAIL_X_Y \(mail.x_y and mail_x.y\)"):
+    with pytest.raises(PluginError, match=r"PMQ_MAIL_X_Y \(mail_x.y and mail.x_y\)"):
         Plugins(None, [ThumbsPlugin({"mail": x_y}), OtherPlugin({"mail_x": y})], entry_points=False).load()
 
 
