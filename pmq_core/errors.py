@@ -52,8 +52,10 @@ class JobNotFoundError(PmqError, LookupError):
 
 
 class DatabaseUnavailableError(PmqError, ConnectionError):
-    """PostgreSQL could not be reached, so nothing was written: retry later or
-    check PMQ_DATABASE_URL."""
+    """PostgreSQL could not be reached, or went away: retry later or check
+    PMQ_DATABASE_URL. The message ends "nothing was written" when the
+    failure came before anything could be (an enqueue whose connection
+    failed)."""
 
 
 class SchemaError(PmqError):
