@@ -39,7 +39,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 
-from pmq_core.models import Job, JobStatus
+from pmq_core.models import Job, JobContext, JobStatus
 from pmq_core.queries import q
 
 if TYPE_CHECKING:
@@ -562,7 +562,7 @@ class Outcome(Protocol):
     """How an attempt ended, as the worker hands it to :func:`claim_and_record`."""
 
     @property
-    def ctx(self) -> Any: ...  # the JobContext: id, attempt, started_at
+    def ctx(self) -> JobContext: ...  # its id, attempt and started_at
     @property
     def status(self) -> str: ...  # the job's new state
     @property
