@@ -12,16 +12,18 @@ import psycopg
 import redis
 from psycopg.rows import DictRow
 
-from pmq_core import dispatch, health, schema
+from pmq_core import dispatch, health, schema, store
 from pmq_core.config import Settings
 from pmq_core.db import PG_DOWN, REDIS_DOWN, pg_connect, reason, redis_client, resolve_servers, translated
 from pmq_core.errors import DatabaseUnavailableError, JobNotFoundError, UnknownQueueError, shown
 from pmq_core.keys import Keys
-from pmq_core.migrator import DEAD_LETTERS_EVERY, LEADER_LOCK
+from pmq_core.migrator import DEAD_LETTERS_EVERY
 from pmq_core.models import Job, JobStatus, parse_job_id
 from pmq_core.plugins import Plugins
-from pmq_core.queries import q
 from pmq_core.redaction import redact_url
+
+#: :func:`store.replay_dead` or :func:`store.purge_dead`.
+DeadAction = Callable[[psycopg.Connection[Any], list[uuid.UUID] | None, str | None], list[DictRow]]
 
 #: Seconds an operator's command waits for Redis to connect (TLS handshake
 #: included) or to answer: a rediss:// URL pointing at a Redis without TLS
@@ -96,24 +98,21 @@ class Admin:
 
     def register_job_types(self, plugins: Plugins) -> list[str]:
         """Make each loaded job type's queue exist, with its defaults."""
-        names = []
-        with self._translated(), self.conn.transaction():
-            for job_type in plugins.load().job_types.values():
-                self.conn.execute(q("upsert_queue"), {"name": job_type.name, "priority": job_type.priority,
-                                                      "max_attempts": job_type.retry.max_attempts})
-                names.append(job_type.name)
-        return names
+        job_types = list(plugins.load().job_types.values())
+        with self._translated():
+            store.upsert_queues(self.conn, job_types)
+        return [job_type.name for job_type in job_types]
 
     # -- queues ------------------------------------------------------------------
 
     def queue_names(self) -> set[str]:
         """Every queue's name (PostgreSQL only)."""
         with self._translated():
-            return {row["name"] for row in self.conn.execute(q("queue_defaults")).fetchall()}
+            return store.queue_names(self.conn)
 
     def queues(self) -> list[dict[str, Any]]:
         with self._translated():
-            rows = self.conn.execute(q("queue_overview")).fetchall()
+            rows = store.queue_overview(self.conn)
             names = [row["name"] for row in rows]
             depths = dispatch.band_depths(self.redis, self.keys, names)
         return [{**row, "bands": depths[row["name"]]} for row in rows]
@@ -125,11 +124,9 @@ class Admin:
         (only jobs whose handler already runs go on). Redis being
         unreachable, the messages left there claim nothing, but workers are
         not told, and jobs they claimed ahead still start."""
-        with self._translated(), self.conn.transaction():
-            if not self.conn.execute(q("set_queue_active"), {"name": name, "active": active}).fetchone():
+        with self._translated():
+            if not store.set_queue_active(self.conn, name, active):
                 raise UnknownQueueError(f"unknown queue {shown(name)}")
-            if not active:
-                self.conn.execute(q("requeue_paused"), {"name": name})
         if not active:
 
             def stop_in_redis() -> None:
@@ -146,21 +143,19 @@ class Admin:
 
     def jobs(self, queue: str | None = None, status: str | None = None, limit: int = 50) -> list[Job]:
         """The most recently changed jobs (of one queue and/or state)."""
-        statuses = [JobStatus(status).value] if status is not None else [s.value for s in JobStatus]
+        statuses = [JobStatus(status)] if status is not None else list(JobStatus)
         with self._translated():
-            rows = self.conn.execute(q("list_jobs"), {"queue": queue, "statuses": statuses,
-                                                      "limit": limit}).fetchall()
-        return [Job.from_row(row) for row in rows]
+            return store.list_jobs(self.conn, queue, statuses, limit)
 
     def job(self, job_id: uuid.UUID | str) -> tuple[Job, list[dict[str, Any]]]:
         """A job and its attempt log."""
         job_id = parse_job_id(job_id)
         with self._translated():
-            row = self.conn.execute(q("get_job"), {"id": job_id}).fetchone()
-            if row is None:
+            job = store.get_job(self.conn, job_id)
+            if job is None:
                 raise JobNotFoundError(f"no job with id {job_id}")
-            logs = self.conn.execute(q("job_logs"), {"id": job_id}).fetchall()
-        return Job.from_row(row), logs
+            logs = store.job_logs(self.conn, job_id)
+        return job, logs
 
     def cancel(self, job_id: uuid.UUID | str) -> str | None:
         """Cancel a job that has not finished; return the status it had, or
@@ -169,12 +164,11 @@ class Admin:
         returns is discarded)."""
         job_id = parse_job_id(job_id)
         with self._translated():
-            row = self.conn.execute(q("cancel_job"), {"id": job_id}).fetchone()
-            if row is None:
-                if self.conn.execute(q("get_job"), {"id": job_id}).fetchone() is None:
+            previous = store.cancel_job(self.conn, job_id)
+            if previous is None:
+                if store.get_job(self.conn, job_id) is None:
                     raise JobNotFoundError(f"no job with id {job_id}")
                 return None
-        previous = str(row["previous_status"])
 
         def tell() -> None:
             if previous == "running":
@@ -191,21 +185,22 @@ class Admin:
 
     def dead(self, queue: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         with self._translated():
-            return self.conn.execute(q("list_dead"), {"queue": queue, "limit": limit}).fetchall()
+            return store.list_dead(self.conn, queue, limit)
 
     def replay(self, ids: Iterable[uuid.UUID | str] | None = None, queue: str | None = None) -> list[uuid.UUID]:
         """Send dead jobs back to the queue with their attempts reset: the
         given ids, a queue's, or (neither given) all of them."""
-        return self._dead_action("replay_dead", ids, queue)
+        return self._dead_action(store.replay_dead, ids, queue)
 
     def purge(self, ids: Iterable[uuid.UUID | str] | None = None, queue: str | None = None) -> list[uuid.UUID]:
         """Delete dead jobs (and their logs) for good; selection as in :meth:`replay`."""
-        return self._dead_action("purge_dead", ids, queue)
+        return self._dead_action(store.purge_dead, ids, queue)
 
-    def _dead_action(self, query: str, ids: Iterable[uuid.UUID | str] | None, queue: str | None) -> list[uuid.UUID]:
+    def _dead_action(self, action: DeadAction, ids: Iterable[uuid.UUID | str] | None,
+                     queue: str | None) -> list[uuid.UUID]:
         id_list = [parse_job_id(i) for i in ids] if ids is not None else None
         with self._translated():
-            rows = self.conn.execute(q(query), {"ids": id_list, "queue": queue}).fetchall()
+            rows = action(self.conn, id_list, queue)
 
         def unlist() -> None:
             dispatch.Scripts.on(self.redis).dead_remove(
@@ -243,10 +238,8 @@ class Admin:
             report["schema"] = {"ok": not pending, "installed": len(pending) < len(schema.core_migrations()),
                                 "pending": [f"{m.version:04d}_{m.name}" for m in pending]}
             if not pending:
-                overview = self.conn.execute(q("queue_overview")).fetchall()
-                oldest = {r["queue_name"]: r["age"] for r in self.conn.execute(q("oldest_waiting")).fetchall()}
-                workers = self.conn.execute(q("live_workers"), {"after": self.settings.rescue_after}).fetchall()
-                report["migrator"] = self.conn.execute(q("migrator_leader"), {"key": LEADER_LOCK}).fetchone()
+                facts = store.health_facts(self.conn, self.settings.rescue_after)
+                overview, oldest, workers, report["migrator"] = facts
         except (*PG_DOWN, DatabaseUnavailableError) as exc:
             report["postgres"].update(ok=False, error=reason(exc, self.settings.database_url))
         try:
@@ -288,9 +281,7 @@ class Admin:
         runs (not their wait for a slot when claimed ahead); utilisation is
         handlers running over the live workers' concurrency."""
         with self._translated():
-            activity = self.conn.execute(q("recent_activity"), {"minutes": minutes}).fetchone() or {}
-            created = self.conn.execute(q("recent_created"), {"minutes": minutes}).fetchone() or {}
-            workers = self.conn.execute(q("live_workers"), {"after": self.settings.rescue_after}).fetchall()
+            activity, created, workers = store.activity(self.conn, minutes, self.settings.rescue_after)
             queues = self.queues()
         succeeded, retried, failed = (activity.get(k) or 0 for k in ("succeeded", "retried", "failed"))
         attempts = succeeded + retried + failed
@@ -299,7 +290,7 @@ class Admin:
         return {
             "window_minutes": minutes,
             "processed_per_minute": succeeded / minutes,
-            "created_per_minute": (created.get("created") or 0) / minutes,
+            "created_per_minute": created / minutes,
             "failed": failed,
             "retried": retried,
             "error_rate": (failed + retried) / attempts if attempts else 0.0,

@@ -19,12 +19,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import attrs
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from pmq_core import payloads
+from pmq_core import payloads, store
 from pmq_core.config import Settings
 from pmq_core.db import ADAPTERS, apg_connect, pg_connect, resolve_servers, translated
 from pmq_core.errors import DatabaseUnavailableError, JobNotFoundError, PayloadError, UnknownQueueError, shown
@@ -33,12 +32,7 @@ from pmq_core.jobtypes import JobType, check_queue_name
 from pmq_core.limits import INT32, LATEST, check_time
 from pmq_core.models import Job, new_job_ids, parse_job_id
 from pmq_core.plugins import Plugins
-from pmq_core.queries import q
 
-#: Rows per COPY chunk in a bulk enqueue: bounds memory, not round trips.
-COPY_CHUNK = 10_000
-#: Fewest rows written by COPY rather than INSERT: below it INSERT is as fast.
-COPY_MIN_ROWS = 64
 #: Seconds an enqueue waits for a connection before reporting PostgreSQL
 #: unavailable (the pool's default, 30 s, left producers hanging in an outage).
 #: Also bounds opening the pool, after one plain connection has checked the
@@ -113,56 +107,6 @@ def _check_unique_key(key: str) -> str:
     return key
 
 
-@attrs.frozen
-class Prepared:
-    """Checked rows for one enqueue call, ready to write."""
-
-    queue: str
-    ids: list[uuid.UUID]
-    payloads: list[str]
-    priority: int | None
-    max_attempts: int | None
-    run_at: datetime | None
-    unique_keys: list[str | None]
-
-    def insert(self, dispatch: bool) -> tuple[str, dict[str, Any]]:
-        """The INSERT statement for these rows and its parameters; with
-        ``dispatch``, due jobs are stored as handed to Redis (the caller
-        pushes their messages once the statement has committed)."""
-        if len(self.ids) == 1:
-            return q("insert_job"), {
-                "id": self.ids[0], "queue": self.queue, "priority": self.priority, "payload": self.payloads[0],
-                "max_attempts": self.max_attempts, "run_at": self.run_at, "unique_key": self.unique_keys[0],
-                "dispatch": dispatch}
-        n = len(self.ids)
-        return q("insert_jobs"), {
-            "ids": self.ids, "queues": [self.queue] * n, "priorities": [self.priority] * n,
-            "payloads": self.payloads, "max_attempts": [self.max_attempts] * n,
-            "run_ats": [self.run_at] * n, "unique_keys": self.unique_keys, "dispatch": dispatch,
-        }
-
-    def key_params(self) -> dict[str, Any]:
-        return {"queue": self.queue, "keys": [k for k in self.unique_keys if k]}
-
-    def merge(self, inserted: set[uuid.UUID], live: Iterable[dict[str, Any]]) -> list[uuid.UUID]:
-        """The ids to return when some jobs were skipped for their unique
-        key: the live job's id in their place."""
-        by_key = {row["unique_key"]: row["id"] for row in live}
-        return [i if i in inserted else by_key.get(k, i) for i, k in zip(self.ids, self.unique_keys, strict=True)]
-
-    def uses_copy(self) -> bool:
-        """Whether the rows go in by COPY: many of them, none with a unique
-        key (COPY cannot skip a row whose key is taken)."""
-        return len(self.ids) >= COPY_MIN_ROWS and all(k is None for k in self.unique_keys)
-
-    def copy_rows(self) -> Iterable[tuple[Any, ...]]:
-        for job_id, payload in zip(self.ids, self.payloads, strict=True):
-            yield (job_id, self.queue, self.priority, payload, self.max_attempts, self.run_at or _NOW)
-
-
-_NOW = "now"  # COPY accepts the literal 'now' for a timestamptz.
-
-
 class _ClientBase:
     """What both clients share: settings, plugins and the checks."""
 
@@ -180,7 +124,7 @@ class _ClientBase:
 
     def prepare(self, queue: str, items: Sequence[Any], *, priority: int | None, run_at: datetime | None,
                 delay: float | timedelta | None, max_attempts: int | None,
-                unique_key: str | None) -> Prepared:
+                unique_key: str | None) -> store.NewJobs:
         """Check everything about one enqueue call; raise before any write."""
         try:
             check_queue_name(queue)
@@ -210,7 +154,7 @@ class _ClientBase:
             keys.append(self._unique_key(job_type, item, unique_key))
         if unique_key is not None and len(items) > 1:
             raise PayloadError("unique_key names one job; give unique keys through the job type for a bulk enqueue")
-        return Prepared(queue, new_job_ids(len(texts)), texts, priority, max_attempts, due, keys)
+        return store.NewJobs(queue, new_job_ids(len(texts)), texts, priority, max_attempts, due, keys)
 
     @staticmethod
     def _unique_key(job_type: JobType | None, item: Any, explicit: str | None) -> str | None:
@@ -222,6 +166,12 @@ class _ClientBase:
             return None
         data = item if isinstance(item, dict) else payloads._converter.unstructure(item)
         return _check_unique_key(str(job_type.unique_key(data)))
+
+    def _known(self, queue: str, known: set[str]) -> None:
+        """Remember the queues found to exist; UnknownQueueError unless ``queue`` is one."""
+        self._queues |= known
+        if queue not in known:
+            raise self._unknown(queue)
 
     def _unknown(self, queue: str) -> UnknownQueueError:
         return UnknownQueueError(
@@ -314,38 +264,17 @@ class Client(_ClientBase):
         self.plugins.hooks.jobs_enqueued(queue=queue, job_ids=ids)
         return ids
 
-    def _write(self, conn: psycopg.Connection[Any], prepared: Prepared,
-               dispatch: bool) -> tuple[list[uuid.UUID], list[dict[str, Any]]]:
+    def _write(self, conn: psycopg.Connection[Any], jobs: store.NewJobs, dispatch: bool) -> store.Inserted:
         try:
-            if prepared.uses_copy():
-                with conn.cursor() as cur, cur.copy(q("copy_jobs")) as copy:
-                    for row in prepared.copy_rows():
-                        copy.write_row(row)
-                return prepared.ids, []
-            with conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(*prepared.insert(dispatch))
-                rows = cur.fetchall()
-                if len(rows) == len(prepared.ids):
-                    return prepared.ids, rows
-                cur.execute(q("live_jobs_by_unique_key"), prepared.key_params())
-                return prepared.merge({row["id"] for row in rows}, cur.fetchall()), rows
+            return store.insert_jobs(conn, jobs, dispatch)
         except psycopg.errors.ForeignKeyViolation:
-            raise self._unknown(prepared.queue) from None
+            raise self._unknown(jobs.queue) from None
 
     def _ensure_queue(self, queue: str) -> None:
         if queue in self._queues:
             return
         with translated(self.settings.database_url), self.pool.connection() as conn:
-            job_type = self._job_type(queue)
-            if job_type is not None:
-                conn.execute(q("upsert_queue"), {"name": queue, "priority": job_type.priority,
-                                                 "max_attempts": job_type.retry.max_attempts})
-            else:
-                known = {row["name"] for row in conn.execute(q("queue_defaults")).fetchall()}  # type: ignore[call-overload]
-                self._queues |= known
-                if queue not in known:
-                    raise self._unknown(queue)
-        self._queues.add(queue)
+            self._known(queue, store.ensure_queue(conn, queue, self._job_type(queue)))
 
     # -- looking after jobs ------------------------------------------------------
 
@@ -353,10 +282,10 @@ class Client(_ClientBase):
         """The job's row; JobNotFoundError when there is none."""
         job_id = parse_job_id(job_id)
         with translated(self.settings.database_url), self.pool.connection() as conn:
-            row = conn.execute(q("get_job"), {"id": job_id}).fetchone()
-        if row is None:
+            job = store.get_job(conn, job_id)
+        if job is None:
             raise JobNotFoundError(f"no job with id {job_id}")
-        return Job.from_row(row)  # type: ignore[arg-type]
+        return job
 
 
 class AsyncClient(_ClientBase):
@@ -428,23 +357,12 @@ class AsyncClient(_ClientBase):
         self.plugins.hooks.jobs_enqueued(queue=queue, job_ids=ids)
         return ids
 
-    async def _write(self, conn: psycopg.AsyncConnection[Any], prepared: Prepared,
-                     dispatch: bool) -> tuple[list[uuid.UUID], list[dict[str, Any]]]:
+    async def _write(self, conn: psycopg.AsyncConnection[Any], jobs: store.NewJobs,
+                     dispatch: bool) -> store.Inserted:
         try:
-            if prepared.uses_copy():
-                async with conn.cursor() as cur, cur.copy(q("copy_jobs")) as copy:
-                    for row in prepared.copy_rows():
-                        await copy.write_row(row)
-                return prepared.ids, []
-            async with conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(*prepared.insert(dispatch))
-                rows = await cur.fetchall()
-                if len(rows) == len(prepared.ids):
-                    return prepared.ids, rows
-                await cur.execute(q("live_jobs_by_unique_key"), prepared.key_params())
-                return prepared.merge({row["id"] for row in rows}, await cur.fetchall()), rows
+            return await store.insert_jobs.run_async(conn, jobs, dispatch)
         except psycopg.errors.ForeignKeyViolation:
-            raise self._unknown(prepared.queue) from None
+            raise self._unknown(jobs.queue) from None
 
     async def _ensure_queue(self, queue: str) -> None:
         if queue in self._queues:
@@ -452,24 +370,14 @@ class AsyncClient(_ClientBase):
         pool = await self.pool()
         with translated(self.settings.database_url):
             async with pool.connection() as conn:
-                job_type = self._job_type(queue)
-                if job_type is not None:
-                    await conn.execute(q("upsert_queue"), {"name": queue, "priority": job_type.priority,
-                                                           "max_attempts": job_type.retry.max_attempts})
-                else:
-                    rows = await (await conn.execute(q("queue_defaults"))).fetchall()
-                    known = {row["name"] for row in rows}  # type: ignore[call-overload]
-                    self._queues |= known
-                    if queue not in known:
-                        raise self._unknown(queue)
-        self._queues.add(queue)
+                self._known(queue, await store.ensure_queue.run_async(conn, queue, self._job_type(queue)))
 
     async def get_job(self, job_id: uuid.UUID | str) -> Job:
         job_id = parse_job_id(job_id)
         pool = await self.pool()
         with translated(self.settings.database_url):
             async with pool.connection() as conn:
-                row = await (await conn.execute(q("get_job"), {"id": job_id})).fetchone()
-        if row is None:
+                job = await store.get_job.run_async(conn, job_id)
+        if job is None:
             raise JobNotFoundError(f"no job with id {job_id}")
-        return Job.from_row(row)  # type: ignore[arg-type]
+        return job

@@ -183,10 +183,12 @@ class Settings:
     dispatch_on_enqueue: bool = True
     """Hand a job that is due now to Redis as soon as its enqueue commits,
     instead of waiting for the migrator: one commit and one wake-up less on
-    the way to a worker. Applies to enqueues of fewer than 64 jobs on pmq's
-    own connection; a job whose message the producer could not push (Redis
-    down, or the producer died right after the commit) is handed over by the
-    migrator after redispatch_after."""
+    the way to a worker. Applies to enqueues on pmq's own connection that
+    are written by INSERT: fewer than 64 jobs, or any number with unique
+    keys (a larger batch without them goes in by COPY, as queued jobs the
+    migrator hands over); a job whose message the producer could not push
+    (Redis down, or the producer died right after the commit) is handed over
+    by the migrator after redispatch_after."""
     redispatch_after: float = attrs.field(default=5.0, validator=_positive)
     """Seconds a job may sit in migrated_to_redis before pmq checks that its
     Redis message still exists (and migrates it again if not)."""

@@ -86,15 +86,16 @@ def aredis_client(url: str, *, timeout: float | None = None) -> redis.asyncio.Re
 @contextlib.contextmanager
 def translated(database_url: str | None = None, redis_url: str | None = None) -> Iterator[None]:
     """Turn "server unreachable" and "schema missing" errors into pmq's,
-    naming the server or saying to run `pmq db upgrade`."""
+    naming the server or saying to run `pmq db upgrade`. The message makes
+    no claim about what was written: the work inside may be a read, and a
+    connection lost during a commit leaves that commit's fate unknown."""
     try:
         yield
     except SCHEMA_MISSING as exc:
         raise schema_error(exc) from None
     except PG_DOWN as exc:
         raise DatabaseUnavailableError(
-            f"PostgreSQL at {redact_url(database_url)} is unavailable: {reason(exc, database_url)}; "
-            "nothing was written"
+            f"PostgreSQL at {redact_url(database_url)} is unavailable: {reason(exc, database_url)}"
         ) from None
     except REDIS_DOWN as exc:
         raise RedisUnavailableError(

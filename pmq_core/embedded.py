@@ -43,11 +43,11 @@ from typing import Any, ClassVar, Self, TypedDict
 
 import psycopg
 import redis
-from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from pmq_core import store
 from pmq_core.errors import EmbeddedServerError
 
 _HOST = "127.0.0.1"
@@ -423,16 +423,15 @@ class PostgresInstance(_ServerInstance):
     def _answers(self, port: int) -> bool:
         try:
             with psycopg.connect(self._conninfo(port, "postgres"), connect_timeout=2) as conn:
-                row = conn.execute("SHOW data_directory").fetchone()
+                data_directory = store.data_directory(conn)
         except psycopg.Error:
             return False
-        return row is not None and Path(row[0]).resolve() == self.path
+        return Path(data_directory).resolve() == self.path
 
     def _create_database(self, port: int) -> None:
         with psycopg.connect(self._conninfo(port, "postgres"), autocommit=True) as conn:
-            exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)).fetchone()
-            if exists is None:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
+            if not store.database_exists(conn, self.database):
+                store.create_database(conn, self.database)
 
     @staticmethod
     def _conninfo(port: int, database: str) -> str:

@@ -52,8 +52,10 @@ class JobNotFoundError(PmqError, LookupError):
 
 
 class DatabaseUnavailableError(PmqError, ConnectionError):
-    """PostgreSQL could not be reached, so nothing was written: retry later or
-    check PMQ_DATABASE_URL."""
+    """PostgreSQL could not be reached, or went away: retry later or check
+    PMQ_DATABASE_URL. The message ends "nothing was written" when the
+    failure came before anything could be (an enqueue whose connection
+    failed)."""
 
 
 class SchemaError(PmqError):
@@ -101,5 +103,14 @@ class WorkerLost(Exception):
 
 
 class JobCancelled(Exception):
-    """Raised inside a handler (or set as a flag it can check) when an operator
-    cancels the running job."""
+    """The job was taken from its worker before its handler started: a
+    suspect waiting for its turn to run alone was cancelled, or rescued
+    again, and the worker had not been told (the cancel's message lost with
+    Redis, or the worker thought dead). The worker finds out when it
+    records the suspect's start, and raises this instead of running the
+    handler: ``pmq_wrap_job`` wrappers and ``pmq_job_failed`` (with
+    ``will_retry`` false) see it as the attempt's error, and nothing of the
+    attempt is recorded, since the job is no longer this worker's. A cancel
+    that reaches the worker stops the handler instead (an async one is
+    cancelled, a sync one sees ``job.cancelled``). Never retried: a handler
+    that raises it fails its job at once, as with Fail."""

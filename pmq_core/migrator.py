@@ -18,19 +18,16 @@ housekeeping round ends with a beat in ``pmq_migrator_leader``, so that
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 import psycopg
 import redis
 from psycopg.rows import DictRow
 
-from pmq_core import dispatch
+from pmq_core import dispatch, store
 from pmq_core.client import Client
 from pmq_core.config import Settings
 from pmq_core.db import PG_DATA, PG_DOWN, REDIS_DOWN, pg_connect, redis_client
@@ -38,16 +35,12 @@ from pmq_core.errors import DatabaseUnavailableError, Fail, WorkerLost
 from pmq_core.health import redis_warnings
 from pmq_core.keys import Keys
 from pmq_core.limits import MAX_ERROR_LENGTH
-from pmq_core.models import JobContext
+from pmq_core.models import JobContext, JobStatus
 from pmq_core.plugins import Plugins
-from pmq_core.queries import q
 from pmq_core.reconnect import Backoff
 
 log = logging.getLogger(__name__)
 
-#: Advisory lock key of the leading migrator ("pmq" + "lead").
-LEADER_LOCK = 0x706D71_4C44
-CHANNEL = "pmq_jobs_v1"
 #: Seconds between a standby's attempts to take the lead.
 STANDBY_RETRY = 1.0
 #: Seconds between housekeeping rounds (lost messages, cron).
@@ -112,13 +105,12 @@ class Migrator:
                     for warning in redis_warnings(rds):
                         log.warning("%s", warning)
                 while not stop.is_set():
-                    row = lock_conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (LEADER_LOCK,)).fetchone()
-                    if row and row["ok"]:
+                    if store.try_lead(lock_conn):
                         break
                     stop.wait(STANDBY_RETRY)
                 if stop.is_set():
                     return
-                lock_conn.execute(f"LISTEN {CHANNEL}")
+                store.listen_for_jobs(lock_conn)
                 self._lock_pid = lock_conn.info.backend_pid
                 self.beat(conn)
                 self.is_leader.set()
@@ -140,8 +132,7 @@ class Migrator:
                         log.error("migrator round failed on a stored value (%s); next round in %.1fs",
                                   _brief(exc), wait)
                     if wait > 0:
-                        for _ in lock_conn.notifies(timeout=wait, stop_after=1):
-                            pass
+                        store.wait_for_jobs(lock_conn, wait)
             finally:
                 self.is_leader.clear()
                 self._lock_pid = None
@@ -152,7 +143,7 @@ class Migrator:
     def tick(self, conn: psycopg.Connection[DictRow], rds: redis.Redis) -> float:
         """Migrate what is due and do any housekeeping that is due; return
         how long to wait before the next round."""
-        queues = [row["name"] for row in conn.execute(q("active_queues")).fetchall()]
+        queues = store.active_queues(conn)
         moved, full = self.migrate(conn, rds, queues)
         now = time.monotonic()
         housekeeping = now >= self._next_housekeeping
@@ -178,8 +169,7 @@ class Migrator:
             wait, self._refill_wait = self._refill_wait, min(2 * self._refill_wait, self.settings.poll_interval)
             return wait
         wait = min(self.settings.poll_interval, max(0.0, self._next_housekeeping - time.monotonic()))
-        due = conn.execute(q("next_due_at")).fetchone()
-        next_due = due["next_due_at"] if due else None
+        next_due = store.next_due_at(conn)
         if next_due is not None:
             wait = min(wait, max(0.001, (next_due - datetime.now(UTC)).total_seconds()))
         return wait
@@ -207,12 +197,11 @@ class Migrator:
                 budgets[queue] = room
         if not budgets:
             return 0, False
-        params: dict[str, Any] = {"queues": list(budgets), "limits": list(budgets.values())}
         try:
             # One statement, atomic in autocommit: no BEGIN and COMMIT round trips.
-            rows = conn.execute(q("migrate_due"), params).fetchall()
+            rows = store.migrate_due(conn, budgets)
         except PG_DATA as exc:
-            rows = self._migrate_one_by_one(conn, rds, params, exc)
+            rows = self._migrate_one_by_one(conn, rds, budgets, exc)
         counts: dict[str, int] = {}
         for row in rows:
             counts[row["queue_name"]] = counts.get(row["queue_name"], 0) + 1
@@ -225,19 +214,18 @@ class Migrator:
         return len(rows), bool(filled)
 
     def _migrate_one_by_one(self, conn: psycopg.Connection[DictRow], rds: redis.Redis,
-                            params: dict[str, Any], exc: Exception) -> list[DictRow]:
+                            budgets: dict[str, int], exc: Exception) -> list[DictRow]:
         """Move a batch that failed on a stored value one job at a time, so
         that only the job at fault fails: it ends dead with the error, and
         the rest of the batch moves on."""
         log.error("migrating a batch failed on a stored value (%s); moving its jobs one by one", _brief(exc))
         rows: list[DictRow] = []
-        for due in conn.execute(q("due_job_ids"), params).fetchall():
+        for job_id in store.due_job_ids(conn, budgets):
             try:
-                rows += conn.execute(q("migrate_one"), {"id": due["id"]}).fetchall()
+                rows += store.migrate_one(conn, job_id)
             except PG_DATA as job_exc:
                 error = f"pmq could not hand this job to Redis: {_brief(job_exc)}"[:MAX_ERROR_LENGTH]
-                for buried in conn.execute(q("bury_job"), {"id": due["id"], "worker_id": None,
-                                                           "error": error}).fetchall():
+                for buried in store.bury_job(conn, job_id, None, error):
                     log.error("job %s ended dead: %s", buried["id"], error)
                     rds.lpush(self.keys.dead(buried["queue_name"]), str(buried["id"]))
                     self.plugins.hooks.job_dead(job=self._context(buried), error=Fail(error))
@@ -254,7 +242,7 @@ class Migrator:
         was missing at two checks in a row (a housekeeping round apart), so
         that such a job is not handed over twice and run out of turn.
         """
-        stale = conn.execute(q("stale_migrated"), {"after": self.settings.redispatch_after, "limit": 5000}).fetchall()
+        stale = store.stale_migrated(conn, self.settings.redispatch_after, 5000)
         if not stale:
             self._missing = set()
             return 0
@@ -263,7 +251,7 @@ class Migrator:
         lost, self._missing = list(missing & self._missing), missing
         if not lost:
             return 0
-        count = len(conn.execute(q("requeue_migrated"), {"ids": lost}).fetchall())
+        count = store.requeue_migrated(conn, lost)
         if count:
             log.warning("%d job(s) had lost their Redis message; handing them over again", count)
         return count
@@ -272,8 +260,7 @@ class Migrator:
         """Record that the leader is alive and got round (nothing while not
         leading, e.g. when a test calls :meth:`tick` directly)."""
         if self._lock_pid is not None:
-            conn.execute(q("migrator_beat"), {"backend_pid": self._lock_pid, "hostname": socket.gethostname(),
-                                              "pid": os.getpid()})
+            store.migrator_beat(conn, self._lock_pid)
 
     def sync_dead_letters(self, conn: psycopg.Connection[DictRow], rds: redis.Redis) -> list[str]:
         """Rebuild from PostgreSQL each queue's dead-letter list whose length
@@ -284,14 +271,14 @@ class Migrator:
         was unreachable. A job that dies during a rebuild may be pushed twice
         or not at all; the next comparison sees it and rebuilds again.
         """
-        counts = {row["queue_name"]: row["dead"] for row in conn.execute(q("dead_counts")).fetchall()}
-        names = sorted({row["name"] for row in conn.execute(q("queue_defaults")).fetchall()} | set(counts))
+        counts = store.dead_counts(conn)
+        names = sorted(store.queue_names(conn) | set(counts))
         pipe = rds.pipeline(transaction=False)
         for name in names:
             pipe.llen(self.keys.dead(name))
         drifted = [name for name, length in zip(names, pipe.execute(), strict=True) if length != counts.get(name, 0)]
         for name in drifted:
-            ids = [str(row["id"]) for row in conn.execute(q("dead_ids"), {"queue": name}).fetchall()]
+            ids = store.dead_ids(conn, name)
             rebuild = rds.pipeline(transaction=True)  # readers see the old list or the new one, never a gap
             rebuild.delete(self.keys.dead(name))
             for start in range(0, len(ids), DEAD_LETTERS_CHUNK):
@@ -305,14 +292,7 @@ class Migrator:
         """Take back jobs held by workers that stopped heartbeating: their
         attempt is given back and they become suspects, or, rescued
         ``max_rescues`` times, they end dead (``pmq_job_dead`` is told)."""
-        after = self.settings.rescue_after
-        with conn.transaction():
-            rows = conn.execute(q("rescue_jobs"), {
-                "after": after, "max_rescues": self.settings.max_rescues,
-                "message": f"worker lost: no heartbeat for {after:g}s; the attempt does not count",
-                "dead_message": f"its worker died %s times while holding it (no heartbeat for {after:g}s)",
-            }).fetchall()
-            conn.execute(q("forget_dead_workers"), {"after": after * 2})
+        rows = store.rescue(conn, self.settings.rescue_after, self.settings.max_rescues)
         if not rows:
             return 0
         log.warning("rescued %d job(s) from dead workers", len(rows))
@@ -345,7 +325,7 @@ class Migrator:
         for job_type in scheduled:
             tick = croniter(job_type.cron, now).get_prev(datetime)
             with conn.transaction():
-                if conn.execute(q("claim_cron_tick"), {"queue": job_type.name, "tick": tick}).fetchone():
+                if store.claim_cron_tick(conn, job_type.name, tick):
                     client.enqueue(job_type.name, dict(job_type.cron_payload), conn=conn,
                                    unique_key=f"cron:{tick.isoformat()}")
                     enqueued += 1
@@ -353,22 +333,10 @@ class Migrator:
 
     def prune(self, conn: psycopg.Connection[DictRow]) -> dict[str, int]:
         """Delete rows past retention, a batch per transaction."""
-        removed = {"completed": 0, "cancelled": 0, "failed": 0, "job_logs": 0}
-        plan = [("completed", self.settings.retention_completed_days),
-                ("cancelled", self.settings.retention_completed_days),
-                ("failed", self.settings.retention_failed_days)]
-        for status, days in plan:
-            while True:
-                cur = conn.execute(q("prune_jobs"), {"status": status, "days": days, "batch": RETENTION_BATCH})
-                removed[status] += cur.rowcount
-                if cur.rowcount < RETENTION_BATCH:
-                    break
-        while True:
-            cur = conn.execute(q("prune_logs"), {"days": self.settings.retention_logs_days, "batch": RETENTION_BATCH})
-            removed["job_logs"] += cur.rowcount
-            if cur.rowcount < RETENTION_BATCH:
-                break
-        return removed
+        plan = [(JobStatus.COMPLETED, self.settings.retention_completed_days),
+                (JobStatus.CANCELLED, self.settings.retention_completed_days),
+                (JobStatus.FAILED, self.settings.retention_failed_days)]
+        return store.prune(conn, plan, self.settings.retention_logs_days, RETENTION_BATCH)
 
 
 def _brief(exc: BaseException) -> str:

@@ -17,13 +17,10 @@ from typing import Any
 
 import attrs
 import psycopg
-from psycopg.rows import tuple_row
 
-from pmq_core.queries import q
+from pmq_core import store
 
 CORE = "pmq_core"
-#: Advisory lock key held while migrating ("pmq" + "schema" as an integer).
-SCHEMA_LOCK = 0x706D71_5343
 
 _FILE = re.compile(r"(\d{4})_(\w+)\.sql")
 
@@ -61,37 +58,18 @@ def upgrade(conn: psycopg.Connection[Any], extra: Iterable[Migration] = ()) -> l
     """
     todo = core_migrations() + sorted(extra, key=lambda m: (m.component, m.version))
     applied_now: list[Migration] = []
-    conn.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
-    try:
-        conn.execute(
-            """CREATE TABLE IF NOT EXISTS pmq_schema_migrations (
-                   component  text        NOT NULL,
-                   version    integer     NOT NULL,
-                   name       text        NOT NULL,
-                   applied_at timestamptz NOT NULL DEFAULT now(),
-                   PRIMARY KEY (component, version))"""
-        )
-        with conn.cursor(row_factory=tuple_row) as cur:
-            done = set(cur.execute("SELECT component, version FROM pmq_schema_migrations").fetchall())
+    with store.schema_lock(conn):
+        store.create_migrations_table(conn)
+        done = store.applied_migrations(conn)
         for migration in todo:
-            if (migration.component, migration.version) in done:
-                continue
-            with conn.transaction():
-                conn.execute(migration.sql.encode())
-                conn.execute(
-                    "INSERT INTO pmq_schema_migrations (component, version, name) VALUES (%s, %s, %s)",
-                    (migration.component, migration.version, migration.name),
-                )
-            applied_now.append(migration)
-    finally:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
+            if (migration.component, migration.version) not in done:
+                store.apply_migration(conn, migration)
+                applied_now.append(migration)
     return applied_now
 
 
 def pending(conn: psycopg.Connection[Any], extra: Iterable[Migration] = ()) -> list[Migration]:
     """The migrations (the core's and ``extra``) not yet applied to this
     database: all of them before the first upgrade."""
-    with conn.cursor(row_factory=tuple_row) as cur:
-        installed = cur.execute(q("schema_installed")).fetchone()
-        done = set(cur.execute(q("applied_migrations")).fetchall() if installed and installed[0] else [])
+    done = store.applied_migrations(conn)
     return [m for m in core_migrations() + list(extra) if (m.component, m.version) not in done]

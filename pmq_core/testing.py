@@ -32,7 +32,7 @@ import attrs
 import psycopg
 import pytest
 
-from pmq_core import payloads, schema
+from pmq_core import payloads, schema, store
 from pmq_core.admin import Admin
 from pmq_core.client import Client
 from pmq_core.config import Settings
@@ -95,8 +95,8 @@ class Servers:
             if self._template_ready:
                 return
             with self._admin_conn() as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')
-                conn.execute(f'CREATE DATABASE "{self.template}"')
+                store.drop_database(conn, self.template)
+                store.create_database(conn, self.template)
             with psycopg.connect(_with_database(self.database_url, self.template), autocommit=True) as conn:
                 schema.upgrade(conn)
             self._template_ready = True
@@ -106,13 +106,13 @@ class Servers:
         self._ensure_template()
         name = f"pmq_test_{uuid.uuid4().hex[:12]}"
         with self._admin_conn() as conn:
-            conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}" STRATEGY FILE_COPY')
+            store.create_database(conn, name, template=self.template)
         return _with_database(self.database_url, name)
 
     def drop_database(self, url: str) -> None:
         name = urlsplit(url).path.lstrip("/")
         with self._admin_conn() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            store.drop_database(conn, name)
 
     def drop_keys(self, prefix: str) -> None:
         rds = redis_client(self.redis_url)
@@ -126,7 +126,7 @@ class Servers:
     def close(self) -> None:
         if self._template_ready:
             with self._admin_conn() as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{self.template}" WITH (FORCE)')
+                store.drop_database(conn, self.template)
 
 
 @attrs.define

@@ -29,8 +29,6 @@ import collections
 import contextvars
 import functools
 import logging
-import os
-import socket
 import threading
 import time
 import uuid
@@ -42,7 +40,7 @@ from typing import Any, TypeVar, cast
 import attrs
 import psycopg
 
-from pmq_core import dispatch, payloads
+from pmq_core import dispatch, payloads, store
 from pmq_core.config import Settings
 from pmq_core.db import PG_DATA, PG_DOWN, REDIS_DOWN, apg_connect, aredis_client, pg_connect
 from pmq_core.errors import DatabaseUnavailableError, Fail, JobCancelled, PluginError, Retry
@@ -54,7 +52,6 @@ from pmq_core.models import JobContext
 from pmq_core.payloads import UnreadablePayload
 from pmq_core.plugins import Plugins
 from pmq_core.prefetch import Prefetch
-from pmq_core.queries import q
 from pmq_core.reconnect import Backoff
 
 log = logging.getLogger(__name__)
@@ -316,16 +313,7 @@ class Worker:
         """One statement, one round trip and one commit: the outcomes' write
         and the messages' claim. Returns the claimed rows and the ids of the
         outcomes applied."""
-        cursor = await conn.execute(q("worker_round"), {
-            **_finish_params(outcomes), "claim_ids": [m[0] for m in messages],
-            "claim_attempts": [m[1] for m in messages], "worker_id": self.id, "queues": self._queues})
-        claimed, applied = [], set()
-        for row in await cursor.fetchall():
-            if row["kind"] == "claimed":
-                claimed.append(row)
-            else:
-                applied.add(row["id"])
-        return claimed, applied
+        return await store.claim_and_record.run_async(conn, messages, outcomes, self.id, self._queues)
 
     async def _isolate(self, stop: asyncio.Event, messages: list[tuple[uuid.UUID, int]], outcomes: list[_Outcome],
                        exc: Exception) -> tuple[list[Any], set[uuid.UUID]]:
@@ -358,8 +346,7 @@ class Worker:
         error = _describe(failure)
 
         async def bury(conn: psycopg.AsyncConnection[Any]) -> list[Any]:
-            return await (await conn.execute(q("bury_job"), {"id": job_id, "worker_id": self.id,
-                                                              "error": error})).fetchall()
+            return await store.bury_job.run_async(conn, job_id, self.id, error)
 
         try:
             rows = await self._db(bury, give_up=lambda: False) or []
@@ -523,9 +510,7 @@ class Worker:
             isolated = await self._isolation.can_run(ctx.queue)
 
             async def mark(conn: psycopg.AsyncConnection[Any]) -> bool:
-                cursor = await conn.execute(q("mark_suspect_started"), {
-                    "id": ctx.id, "attempt": ctx.attempt, "worker_id": self.id})
-                return await cursor.fetchone() is not None
+                return await store.mark_suspect_started.run_async(conn, ctx.id, ctx.attempt, self.id)
 
             if not await self._db(mark, give_up=lambda: False):
                 raise JobCancelled("the job was taken from this worker before its turn came")
@@ -610,8 +595,7 @@ class Worker:
         ids = [r.ctx.id for r in leftovers]
 
         async def release(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute(q("release_jobs"), {"ids": ids, "worker_id": self.id, "stuck": stuck,
-                                                   "delay": ABANDONED_DELAY})
+            await store.release_jobs.run_async(conn, ids, self.id, stuck, ABANDONED_DELAY)
 
         await self._db(release, give_up=lambda: True)
         log.warning("gave back %d unfinished job(s) to the queue", len(ids))
@@ -663,7 +647,7 @@ class Worker:
         paused); their attempt does not count."""
 
         async def release(conn: psycopg.AsyncConnection[Any]) -> None:
-            await conn.execute(q("release_jobs"), {"ids": ids, "worker_id": self.id, "stuck": [], "delay": 0.0})
+            await store.release_jobs.run_async(conn, ids, self.id)
 
         await self._db(release, give_up=lambda: self._stopping)
 
@@ -698,7 +682,7 @@ class Worker:
             try:
                 if conn is None or conn.closed:
                     conn = self._conn = await apg_connect(self.settings.database_url)
-                    await conn.execute(q("worker_session"))
+                    await store.start_session.run_async(conn)
                 result = await op(conn)
                 self._backoff.reset()
                 return result
@@ -728,13 +712,6 @@ def _dropping_claims(stop: asyncio.Event, has_outcomes: bool) -> bool:
     return stop.is_set() and not has_outcomes
 
 
-def _finish_params(batch: list[_Outcome]) -> dict[str, Any]:
-    return {
-        "ids": [o.ctx.id for o in batch], "attempts": [o.ctx.attempt for o in batch],
-        "statuses": [o.status for o in batch], "log_statuses": [o.log_status for o in batch],
-        "run_ats": [o.run_at for o in batch], "errors": [o.error for o in batch],
-        "started": [o.ctx.started_at for o in batch], "finished": [o.finished_at for o in batch],
-    }
 
 
 async def _sleep_unless(stop: asyncio.Event, delay: float) -> None:
@@ -809,20 +786,17 @@ class _Heartbeat(threading.Thread):
         self._halt = threading.Event()
         self._conn: psycopg.Connection[Any] | None = None
 
-    def _execute(self, query: str, params: dict[str, Any]) -> list[Any]:
+    def _connection(self) -> psycopg.Connection[Any]:
         assert self.settings.database_url
         if self._conn is None or self._conn.closed:
             self._conn = pg_connect(self.settings.database_url, timeout=5)
-        cur = self._conn.execute(query, params)
-        return cur.fetchall() if cur.description else []
+        return self._conn
 
     def register(self) -> None:
         backoff = Backoff()
         while True:
             try:
-                self._execute(q("register_worker"), {
-                    "id": self.worker_id, "hostname": socket.gethostname(), "pid": os.getpid(),
-                    "queues": self.queues, "concurrency": self.concurrency})
+                store.register_worker(self._connection(), self.worker_id, self.queues, self.concurrency)
                 return
             except (*PG_DOWN, DatabaseUnavailableError) as exc:
                 self._conn = None
@@ -834,8 +808,7 @@ class _Heartbeat(threading.Thread):
         while not self._halt.wait(self.settings.heartbeat_interval):
             try:
                 busy, ahead = self.slots()
-                if not self._execute(q("heartbeat"), {"id": self.worker_id, "busy": busy, "claimed_ahead": ahead,
-                                                      **self.redis_link.report()}):
+                if not store.heartbeat(self._connection(), self.worker_id, busy, ahead, **self.redis_link.report()):
                     self.register()
             except (*PG_DOWN, DatabaseUnavailableError) as exc:
                 self._conn = None
@@ -846,7 +819,7 @@ class _Heartbeat(threading.Thread):
 
     def unregister(self) -> None:
         try:
-            self._execute(q("unregister_worker"), {"id": self.worker_id})
+            store.unregister_worker(self._connection(), self.worker_id)
         except (*PG_DOWN, DatabaseUnavailableError):
             pass
         finally:

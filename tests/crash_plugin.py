@@ -68,12 +68,17 @@ class Probe:
     """Job types ``probe`` (sync) and ``aprobe`` (async) for the isolation
     runner's tests, each doing what its payload says: ``crash`` (exit with
     that code), ``raise`` (the name of a builtin exception, or "Fail"),
-    ``sleep`` (seconds), ``unpicklable`` (return a lambda), else return
-    its process id and whether ``pmq_worker_started`` ran there."""
+    ``sleep`` (seconds), ``until`` (a file's path: wait up to 30 s for it
+    to exist), ``unpicklable`` (return a lambda), else return its process
+    id and whether ``pmq_worker_started`` ran there."""
 
     @staticmethod
     def _act(job: Any) -> Any:
         payload = job.payload
+        if "until" in payload:
+            deadline = time.monotonic() + 30
+            while not Path(payload["until"]).exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
         if "crash" in payload:
             os._exit(payload["crash"])
         if "raise" in payload:

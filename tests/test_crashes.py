@@ -5,6 +5,7 @@ kills even its worker again and again ends dead after ``max_rescues``."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 import uuid
@@ -14,13 +15,14 @@ from typing import Any
 
 import pytest
 
-from pmq_core import Client, Fail, HandlerCrashed, JobStatus, RetryPolicy, WorkerLost, hookimpl
+from pmq_core import Client, Fail, HandlerCrashed, JobCancelled, JobStatus, RetryPolicy, WorkerLost, hookimpl
 from pmq_core.db import pg_connect
 from pmq_core.isolation import Isolation
 from pmq_core.keys import Keys
 from pmq_core.migrator import Migrator
 from pmq_core.models import JobContext
 from pmq_core.plugins import Plugins
+from pmq_core.testing import wait_until
 from tests.crash_plugin import QUEUE, RUNS_TABLE, CrashPlugin, Probe, start_worker_process
 from tests.plugin_samples import Recorder, make_plugin
 from tests.reliability_support import redis_of, scalar, sql
@@ -202,6 +204,39 @@ def test_a_suspect_that_crashes_its_child_fails_like_any_attempt_and_its_worker_
         _, logs = admin.job(culprit.id)
     assert [log["status"] for log in logs] == ["retry", "retry", "failed"]
     assert rt.wait(rt.enqueue("probe", {})).status is JobStatus.COMPLETED  # the worker lived on
+
+
+class Failures:
+    """Records each ``pmq_job_failed`` call: job id, error class, will_retry."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[uuid.UUID, type[BaseException], bool]] = []
+
+    @hookimpl
+    def pmq_job_failed(self, job: Any, error: BaseException, will_retry: bool) -> None:
+        self.seen.append((job.id, type(error), will_retry))
+
+
+def test_a_suspect_taken_before_its_turn_does_not_run_and_its_attempt_ends_in_job_cancelled(pmq_runtime, tmp_path):
+    failures = Failures()
+    rt = pmq_runtime(Probe(), failures, concurrency=4)
+    url = rt.settings.database_url
+    gate = tmp_path / "gate"
+    first = insert_suspect(url, "probe", json.dumps({"until": str(gate)}))  # holds the suspects' turn
+    wait_until(lambda: scalar(url, "SELECT suspect_started_at IS NOT NULL FROM jobs WHERE id = %s", (first,)),
+               bool, 15, "the first suspect did not start")
+    second = insert_suspect(url, "probe", "{}")
+    rt.wait(second, statuses=[JobStatus.RUNNING])  # claimed, waiting for its turn
+    # Cancelled behind the worker's back (as when the cancel's message to
+    # the worker is lost with Redis): the worker learns it at its turn.
+    sql(url, "UPDATE jobs SET status = 'cancelled', worker_id = NULL WHERE id = %s", (second,))
+    gate.touch()
+    assert rt.wait(first).status is JobStatus.COMPLETED
+    wait_until(lambda: list(failures.seen), bool, 15, "pmq_job_failed was not called")
+    assert failures.seen == [(second, JobCancelled, False)]
+    cancelled = rt.job(second)
+    assert (cancelled.status, cancelled.attempt_count, cancelled.last_error_message) == (JobStatus.CANCELLED, 1, None)
+    assert scalar(url, "SELECT suspect_started_at FROM jobs WHERE id = %s", (second,)) is None  # never started
 
 
 # -- the whole story, with a real worker process ------------------------------------------

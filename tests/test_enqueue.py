@@ -9,10 +9,11 @@ import attrs
 import psycopg
 import pytest
 
-from pmq_core import AsyncClient, Client, JobStatus, PayloadError, UnknownQueueError
+from pmq_core import AsyncClient, Client, JobStatus, PayloadError, UnknownQueueError, store
 from pmq_core.db import redis_client
 from pmq_core.keys import Keys
 from pmq_core.models import new_job_ids
+from pmq_core.plugins import Plugins
 from pmq_core.testing import wait_until
 from tests.plugin_samples import Recorder, make_plugin
 
@@ -123,6 +124,21 @@ def test_a_due_job_is_handed_to_redis_without_the_migrator(pmq_runtime):
     assert rds.hget(Keys(rt.settings.key_prefix).job(urgent), "status") == b"migrated_to_redis"
     rt.start_worker()
     assert {j.status for j in rt.wait_all([urgent, *many])} == {JobStatus.COMPLETED}
+
+
+def test_a_batch_written_by_copy_waits_for_the_migrator_and_one_with_unique_keys_is_handed_over(pmq_runtime):
+    rt = pmq_runtime(make_plugin(Recorder()), worker=False, migrator=False)
+    copied = rt.client.enqueue_many("echo", [{"n": i} for i in range(store.COPY_MIN_ROWS)])
+    below = rt.client.enqueue_many("echo", [{"n": i} for i in range(store.COPY_MIN_ROWS - 1)])
+    with rt.admin() as admin:
+        statuses = {job.id: job.status for job in admin.jobs(queue="echo", limit=1000)}
+    assert {statuses[i] for i in copied} == {JobStatus.QUEUED}
+    assert {statuses[i] for i in below} == {JobStatus.MIGRATED_TO_REDIS}
+    keyed = Plugins(None, [make_plugin(Recorder(), unique_key=lambda payload: str(payload["n"]))],
+                    entry_points=False)
+    with Client(rt.settings, plugins=keyed) as client:
+        many = client.enqueue_many("echo", [{"n": i} for i in range(1000, 1000 + store.COPY_MIN_ROWS)])
+    assert {rt.job(i).status for i in many} == {JobStatus.MIGRATED_TO_REDIS}
 
 
 def test_scheduled_paused_transactional_and_opted_out_jobs_wait_for_the_migrator(pmq_runtime):

@@ -48,9 +48,6 @@ SELECT unique_key, id FROM jobs
 -- name: copy_jobs
 COPY jobs (id, queue_name, priority, payload, max_attempts, run_at) FROM STDIN;
 
--- name: notify_jobs
-SELECT pg_notify('pmq_jobs_v1', '');
-
 -- name: queue_defaults
 SELECT name, default_priority, max_attempts, is_active FROM job_queues;
 
@@ -61,9 +58,6 @@ VALUES (%(name)s, %(priority)s, %(max_attempts)s)
 ON CONFLICT (name) DO UPDATE
    SET default_priority = EXCLUDED.default_priority,
        max_attempts = EXCLUDED.max_attempts;
-
--- name: create_queue
-INSERT INTO job_queues (name) VALUES (%(name)s) ON CONFLICT (name) DO NOTHING;
 
 -- name: set_queue_active
 UPDATE job_queues SET is_active = %(active)s WHERE name = %(name)s RETURNING name;
@@ -353,11 +347,6 @@ UPDATE jobs SET status = 'queued', updated_at = now()
  WHERE id = ANY(%(ids)s::uuid[]) AND status = 'migrated_to_redis'
 RETURNING id;
 
--- name: requeue_all_migrated
-UPDATE jobs SET status = 'queued', updated_at = now()
- WHERE status = 'migrated_to_redis'
-RETURNING id;
-
 -- name: get_job
 SELECT id, queue_name, status, priority, payload, attempt_count, max_attempts,
        run_at, started_at, completed_at, failed_at, last_error_message,
@@ -499,7 +488,53 @@ RETURNING queue_name;
 -- name: schema_installed
 -- Whether any migration was ever applied here (`pmq db upgrade` creates
 -- the table).
-SELECT to_regclass('pmq_schema_migrations') IS NOT NULL;
+SELECT to_regclass('pmq_schema_migrations') IS NOT NULL AS installed;
 
 -- name: applied_migrations
 SELECT component, version FROM pmq_schema_migrations;
+
+-- name: lock_schema
+-- Held while migrating: two sessions upgrading at once wait for each other.
+SELECT pg_advisory_lock(%(key)s);
+
+-- name: unlock_schema
+SELECT pg_advisory_unlock(%(key)s);
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS pmq_schema_migrations (
+    component  text        NOT NULL,
+    version    integer     NOT NULL,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (component, version));
+
+-- name: record_migration
+INSERT INTO pmq_schema_migrations (component, version, name)
+VALUES (%(component)s, %(version)s, %(name)s);
+
+-- name: try_lead
+-- The leading migrator's lock, on the connection it listens on: the lock
+-- goes the moment that connection or its process dies.
+SELECT pg_try_advisory_lock(%(key)s) AS ok;
+
+-- name: listen_jobs
+-- Waiting jobs inserted (by anyone: a trigger notifies, see migration 0002).
+LISTEN pmq_jobs_v1;
+
+-- name: data_directory
+SHOW data_directory;
+
+-- name: database_exists
+SELECT 1 FROM pg_database WHERE datname = %(name)s;
+
+-- name: create_database
+-- The name is filled in as a quoted identifier: a parameter cannot name a database.
+CREATE DATABASE {name};
+
+-- name: create_database_from
+-- A copy of a template database by file copy: much faster than WAL logging
+-- for the test kit's many small databases.
+CREATE DATABASE {name} TEMPLATE {template} STRATEGY FILE_COPY;
+
+-- name: drop_database
+DROP DATABASE IF EXISTS {name} WITH (FORCE);
