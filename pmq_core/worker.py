@@ -56,6 +56,7 @@ from pmq_core.plugins import Plugins
 from pmq_core.prefetch import Prefetch
 from pmq_core.queries import q
 from pmq_core.reconnect import Backoff
+from pmq_core.resources import Resources, close_resources, open_resources
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +127,21 @@ class Worker:
 
     ``queues`` restricts it to some of the loaded job types (default: all);
     a queue no loaded plugin declares is refused, since its jobs could not run.
+
+    ``retry_delay_scale`` multiplies every retry's delay (the policy's
+    backoff and a ``Retry``'s own) before the job is scheduled again. It is
+    for tests (the testing kit's ``pmq_runtime(..., retry_delay_scale=0)``
+    retries at once); no setting, variable or command-line option reaches
+    it, so a deployment cannot shrink its backoff by accident.
     """
 
     def __init__(self, settings: Settings, plugins: Plugins, *, queues: list[str] | None = None,
-                 concurrency: int | None = None) -> None:
+                 concurrency: int | None = None, retry_delay_scale: float = 1.0) -> None:
+        if not 0 <= retry_delay_scale <= 1:
+            raise ValueError(f"retry_delay_scale must be between 0 and 1, not {retry_delay_scale!r}")
+        self.retry_delay_scale = retry_delay_scale
+        #: Seconds one BLMPOP blocks: how long a stop request may wait for it.
+        self.pop_timeout = POP_TIMEOUT
         self.settings = settings
         self.plugins = plugins.load()
         known = self.plugins.job_types
@@ -172,6 +184,7 @@ class Worker:
         self.abandoned = 0
         self._wrappers = self.plugins.pm.hook.pmq_wrap_job.get_hookimpls()
         self._isolation = Isolation(self.plugins, settings, self.id, self._queues)
+        self.resources = Resources()
         self._lifecycle = {name: self.plugins.has_impls(name) for name in (
             "pmq_job_started", "pmq_job_succeeded", "pmq_job_failed", "pmq_job_dead")}
 
@@ -182,6 +195,7 @@ class Worker:
         if not self.job_types:
             raise PluginError("no job types to serve: install or select a plugin that declares some")
         assert self.settings.database_url and self.settings.redis_url
+        self.resources = open_resources(self.plugins, self.settings, self.id)
         self.redis = aredis_client(self.settings.redis_url)
         self.scripts = dispatch.Scripts.on(self.redis)
         # One thread per slot is enough: a sync handler's thread holds its
@@ -215,6 +229,7 @@ class Worker:
             await asyncio.gather(*self._background, return_exceptions=True)
             await self._isolation.close()
             self.plugins.safe_call("pmq_worker_stopped", worker_id=self.id)
+            await close_resources(self.resources)
             heartbeat.stop()
             if not self.abandoned:  # else a job the release missed is rescued only once the process is gone
                 await asyncio.get_running_loop().run_in_executor(None, heartbeat.unregister)
@@ -258,7 +273,7 @@ class Worker:
                 continue
             self.redis_link.pop_started()
             try:
-                popped = await self.redis.blmpop(POP_TIMEOUT, len(self.pop_keys), *self.pop_keys,
+                popped = await self.redis.blmpop(self.pop_timeout, len(self.pop_keys), *self.pop_keys,
                                                  direction="LEFT", count=free)
                 backoff.reset()
                 self.redis_link.reached()
@@ -395,7 +410,7 @@ class Worker:
             ctx = JobContext(id=row["id"], queue=row["queue_name"], payload=None, attempt=row["attempt_count"],
                              max_attempts=row["max_attempts"], priority=row["priority"],
                              created_at=row["created_at"], started_at=row["started_at"],
-                             raw_payload=row["payload"])
+                             raw_payload=row["payload"], settings=self.settings, resources=self.resources)
             running = _Running(ctx, job_type, suspect=row["rescue_count"] > 0)
             self.running[ctx.id] = running
             self._waiting.append(running)
@@ -473,7 +488,8 @@ class Worker:
         retry_in: float | None = None
         if will_retry:
             explicit = error.delay if isinstance(error, Retry) else None
-            retry_in = explicit if explicit is not None else job_type.retry.delay(ctx.attempt)
+            delay = explicit if explicit is not None else job_type.retry.delay(ctx.attempt)
+            retry_in = delay * self.retry_delay_scale
         if self._lifecycle["pmq_job_failed"]:
             self.plugins.safe_call("pmq_job_failed", job=ctx, error=error, will_retry=will_retry, retry_in=retry_in)
         message = _describe(error)
