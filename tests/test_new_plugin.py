@@ -51,7 +51,7 @@ def test_a_new_plugin_passes_its_own_tests_once_installed_and_its_wheel_has_its_
     servers = {"PMQ_DATABASE_URL": pmq_servers.database_url, "PMQ_REDIS_URL": pmq_servers.redis_url}
     report = run(python, "-m", "pytest", "-p", "no:cacheprovider", "-q", cwd=project, env={**env, **servers})
     assert "2 passed" in report, report
-    run(sys.executable, "-m", "ruff", "check", "--no-cache", "--isolated", project, cwd=tmp_path, env=env)
+    run(sys.executable, "-m", "ruff", "check", "--no-cache", "--isolated", ".", cwd=project, env=env)
     pmq = (python, "-c", "import sys; from pmq_core.cli import main; main(sys.argv[1:])")
     listed = run(*pmq, "plugins", "--plugins", "hello-world", cwd=tmp_path, env=env)
     assert "job type hello-world:hello" in listed
