@@ -488,8 +488,9 @@ class Worker:
         retry_in: float | None = None
         if will_retry:
             explicit = error.delay if isinstance(error, Retry) else None
-            delay = explicit if explicit is not None else job_type.retry.delay(ctx.attempt)
-            retry_in = delay * self.retry_delay_scale
+            retry_in = explicit if explicit is not None else job_type.retry.delay(ctx.attempt)
+            if self.retry_delay_scale != 1:  # in tests only (see __init__)
+                retry_in = _scaled(retry_in, self.retry_delay_scale)
         if self._lifecycle["pmq_job_failed"]:
             self.plugins.safe_call("pmq_job_failed", job=ctx, error=error, will_retry=will_retry, retry_in=retry_in)
         message = _describe(error)
@@ -742,6 +743,14 @@ async def _settled(runnings: list[_Running], timeout: float) -> None:
         f for r in runnings for f in (r.task, r.thread) if f is not None and not f.done()]
     if pending:
         await asyncio.wait(pending, timeout=timeout)
+
+
+def _scaled(delay: float, scale: float) -> float:
+    """``delay × scale``; a delay beyond a float's range (``Retry(delay=10**400)``) stays as it is."""
+    try:
+        return delay * scale
+    except OverflowError:
+        return delay
 
 
 def _dropping_claims(stop: asyncio.Event, has_outcomes: bool) -> bool:
