@@ -29,7 +29,7 @@ import click
 import psycopg
 import redis
 
-from pmq_core import payloads, plugin_settings, redaction
+from pmq_core import payloads, plugin_settings, redaction, scaffold
 from pmq_core.admin import Admin
 from pmq_core.client import Client
 from pmq_core.config import Settings, configured_urls
@@ -797,6 +797,26 @@ def _describe_job_type(d: dict[str, Any]) -> str:
     if d["cron"]:
         parts.append(f"cron {d['cron']}")
     return "; ".join(parts)
+
+
+def _plugin_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    try:
+        return scaffold.check_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@cli.command("new-plugin")
+@click.argument("name", callback=_plugin_name)
+@click.option("--directory", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Where to create pmq-NAME/.")
+def new_plugin(name: str, directory: Path) -> None:
+    """Write a ready plugin package, pmq-NAME/: a typed job type with its own
+    table, a test using pmq's testing kit, a README and a pyproject that
+    ships sql/ in the wheel. Refuses a directory that exists (no server
+    needed)."""
+    target = scaffold.new_plugin(name, directory)
+    click.echo(f"created {target}/: cd into it, then pip install -e '.[test]' && pytest")
 
 
 # -- embedded servers --------------------------------------------------------------

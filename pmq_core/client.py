@@ -119,6 +119,15 @@ class _ClientBase:
         self.settings = resolve_servers(self.settings)
         return self.settings
 
+    @property
+    def database_url(self) -> str:
+        """The PostgreSQL URL this client writes to (the embedded server's,
+        started if need be, when none is configured): connect with it to
+        enqueue inside a transaction of your own (``enqueue(..., conn=conn)``)."""
+        url = self._resolved().database_url
+        assert url
+        return url
+
     def _job_type(self, queue: str) -> JobType | None:
         return self.plugins.job_type(queue)
 

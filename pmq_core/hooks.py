@@ -98,6 +98,11 @@ class Hooks:
         """One call per implementing plugin (see :class:`PluginCall`)."""
         return _calls(self._hook.pmq_register_commands, {"cli": cli})
 
+    def worker_resources(self, *, settings: Settings, worker_id: uuid.UUID) -> list[PluginCall[dict[str, Any]]]:
+        """One call per implementing plugin (see :class:`PluginCall`): the
+        caller logs a plugin's failure and leaves its resources out."""
+        return _calls(self._hook.pmq_worker_resources, {"settings": settings, "worker_id": worker_id})
+
     # -- lifecycle: exceptions are logged ------------------------------------------
 
     def jobs_enqueued(self, *, queue: str, job_ids: list[uuid.UUID]) -> None:

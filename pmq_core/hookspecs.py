@@ -226,6 +226,54 @@ def pmq_jobs_enqueued(queue: str, job_ids: list[uuid.UUID]) -> None:
 
 
 @hookspec
+def pmq_worker_resources(settings: Settings, worker_id: uuid.UUID) -> dict[str, Any]:
+    """Return the objects this plugin's handlers share in one worker
+    process, by name: a connection pool, an HTTP or SMTP client.
+
+    **When:** once per worker process, as it starts, before
+    [`pmq_worker_started`][pmq_core.hookspecs.pmq_worker_started]; and once
+    in its isolation child, which runs suspects.
+
+    A handler reads them as `job.resources["<name>"]`, and `job.settings`
+    is the worker's `pmq_core.Settings` (its `database_url`, say): no module
+    globals set from a hook. When the worker has stopped (after
+    `pmq_worker_stopped`), each value with an `aclose()` or `close()` method
+    is closed. Make them lazy, so that a worker that never runs your
+    handlers never connects: a `psycopg_pool.ConnectionPool(..., open=False)`
+    opened on first use, say.
+
+    Prefix the names with your plugin's name: two plugins returning one
+    name stop the worker with an error naming both. A hook that raises is
+    logged, and its handlers then fail on the missing name. Outside a
+    worker (a test, a script), give a handler its resources yourself:
+    `run_inline(job_type, payload, resources=plugin.pmq_worker_resources(settings))`.
+
+    ```python
+    from psycopg_pool import ConnectionPool
+
+    @hookimpl
+    def pmq_worker_resources(settings):
+        return {"thumbs.db": ConnectionPool(settings.database_url, open=False)}
+
+    def make_thumbnail(job):
+        pool = job.resources["thumbs.db"]
+        pool.open()  # does nothing once open
+        with pool.connection() as conn:
+            ...
+    ```
+
+    Args:
+        settings: the `pmq_core.Settings` the worker runs with.
+        worker_id: the worker's id.
+
+    Returns:
+        A dict of resource names to objects, merged with the other plugins'.
+
+    Since 0.2.
+    """
+
+
+@hookspec
 def pmq_worker_started(worker_id: uuid.UUID, queues: list[str], settings: Settings,
                        plugin_settings: dict[str, Any]) -> None:
     """Called when a worker has registered and is about to take jobs.
@@ -237,9 +285,11 @@ def pmq_worker_started(worker_id: uuid.UUID, queues: list[str], settings: Settin
     gracefully; it is killed outright after a suspect's timeout,
     cancellation or crash, without either call.
 
-    Use it to open a connection or a client the plugin reuses, or to check
-    configuration and log what is missing (the webhook plugin logs an error
-    here when its signing secret is not set). It cannot stop the worker: an
+    Use it to check configuration and log what is missing (the webhook
+    plugin logs an error here when its signing secret is not set). Objects
+    handlers share (a connection pool, a client) come from
+    [`pmq_worker_resources`][pmq_core.hookspecs.pmq_worker_resources]
+    instead, which pmq closes for you. It cannot stop the worker: an
     exception is logged.
 
     Args:
@@ -266,9 +316,8 @@ def pmq_worker_stopping(worker_id: uuid.UUID) -> None:
     handler ignores that is given back for later, and the process ends
     without waiting for it, after `pmq_worker_stopped`).
 
-    Flush buffers here; close what [`pmq_worker_started`][pmq_core.hookspecs.pmq_worker_started]
-    opened in [`pmq_worker_stopped`][pmq_core.hookspecs.pmq_worker_stopped]
-    instead, since the last jobs may still need it.
+    Flush buffers here; the last jobs may still need the worker's resources,
+    which are closed only once it has stopped.
 
     Args:
         worker_id: the worker's id.
@@ -284,10 +333,9 @@ def pmq_worker_stopped(worker_id: uuid.UUID) -> None:
 
     **When:** once per worker, as its last act.
 
-    Close here the connections and clients that
-    [`pmq_worker_started`][pmq_core.hookspecs.pmq_worker_started] opened (the
-    first-party email and analytics plugins close their connection pools
-    here).
+    The resources of
+    [`pmq_worker_resources`][pmq_core.hookspecs.pmq_worker_resources] are
+    still open here, and closed right after.
 
     Args:
         worker_id: the worker's id.

@@ -5,7 +5,8 @@ A job rescued from a dead worker is a *suspect*: it may be the one that
 killed its worker, or an innocent that happened to be beside it. A worker
 runs its suspects one at a time in a child process of its own, started
 lazily (``spawn``: a fresh interpreter, no threads or connections inherited),
-which loads the same plugins by name and calls ``pmq_worker_started`` there.
+which loads the same plugins by name, opens their resources
+(``pmq_worker_resources``) and calls ``pmq_worker_started`` there.
 If that child dies while it runs a suspect, the suspect killed it: the
 attempt fails with :class:`~pmq_core.errors.HandlerCrashed` and goes the
 way of any failure. A timeout, a cancellation or a shutdown kills the child
@@ -40,12 +41,14 @@ from pmq_core.config import Settings
 from pmq_core.errors import HandlerCrashed
 from pmq_core.models import JobContext
 from pmq_core.plugins import Plugins
+from pmq_core.resources import Resources, close_resources, open_resources
 
 log = logging.getLogger(__name__)
 
 #: Seconds a new child may take to import and load its plugins.
 START_TIMEOUT = 60.0
-#: Seconds a stopping child may take to call ``pmq_worker_stopped``.
+#: Seconds a stopping child may take to call ``pmq_worker_stopped`` and close
+#: its resources.
 STOP_TIMEOUT = 5.0
 
 
@@ -239,6 +242,7 @@ def _child_main(recipe: PluginRecipe, settings: Settings, worker_id: uuid.UUID, 
     try:
         plugins = recipe.load()
         plugin_settings = plugins.plugin_settings()
+        resources = open_resources(plugins, settings, worker_id)
     except Exception as exc:
         conn.send(("failed", f"{type(exc).__name__}: {exc}"))
         return
@@ -254,15 +258,18 @@ def _child_main(recipe: PluginRecipe, settings: Settings, worker_id: uuid.UUID, 
             break
         if fields is None:
             break
-        _answer(conn, _run_one(loop, job_types, fields))
+        _answer(conn, _run_one(loop, job_types, fields, settings, resources))
     plugins.hooks.worker_stopped(worker_id=worker_id)
+    loop.run_until_complete(close_resources(resources))
     loop.close()
 
 
-def _run_one(loop: asyncio.AbstractEventLoop, job_types: dict[str, Any], fields: dict[str, Any]) -> tuple[str, Any]:
+def _run_one(loop: asyncio.AbstractEventLoop, job_types: dict[str, Any], fields: dict[str, Any],
+             settings: Settings, resources: Resources) -> tuple[str, Any]:
     job_type = job_types[fields["queue"]]
     try:
-        ctx = JobContext(payload=payloads.structure(fields["raw_payload"], job_type.payload), **fields)
+        ctx = JobContext(payload=payloads.structure(fields["raw_payload"], job_type.payload), settings=settings,
+                         resources=resources, **fields)
         if job_type.is_async:
             return "ok", loop.run_until_complete(job_type.handler(ctx))
         return "ok", job_type.handler(ctx)

@@ -9,12 +9,16 @@ import time
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from pmq_core import payloads
 from pmq_core.payloads import UnreadablePayload
+from pmq_core.resources import Resources
+
+if TYPE_CHECKING:
+    from pmq_core.config import Settings
 
 
 class JobStatus(enum.StrEnum):
@@ -87,6 +91,12 @@ class JobContext:
     should check :attr:`cancelled` now and then: it is set when an operator
     cancels the job, its timeout passes or its worker stops. An async
     handler is cancelled outright.
+
+    ``settings`` are the worker's (its ``database_url``, say), and
+    ``resources`` what the plugins' ``pmq_worker_resources`` hooks provide
+    for handlers to share (a connection pool, a client): read them here
+    rather than from module globals. Outside a worker both are what the
+    caller gives (``run_inline(..., settings=..., resources=...)``).
     """
 
     id: uuid.UUID
@@ -98,6 +108,8 @@ class JobContext:
     created_at: datetime
     started_at: datetime
     raw_payload: dict[str, Any] | UnreadablePayload
+    settings: Settings | None = None
+    resources: Resources = attrs.field(factory=Resources, converter=Resources)
     _cancel_event: threading.Event = attrs.field(factory=threading.Event, alias="cancel_event")
 
     @classmethod

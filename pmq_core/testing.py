@@ -1,7 +1,8 @@
 """A kit for testing pmq plugins against real servers.
 
-Installed with pmq as a pytest plugin, so its fixtures are available in any
-test suite:
+Installed with pmq as a pytest plugin (``pip install 'pmq[testing]'`` brings
+pytest with it), so its fixtures are available in any test suite; the guide
+is docs/testing.md:
 
 - ``pmq_settings``: settings for a fresh database (cloned from a migrated
   template, so it costs a fraction of a second) and a fresh Redis key
@@ -23,7 +24,7 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -46,12 +47,19 @@ from pmq_core.worker import Worker
 #: Settings that make tests quick: short polls, heartbeats and rescue windows.
 FAST: dict[str, Any] = {"poll_interval": 0.2, "heartbeat_interval": 0.5, "rescue_after": 3.0, "redispatch_after": 1.0,
         "shutdown_grace": 5.0}
+#: Seconds a test worker's pop blocks (a deployed worker's: 1 s): stopping
+#: the worker waits for the pop in flight, and tests stop workers often.
+TEST_POP_TIMEOUT = 0.05
 
 
-def run_inline(job_type: JobType, payload: Any = None, *, attempt: int = 1, max_attempts: int | None = None) -> Any:
+def run_inline(job_type: JobType, payload: Any = None, *, attempt: int = 1, max_attempts: int | None = None,
+               settings: Settings | None = None, resources: Mapping[str, Any] | None = None) -> Any:
     """Run ``job_type``'s handler once, in this thread, with a real job
     context (the payload checked and structured as the worker would), and
-    return its result or raise its exception. No server is needed."""
+    return its result or raise its exception. No server is needed.
+    ``settings`` and ``resources`` become ``job.settings`` and
+    ``job.resources`` (a worker's come from its plugins'
+    ``pmq_worker_resources``; here the caller gives them)."""
     text = payloads.to_json(payload or {}, queue=job_type.name, payload_class=job_type.payload, limit=1 << 30)
     import json
 
@@ -59,7 +67,8 @@ def run_inline(job_type: JobType, payload: Any = None, *, attempt: int = 1, max_
     now = datetime.now(UTC)
     ctx = JobContext(id=uuid.uuid4(), queue=job_type.name, payload=payloads.structure(raw, job_type.payload),
                      attempt=attempt, max_attempts=max_attempts or job_type.retry.max_attempts,
-                     priority=job_type.priority, created_at=now, started_at=now, raw_payload=raw)
+                     priority=job_type.priority, created_at=now, started_at=now, raw_payload=raw,
+                     settings=settings, resources=resources or {})
     result = job_type.handler(ctx)
     if inspect.isawaitable(result):
         return asyncio.run(_await(result))
@@ -131,21 +140,40 @@ class Servers:
 
 @attrs.define
 class Runtime:
-    """A migrator and a worker running in the background, for tests."""
+    """A migrator and a worker running in the background, for tests.
+
+    ``settings`` point at the test's own database and Redis key prefix;
+    ``plugins`` are the plugins it runs; ``client`` enqueues; ``worker`` is
+    the last worker started. ``retry_delay_scale`` multiplies the retry
+    delays of the workers it starts (0: retry at once).
+    """
 
     settings: Settings
     plugins: Plugins
     client: Client
     worker: Worker | None = None
+    retry_delay_scale: float = 1.0
     _stoppers: list[Callable[[], None]] = attrs.field(factory=list)
     _threads: list[threading.Thread] = attrs.field(factory=list)
     _migrator_stop: threading.Event = attrs.field(factory=threading.Event)
 
     def enqueue(self, queue: str, payload: Any = None, **options: Any) -> uuid.UUID:
+        """Enqueue one job (``Client.enqueue``'s options: ``priority``,
+        ``delay``, ``run_at``, ``max_attempts``); its id."""
         return self.client.enqueue(queue, payload, **options)
 
     def job(self, job_id: uuid.UUID) -> Job:
+        """The job's row now (a :class:`~pmq_core.models.Job`)."""
         return self.client.get_job(job_id)
+
+    def logs(self, job_id: uuid.UUID) -> list[dict[str, Any]]:
+        """The job's ``job_logs`` rows, oldest first: one per finished
+        attempt, each a dict of ``status`` (``success``, ``retry`` or
+        ``failed``), ``log_message`` (the error, or None),
+        ``attempt_number``, ``started_at``, ``finished_at`` and ``duration``
+        (seconds)."""
+        with self.admin() as admin:
+            return admin.job(job_id)[1]
 
     def wait(self, job_id: uuid.UUID, timeout: float = 15.0,
              statuses: Iterable[JobStatus] = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)) -> Job:
@@ -161,11 +189,15 @@ class Runtime:
         return [self.wait(job_id, timeout=timeout) for job_id in ids]
 
     def admin(self) -> Admin:
+        """An :class:`~pmq_core.admin.Admin` on the test's servers (use it
+        in a ``with`` block, which closes its connections)."""
         return Admin(self.settings)
 
     def start_worker(self, queues: list[str] | None = None, concurrency: int | None = None) -> Worker:
         """Start a worker in a thread of its own (its own event loop)."""
-        worker = Worker(self.settings, self.plugins, queues=queues, concurrency=concurrency)
+        worker = Worker(self.settings, self.plugins, queues=queues, concurrency=concurrency,
+                        retry_delay_scale=self.retry_delay_scale)
+        worker.pop_timeout = TEST_POP_TIMEOUT
         ready = threading.Event()
         holder: dict[str, Any] = {}
 
@@ -258,17 +290,20 @@ def pmq_runtime(pmq_settings: Settings) -> Iterator[Callable[..., Runtime]]:
     included) is applied and the job types' queues registered. By default a
     migrator and a worker start; pass ``worker=False`` or ``migrator=False``
     to start them yourself (``runtime.start_worker()``).
+    ``retry_delay_scale=0`` makes the workers retry failed attempts at once
+    (any number from 0 to 1 scales every retry delay); other keywords are
+    settings.
     """
     started: list[Runtime] = []
 
     def start(*plugins: Any, entry_points: bool = False, worker: bool = True, migrator: bool = True,
-              concurrency: int | None = None, **overrides: Any) -> Runtime:
+              concurrency: int | None = None, retry_delay_scale: float = 1.0, **overrides: Any) -> Runtime:
         settings = attrs.evolve(pmq_settings, **overrides)
         host = Plugins(None, plugins, entry_points=entry_points)
         with Admin(settings) as admin:
             admin.upgrade(host)
             admin.register_job_types(host)
-        runtime = Runtime(settings, host, Client(settings, plugins=host))
+        runtime = Runtime(settings, host, Client(settings, plugins=host), retry_delay_scale=retry_delay_scale)
         started.append(runtime)
         if migrator:
             runtime.start_migrator()

@@ -53,6 +53,7 @@ from pmq_core.payloads import UnreadablePayload
 from pmq_core.plugins import Plugins
 from pmq_core.prefetch import Prefetch
 from pmq_core.reconnect import Backoff
+from pmq_core.resources import Resources, close_resources, open_resources
 
 log = logging.getLogger(__name__)
 
@@ -123,10 +124,21 @@ class Worker:
 
     ``queues`` restricts it to some of the loaded job types (default: all);
     a queue no loaded plugin declares is refused, since its jobs could not run.
+
+    ``retry_delay_scale`` multiplies every retry's delay (the policy's
+    backoff and a ``Retry``'s own) before the job is scheduled again. It is
+    for tests (the testing kit's ``pmq_runtime(..., retry_delay_scale=0)``
+    retries at once); no setting, variable or command-line option reaches
+    it, so a deployment cannot shrink its backoff by accident.
     """
 
     def __init__(self, settings: Settings, plugins: Plugins, *, queues: list[str] | None = None,
-                 concurrency: int | None = None) -> None:
+                 concurrency: int | None = None, retry_delay_scale: float = 1.0) -> None:
+        if not 0 <= retry_delay_scale <= 1:
+            raise ValueError(f"retry_delay_scale must be between 0 and 1, not {retry_delay_scale!r}")
+        self.retry_delay_scale = retry_delay_scale
+        #: Seconds one BLMPOP blocks: how long a stop request may wait for it.
+        self.pop_timeout = POP_TIMEOUT
         self.settings = settings
         self.plugins = plugins.load()
         self.plugin_settings = self.plugins.plugin_settings()  # every bad value refused before anything starts
@@ -170,6 +182,7 @@ class Worker:
         self.abandoned = 0
         self.hooks = self.plugins.hooks
         self._isolation = Isolation(self.plugins, settings, self.id, self._queues)
+        self.resources = Resources()
 
     # -- the main loop ---------------------------------------------------------
 
@@ -178,6 +191,7 @@ class Worker:
         if not self.job_types:
             raise PluginError("no job types to serve: install or select a plugin that declares some")
         assert self.settings.database_url and self.settings.redis_url
+        self.resources = open_resources(self.plugins, self.settings, self.id)
         self.redis = aredis_client(self.settings.redis_url)
         self.scripts = dispatch.Scripts.on(self.redis)
         # One thread per slot is enough: a sync handler's thread holds its
@@ -211,6 +225,7 @@ class Worker:
             await asyncio.gather(*self._background, return_exceptions=True)
             await self._isolation.close()
             self.hooks.worker_stopped(worker_id=self.id)
+            await close_resources(self.resources)
             heartbeat.stop()
             if not self.abandoned:  # else a job the release missed is rescued only once the process is gone
                 await asyncio.get_running_loop().run_in_executor(None, heartbeat.unregister)
@@ -254,7 +269,7 @@ class Worker:
                 continue
             self.redis_link.pop_started()
             try:
-                popped = await self.redis.blmpop(POP_TIMEOUT, len(self.pop_keys), *self.pop_keys,
+                popped = await self.redis.blmpop(self.pop_timeout, len(self.pop_keys), *self.pop_keys,
                                                  direction="LEFT", count=free)
                 backoff.reset()
                 self.redis_link.reached()
@@ -385,7 +400,7 @@ class Worker:
             ctx = JobContext(id=row["id"], queue=row["queue_name"], payload=None, attempt=row["attempt_count"],
                              max_attempts=row["max_attempts"], priority=row["priority"],
                              created_at=row["created_at"], started_at=row["started_at"],
-                             raw_payload=row["payload"])
+                             raw_payload=row["payload"], settings=self.settings, resources=self.resources)
             running = _Running(ctx, job_type, suspect=row["rescue_count"] > 0)
             self.running[ctx.id] = running
             self._waiting.append(running)
@@ -462,6 +477,8 @@ class Worker:
         if will_retry:
             explicit = error.delay if isinstance(error, Retry) else None
             retry_in = explicit if explicit is not None else job_type.retry.delay(ctx.attempt)
+            if self.retry_delay_scale != 1:  # in tests only (see __init__)
+                retry_in = _scaled(retry_in, self.retry_delay_scale)
         self.hooks.job_failed(job=ctx, error=error, will_retry=will_retry, retry_in=retry_in)
         message = _describe(error)
         if retry_in is not None:
@@ -704,6 +721,14 @@ async def _settled(runnings: list[_Running], timeout: float) -> None:
         f for r in runnings for f in (r.task, r.thread) if f is not None and not f.done()]
     if pending:
         await asyncio.wait(pending, timeout=timeout)
+
+
+def _scaled(delay: float, scale: float) -> float:
+    """``delay × scale``; a delay beyond a float's range (``Retry(delay=10**400)``) stays as it is."""
+    try:
+        return delay * scale
+    except OverflowError:
+        return delay
 
 
 def _dropping_claims(stop: asyncio.Event, has_outcomes: bool) -> bool:

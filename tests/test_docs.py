@@ -89,6 +89,8 @@ def test_the_plugin_example_is_a_working_distribution(tmp_path, monkeypatch, pmq
     project = tomllib.loads(code_block(text, "# pyproject.toml"))
     assert project["project"]["entry-points"]["pmq"] == {"greetings": "pmq_greetings.plugin"}
     assert "pmq>=0.1" in project["project"]["dependencies"]
+    shipped = project["tool"]["setuptools"]["package-data"]["pmq_greetings"]
+    assert {"sql/*.sql", "sql/migrations/*.sql"} <= set(shipped)  # else a built wheel has no sql/
 
     namespace: dict[str, object] = {}
     exec(compile(code_block(text, "# tests/test_greetings.py"), "test_greetings.py", "exec"), namespace)

@@ -1,5 +1,5 @@
 """A built wheel of pmq carries the files pmq reads at run time from its
-package: the SQL and the Lua scripts. Built offline from a copy of the
+package: the SQL, the Lua scripts and the templates of ``pmq new-plugin``. Built offline from a copy of the
 project, with the setuptools already installed; no server needed."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = ("lua/*.lua", "sql/*.sql", "sql/migrations/*.sql", "py.typed")
+DATA = ("lua/*.lua", "sql/*.sql", "sql/migrations/*.sql", "templates/plugin/*.tmpl", "py.typed")
 
 
 def test_the_wheel_carries_the_sql_and_the_lua_scripts(tmp_path):
@@ -29,5 +29,5 @@ def test_the_wheel_carries_the_sql_and_the_lua_scripts(tmp_path):
     (wheel,) = (tmp_path / "wheels").glob("pmq-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
     wanted = {path.relative_to(ROOT).as_posix() for pattern in DATA for path in (ROOT / "pmq_core").glob(pattern)}
-    assert any(path.endswith(".lua") for path in wanted)
+    assert any(path.endswith(".lua") for path in wanted) and any(path.endswith(".tmpl") for path in wanted)
     assert wanted - shipped == set()

@@ -2,13 +2,13 @@
 
 Installed, it is the entry point ``analytics`` of the ``pmq`` group (the
 module-level :data:`plugin`). It reads the core's ``jobs`` and ``job_logs``
-tables on the database the worker gives it when it starts; code that runs
-the handler outside a worker calls :meth:`AnalyticsPlugin.configure`.
+tables through a connection pool to the worker's database, which each
+worker process opens for it (``pmq_worker_resources``) and closes when it
+stops; the handler finds it in ``job.resources[POOL]``.
 """
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from psycopg.rows import dict_row
@@ -20,49 +20,17 @@ from pmq_core import ConfigurationError, JobContext, JobType, Migration, RetryPo
 
 #: Daily, five minutes after midnight UTC, when yesterday's jobs are in.
 SCHEDULE = "5 0 * * *"
+#: The name of the plugin's connection pool in ``job.resources``.
+POOL = "pmq-analytics.pool"
 
 
 class AnalyticsPlugin:
     """Daily job statistics per queue."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._pool: ConnectionPool | None = None
-        self._url: str | None = None
-
-    def configure(self, settings: Settings) -> None:
-        """Use the database of ``settings`` (replacing any earlier one)."""
-        if not settings.database_url:
-            raise ConfigurationError("pmq-analytics needs settings with a database_url")
-        with self._lock:
-            self._close()
-            self._url = settings.database_url
-
-    def close(self) -> None:
-        with self._lock:
-            self._close()
-            self._url = None
-
-    def _close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
-
-    def _connections(self) -> ConnectionPool:
-        with self._lock:
-            if self._url is None:
-                raise ConfigurationError("pmq-analytics has no database yet: it is given when a worker starts, "
-                                         "or call configure(settings) first")
-            if self._pool is None:
-                pool = ConnectionPool(self._url, min_size=1, max_size=2, open=False,
-                                      kwargs={"autocommit": True, "row_factory": dict_row,
-                                              "application_name": "pmq-analytics"})
-                pool.open(wait=True, timeout=10)
-                self._pool = pool
-            return self._pool
-
     def daily_aggregate(self, job: JobContext) -> dict[str, Any]:
-        with self._connections().connection() as conn:
+        pool: ConnectionPool = job.resources[POOL]
+        pool.open(wait=True, timeout=10)  # the first job opens it; after that, nothing to do
+        with pool.connection() as conn:
             return aggregate.run(job, conn)
 
     # -- hooks -----------------------------------------------------------------
@@ -79,18 +47,15 @@ class AnalyticsPlugin:
         return migrations()
 
     @hookimpl
-    def pmq_worker_started(self, settings: Settings) -> None:
-        """Take the worker's database; the pool opens on first use."""
-        with self._lock:
-            if self._url != settings.database_url:
-                self._close()
-                self._url = settings.database_url
-
-    @hookimpl
-    def pmq_worker_stopped(self) -> None:
-        """Close the pool once the worker's last job is done."""
-        with self._lock:
-            self._close()
+    def pmq_worker_resources(self, settings: Settings) -> dict[str, Any]:
+        """A pool to the worker's database, opened by the first job that
+        needs it (a worker that never runs one never connects) and closed
+        by the worker when it stops."""
+        if not settings.database_url:
+            raise ConfigurationError("pmq-analytics needs settings with a database_url")
+        return {POOL: ConnectionPool(settings.database_url, min_size=1, max_size=2, open=False,
+                                     kwargs={"autocommit": True, "row_factory": dict_row,
+                                             "application_name": "pmq-analytics"})}
 
 
 #: The instance the ``pmq`` entry point loads.

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, time, timedelta
 import psycopg
 import pytest
 from pmq_analytics import AnalyticsPlugin
+from pmq_analytics.plugin import POOL
 
 from pmq_core import JobStatus, PayloadError
 from pmq_core.testing import run_inline, wait_until
@@ -63,9 +64,7 @@ def daily(url: str, day=YESTERDAY) -> list[tuple]:
 
 @pytest.fixture
 def analytics():
-    plugin = AnalyticsPlugin()
-    yield plugin
-    plugin.close()
+    return AnalyticsPlugin()
 
 
 def job_type(plugin):
@@ -73,18 +72,32 @@ def job_type(plugin):
     return kind
 
 
-def test_yesterday_is_aggregated_per_queue_once(pmq_runtime, analytics):
+@pytest.fixture
+def inline(pmq_runtime, analytics):
+    """The schema and no worker; runs the handler inline with the
+    resources a worker would give it."""
     rt = pmq_runtime(analytics, worker=False, migrator=False)
-    analytics.configure(rt.settings)
-    seed(rt.settings.database_url)
-    first = run_inline(job_type(analytics))
+    resources = analytics.pmq_worker_resources(rt.settings)
+
+    def run(payload=None):
+        return run_inline(job_type(analytics), payload, resources=resources)
+
+    run.settings = rt.settings
+    yield run
+    resources[POOL].close()
+
+
+def test_yesterday_is_aggregated_per_queue_once(inline):
+    url = inline.settings.database_url
+    seed(url)
+    first = inline()
     assert first == {"day": YESTERDAY.isoformat(), "queues": ["seed-a", "seed-b"]}
-    assert daily(rt.settings.database_url) == EXPECTED
-    run_inline(job_type(analytics), {"day": YESTERDAY.isoformat()})
-    assert daily(rt.settings.database_url) == EXPECTED
-    backfill = run_inline(job_type(analytics), {"day": (YESTERDAY - timedelta(days=1)).isoformat()})
+    assert daily(url) == EXPECTED
+    inline({"day": YESTERDAY.isoformat()})
+    assert daily(url) == EXPECTED
+    backfill = inline({"day": (YESTERDAY - timedelta(days=1)).isoformat()})
     assert backfill["queues"] == ["seed-a"]
-    assert daily(rt.settings.database_url, YESTERDAY - timedelta(days=1)) == [
+    assert daily(url, YESTERDAY - timedelta(days=1)) == [
         ("seed-a", 1, 1, 0, 0, 0, 1, 1, 100.0, 100.0)]
 
 

@@ -1,9 +1,10 @@
 """The connection to PostgreSQL that pmq-email's handlers share.
 
-The worker tells plugins its settings when it starts (``pmq_worker_started``);
-the pool opens on first use, so a process that never runs a handler never
-connects. Follow-up jobs are enqueued through pmq's public client, on the
-handler's own connection, so that they commit or roll back with its records.
+Each worker process makes one from its settings (pmq-email's
+``pmq_worker_resources``) and closes it when it stops; the pool opens on
+first use, so a process that never runs a handler never connects.
+Follow-up jobs are enqueued through pmq's public client, on the handler's
+own connection, so that they commit or roll back with its records.
 """
 
 from __future__ import annotations

@@ -3,9 +3,12 @@ configuration and database.
 
 Installed, it is the entry point ``email`` of the ``pmq`` group (the
 module-level :data:`plugin`). It declares its settings to pmq (section
-``email``), and the worker that starts it gives it those settings and the
-database. Tests and applications may build their own :class:`EmailPlugin`
-with an explicit configuration and register that instead.
+``email``), and the worker that starts it gives it those settings. Its
+handlers share one connection pool per worker process, which they find in
+``job.resources[DATABASE]``: the worker opens it (``pmq_worker_resources``)
+and closes it when it stops. Tests and applications may build their own
+:class:`EmailPlugin` with an explicit configuration and register that
+instead.
 """
 
 from __future__ import annotations
@@ -13,21 +16,15 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pmq_core import (
-    ConfigurationError,
-    JobContext,
-    JobType,
-    Migration,
-    RetryPolicy,
-    Settings,
-    hookimpl,
-    load_plugin_settings,
-)
+from pmq_core import JobContext, JobType, Migration, RetryPolicy, Settings, hookimpl, load_plugin_settings
 from pmq_email import bounces, inbound, sending, warmup
 from pmq_email.config import SECTION, EmailConfig, EmailSettings
 from pmq_email.database import Database
 from pmq_email.payloads import InboundMessage, SendEmail, WarmupStep
 from pmq_email.queries import migrations
+
+#: The name of pmq-email's database (a :class:`Database`) in ``job.resources``.
+DATABASE = "pmq-email.database"
 
 
 class EmailPlugin:
@@ -36,14 +33,14 @@ class EmailPlugin:
     ``config``, when given, is used as it is. Otherwise the configuration
     comes from the plugin's settings: those the worker gives
     (``pmq_worker_started``), or, for handlers run before any worker did,
-    read on first need. The database comes from the worker's settings or
-    from :meth:`configure`, for code that runs handlers outside a worker.
+    read on first need. The database is the worker's (its
+    ``database_url``); code that runs a handler outside a worker gives it
+    ``pmq_worker_resources(settings)``.
     """
 
     def __init__(self, config: EmailConfig | None = None) -> None:
         self._config = config
         self._given = config is not None
-        self._db: Database | None = None
         self._lock = threading.Lock()
 
     @property
@@ -52,39 +49,19 @@ class EmailPlugin:
             self._config = EmailConfig.from_settings(load_plugin_settings(SECTION, EmailSettings))
         return self._config
 
-    @property
-    def db(self) -> Database:
-        if self._db is None:
-            raise ConfigurationError("pmq-email has no database yet: it is given when a worker starts, "
-                                     "or call configure(settings) first")
-        return self._db
-
-    def configure(self, settings: Settings) -> None:
-        """Use the database of ``settings`` (replacing any earlier one)."""
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-            self._db = Database(settings, "pmq-email")
-
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
     # -- handlers --------------------------------------------------------------
 
     def send_email(self, job: JobContext) -> dict[str, Any]:
-        return sending.send_email(job, self.config, self.db)
+        return sending.send_email(job, self.config, job.resources[DATABASE])
 
     def process_inbound(self, job: JobContext) -> dict[str, Any]:
-        return inbound.process_inbound(job, self.config, self.db)
+        return inbound.process_inbound(job, self.config, job.resources[DATABASE])
 
     def process_bounce(self, job: JobContext) -> dict[str, Any]:
-        return bounces.process_bounce(job, self.config, self.db)
+        return bounces.process_bounce(job, self.config, job.resources[DATABASE])
 
     def warmup_step(self, job: JobContext) -> dict[str, Any]:
-        return warmup.run_step(job, self.db)
+        return warmup.run_step(job, job.resources[DATABASE])
 
     # -- hooks -----------------------------------------------------------------
 
@@ -110,21 +87,17 @@ class EmailPlugin:
         return {SECTION: EmailSettings}
 
     @hookimpl
-    def pmq_worker_started(self, settings: Settings, plugin_settings: dict[str, Any]) -> None:
-        """Take the worker's plugin settings (unless a configuration was
-        given) and database; the pool opens on first use."""
+    def pmq_worker_resources(self, settings: Settings) -> dict[str, Any]:
+        """The worker's database for the handlers: its pool opens on first
+        use, and the worker closes it once its last job is done."""
+        return {DATABASE: Database(settings, "pmq-email")}
+
+    @hookimpl
+    def pmq_worker_started(self, plugin_settings: dict[str, Any]) -> None:
+        """Take the worker's plugin settings, unless a configuration was given."""
         with self._lock:
             if not self._given:
                 self._config = EmailConfig.from_settings(plugin_settings[SECTION])
-            if self._db is None or self._db.url != settings.database_url:
-                if self._db is not None:
-                    self._db.close()
-                self._db = Database(settings, "pmq-email")
-
-    @hookimpl
-    def pmq_worker_stopped(self) -> None:
-        """Close the pool once the worker's last job is done."""
-        self.close()
 
 
 #: The instance the ``pmq`` entry point loads.

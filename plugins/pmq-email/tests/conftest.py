@@ -3,14 +3,18 @@ inbound directory, and the plugin wired to a fresh pmq database."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from aiosmtpd.controller import Controller
 from email_testkit import DOMAIN, SENDER, WELCOME, SmtpSink, free_port
 from pmq_email import EmailConfig, EmailPlugin, SmtpServer
+
+from pmq_core import Settings
+from pmq_core.testing import Runtime
 
 
 @pytest.fixture
@@ -35,16 +39,29 @@ def email_config(tmp_path: Path, smtp_sink: tuple[SmtpSink, int]) -> EmailConfig
 
 
 @pytest.fixture
-def email_plugin(email_config: EmailConfig) -> Iterator[EmailPlugin]:
-    plugin = EmailPlugin(email_config)
-    yield plugin
-    plugin.close()
+def email_plugin(email_config: EmailConfig) -> EmailPlugin:
+    return EmailPlugin(email_config)
+
+
+@attrs.frozen
+class EmailDb:
+    """A test runtime (no worker) with pmq-email's tables, and the resources
+    a worker would give the plugin's handlers there."""
+
+    runtime: Runtime
+    resources: Mapping[str, Any]
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
 
 
 @pytest.fixture
-def email_db(pmq_runtime: Any, email_plugin: EmailPlugin) -> Any:
+def email_db(pmq_runtime: Any, email_plugin: EmailPlugin) -> Iterator[EmailDb]:
     """The schema (pmq-email's tables included) and queues, no worker: the
-    plugin is configured by hand, for handlers run inline."""
+    plugin's resources are opened here, for handlers run inline."""
     runtime = pmq_runtime(email_plugin, worker=False, migrator=False)
-    email_plugin.configure(runtime.settings)
-    return runtime
+    resources = email_plugin.pmq_worker_resources(runtime.settings)
+    yield EmailDb(runtime, resources)
+    for resource in resources.values():
+        resource.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,15 +59,16 @@ def job_type(plugin: EmailPlugin, name: str) -> Any:
     return {jt.name: jt for jt in plugin.pmq_register_job_types()}[name]
 
 
-def run_job(plugin: EmailPlugin, name: str, payload: dict[str, Any], *, job_id: uuid.UUID | None = None,
-            attempt: int = 1) -> Any:
-    """Run a handler once as attempt ``attempt`` of job ``job_id``: what a
-    worker does when it runs a job again after a crash or a retry."""
+def run_job(plugin: EmailPlugin, resources: Mapping[str, Any], name: str, payload: dict[str, Any], *,
+            job_id: uuid.UUID | None = None, attempt: int = 1) -> Any:
+    """Run a handler once, with ``resources`` (the plugin's database), as
+    attempt ``attempt`` of job ``job_id``: what a worker does when it runs a
+    job again after a crash or a retry."""
     kind = job_type(plugin, name)
     now = datetime.now(UTC)
     ctx = JobContext(id=job_id or uuid.uuid4(), queue=name, payload=kind.payload(**payload), attempt=attempt,
                      max_attempts=kind.retry.max_attempts, priority=kind.priority, created_at=now, started_at=now,
-                     raw_payload=payload)
+                     raw_payload=payload, resources=resources)
     return kind.handler(ctx)
 
 

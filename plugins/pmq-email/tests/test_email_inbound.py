@@ -31,14 +31,14 @@ def rows(settings, sql, *params):
 
 def test_inbound_message_is_recorded(email_db, email_plugin, email_config):
     key = store(email_config, "2026/11/16/reply.eml", "inbound_reply.eml")
-    result = run_job(email_plugin, "email-processing", {"key": key})
+    result = run_job(email_plugin, email_db.resources, "email-processing", {"key": key})
     assert result["bounce_job_id"] is None and not result["is_bounce_report"]
     (row,) = rows(email_db.settings, "SELECT message_id, sender, recipients, subject, size_bytes, is_bounce_report "
                                      "FROM pmq_email_inbound WHERE storage_key = %s", key)
     assert row == ("<CAF7x9q1-reply-2026@mail.customer.example>", "grace@customer.example",
                    ["support@penguinmails.test", "ops@customer.example", "lead@customer.example"],
                    "Re: Your warm-up plan is ready", (DATA / "inbound_reply.eml").stat().st_size, False)
-    assert run_job(email_plugin, "email-processing", {"key": key})["already"] is True
+    assert run_job(email_plugin, email_db.resources, "email-processing", {"key": key})["already"] is True
 
 
 @pytest.mark.parametrize("key", ["../outside.eml", "/etc/passwd", "a/../../outside.eml", ".", "link/outside.eml"])
@@ -61,7 +61,7 @@ def test_hard_bounce_suppresses_and_marks_the_delivery(email_db, email_plugin, e
                      "VALUES (%s, %s, 'gone@customer.example', 'welcome', 'sent', 1)",
                      (delivery, SAMPLE_ID.decode()))
     key = store(email_config, "dsn/hard.eml", "dsn_hard.eml")
-    result = run_job(email_plugin, "bounce:process", {"key": key})
+    result = run_job(email_plugin, email_db.resources, "bounce:process", {"key": key})
     assert result["hard"] == ["gone@customer.example"] and result["soft"] == []
     assert result["delivery_job_id"] == str(delivery)
     assert rows(email_db.settings, "SELECT address, reason FROM pmq_email_suppressions") == [
@@ -70,7 +70,7 @@ def test_hard_bounce_suppresses_and_marks_the_delivery(email_db, email_plugin, e
         ("bounced", "hard", "5.1.1")]
     assert rows(email_db.settings, "SELECT recipient, kind, action, status, delivery_job_id FROM pmq_email_bounces"
                 ) == [("gone@customer.example", "hard", "failed", "5.1.1", delivery)]
-    run_job(email_plugin, "bounce:process", {"key": key})
+    run_job(email_plugin, email_db.resources, "bounce:process", {"key": key})
     assert rows(email_db.settings, "SELECT count(*) FROM pmq_email_bounces") == [(1,)]
 
 
@@ -80,7 +80,7 @@ def test_soft_bounce_marks_the_delivery_without_suppressing(email_db, email_plug
                      "VALUES (gen_random_uuid(), '<9c4d1e77-0a43-4b8e-8f61-2d4b7e3a5c20@penguinmails.test>', "
                      "'full@customer.example', 'digest', 'sent', 1)")
     key = store(email_config, "dsn/soft.eml", "dsn_soft.eml")
-    result = run_job(email_plugin, "bounce:process", {"key": key})
+    result = run_job(email_plugin, email_db.resources, "bounce:process", {"key": key})
     assert result["soft"] == ["full@customer.example"] and result["hard"] == []
     assert rows(email_db.settings, "SELECT count(*) FROM pmq_email_suppressions") == [(0,)]
     assert rows(email_db.settings, "SELECT status, bounce_kind, bounce_status FROM pmq_email_deliveries") == [

@@ -50,8 +50,8 @@ def test_sent_message_arrives_rendered_with_its_message_id(pmq_runtime, email_pl
 def test_running_a_sent_job_again_does_not_send_again(email_db, email_plugin, smtp_sink):
     sink, _ = smtp_sink
     job_id = uuid.uuid4()
-    first = run_job(email_plugin, "email-sending", WELCOME, job_id=job_id)
-    again = run_job(email_plugin, "email-sending", WELCOME, job_id=job_id, attempt=2)
+    first = run_job(email_plugin, email_db.resources, "email-sending", WELCOME, job_id=job_id)
+    again = run_job(email_plugin, email_db.resources, "email-sending", WELCOME, job_id=job_id, attempt=2)
     assert first["status"] == "sent" and not first.get("already")
     assert again == {"status": "sent", "message_id": first["message_id"], "already": True}
     assert len(sink.messages) == 1
@@ -60,12 +60,12 @@ def test_running_a_sent_job_again_does_not_send_again(email_db, email_plugin, sm
 def test_crash_after_sending_before_recording_does_not_resend(email_db, email_plugin, smtp_sink):
     sink, _ = smtp_sink
     job_id = uuid.uuid4()
-    run_job(email_plugin, "email-sending", WELCOME, job_id=job_id)
+    run_job(email_plugin, email_db.resources, "email-sending", WELCOME, job_id=job_id)
     # The state a worker dying between the server's 250 and the "sent" write leaves behind.
     with psycopg.connect(email_db.settings.database_url) as conn:
         conn.execute("UPDATE pmq_email_deliveries SET status = 'sending' WHERE job_id = %s", (job_id,))
     with pytest.raises(Fail, match="may have been delivered"):
-        run_job(email_plugin, "email-sending", WELCOME, job_id=job_id, attempt=2)
+        run_job(email_plugin, email_db.resources, "email-sending", WELCOME, job_id=job_id, attempt=2)
     assert len(sink.messages) == 1
     assert delivery(email_db.settings, job_id)[0] == "unknown"
 
@@ -75,9 +75,10 @@ def test_4xx_reply_is_deferred_then_sent_on_the_next_attempt(email_db, email_plu
     sink.data_replies = ["451 4.3.0 Mailbox temporarily unavailable"]
     job_id = uuid.uuid4()
     with pytest.raises(Retry, match="451"):
-        run_job(email_plugin, "email-sending", WELCOME, job_id=job_id)
+        run_job(email_plugin, email_db.resources, "email-sending", WELCOME, job_id=job_id)
     assert delivery(email_db.settings, job_id)[0] == "deferred" and sink.messages == []
-    assert run_job(email_plugin, "email-sending", WELCOME, job_id=job_id, attempt=2)["status"] == "sent"
+    again = run_job(email_plugin, email_db.resources, "email-sending", WELCOME, job_id=job_id, attempt=2)
+    assert again["status"] == "sent"
     assert len(sink.messages) == 1
 
 
@@ -86,18 +87,14 @@ def test_5xx_reply_fails_at_once(email_db, email_plugin, smtp_sink):
     sink.rcpt_reply = "550 5.1.1 No such user here"
     job_id = uuid.uuid4()
     with pytest.raises(Fail, match="550"):
-        run_job(email_plugin, "email-sending", WELCOME, job_id=job_id)
+        run_job(email_plugin, email_db.resources, "email-sending", WELCOME, job_id=job_id)
     assert delivery(email_db.settings, job_id)[0] == "failed" and sink.messages == []
 
 
 def test_unreachable_server_is_retried(email_db, email_config, smtp_sink):
     plugin = EmailPlugin(with_smtp(email_config, port=free_port()))
-    plugin.configure(email_db.settings)
-    try:
-        with pytest.raises(Retry, match="cannot reach"):
-            run_job(plugin, "email-sending", WELCOME)
-    finally:
-        plugin.close()
+    with pytest.raises(Retry, match="cannot reach"):
+        run_job(plugin, email_db.resources, "email-sending", WELCOME)
 
 
 def test_a_worker_gives_the_plugin_its_settings(pmq_runtime, email_config, smtp_sink, monkeypatch, tmp_path):
@@ -109,12 +106,9 @@ def test_a_worker_gives_the_plugin_its_settings(pmq_runtime, email_config, smtp_
     monkeypatch.setenv("PMQ_EMAIL_SENDER", SENDER)
     monkeypatch.setenv("PMQ_EMAIL_TEMPLATES", str(email_config.templates))
     plugin = EmailPlugin()
-    try:
-        rt = pmq_runtime(plugin)
-        job_id = rt.enqueue("email-sending", WELCOME)
-        assert rt.wait(job_id).status is JobStatus.COMPLETED
-    finally:
-        plugin.close()
+    rt = pmq_runtime(plugin)  # its worker opens the plugin's database, and closes it when it stops
+    job_id = rt.enqueue("email-sending", WELCOME)
+    assert rt.wait(job_id).status is JobStatus.COMPLETED
     assert plugin.config.smtp.port == port and plugin.config.sender == SENDER
     assert [m.mail_from for m in sink.messages] == ["hello@penguinmails.test"]
 
@@ -138,7 +132,7 @@ def test_suppressed_recipient_is_skipped(email_db, email_plugin, smtp_sink):
     sink, _ = smtp_sink
     with psycopg.connect(email_db.settings.database_url) as conn:
         conn.execute("INSERT INTO pmq_email_suppressions (address, reason) VALUES ('ada@example.org', 'test')")
-    result = run_job(email_plugin, "email-sending", {**WELCOME, "to": "Ada@Example.org"})
+    result = run_job(email_plugin, email_db.resources, "email-sending", {**WELCOME, "to": "Ada@Example.org"})
     assert result == {"status": "suppressed", "recipient": "Ada@Example.org"}
     assert sink.messages == []
 
@@ -146,17 +140,17 @@ def test_suppressed_recipient_is_skipped(email_db, email_plugin, smtp_sink):
 def test_missing_template_value_fails_without_sending(email_db, email_plugin, smtp_sink):
     sink, _ = smtp_sink
     with pytest.raises(Fail, match="needs a value for 'account'"):
-        run_job(email_plugin, "email-sending", {**WELCOME, "values": {"name": "Ada"}})
+        run_job(email_plugin, email_db.resources, "email-sending", {**WELCOME, "values": {"name": "Ada"}})
     assert sink.messages == []
 
 
 def test_bad_payload_is_refused_at_enqueue(email_db):
     with pytest.raises(PayloadError, match="email-sending"):
-        email_db.enqueue("email-sending", {"to": "ada@example.org", "template": "../../etc/passwd"})
+        email_db.runtime.enqueue("email-sending", {"to": "ada@example.org", "template": "../../etc/passwd"})
     with pytest.raises(PayloadError, match="template must be a template id"):
-        email_db.enqueue("email-sending", {"to": "ada@example.org", "template": "welcome\n"})
+        email_db.runtime.enqueue("email-sending", {"to": "ada@example.org", "template": "welcome\n"})
     with pytest.raises(PayloadError, match="body"):
-        email_db.enqueue("email-sending", {**WELCOME, "body": "no bodies in payloads"})
+        email_db.runtime.enqueue("email-sending", {**WELCOME, "body": "no bodies in payloads"})
 
 
 class _Accounts:
@@ -177,11 +171,7 @@ def test_smtp_login_from_the_url(email_db, email_config):
     try:
         smtp = SmtpServer.from_url(f"smtp://penguin:s3cret@127.0.0.1:{controller.port}?timeout=5")
         plugin = EmailPlugin(with_smtp(email_config, **{a: getattr(smtp, a) for a in ("port", "username", "password")}))
-        plugin.configure(email_db.settings)
-        try:
-            assert run_job(plugin, "email-sending", WELCOME)["status"] == "sent"
-        finally:
-            plugin.close()
+        assert run_job(plugin, email_db.resources, "email-sending", WELCOME)["status"] == "sent"
     finally:
         controller.stop()
     assert accounts.seen == ["penguin"] and len(sink.messages) == 1

@@ -29,14 +29,14 @@ def test_volume_ramps_up_to_the_target():
 
 def test_a_step_records_its_day_and_schedules_the_next(email_db, email_plugin):
     before = datetime.now(UTC)
-    result = run_job(email_plugin, "warmup:process", {**PLAN, "day": 2, "every_seconds": 3600})
+    result = run_job(email_plugin, email_db.resources, "warmup:process", {**PLAN, "day": 2, "every_seconds": 3600})
     after = datetime.now(UTC)
     assert (result["day"], result["volume"], result["complete"]) == (2, 40, False)
-    following = email_db.job(uuid.UUID(result["next_job_id"]))
+    following = email_db.runtime.job(uuid.UUID(result["next_job_id"]))
     assert following.queue_name == "warmup:process" and following.status is JobStatus.QUEUED
     assert following.payload == {**PLAN, "day": 3, "every_seconds": 3600.0}
     assert before + timedelta(hours=1) <= following.run_at <= after + timedelta(hours=1)
-    again = run_job(email_plugin, "warmup:process", {**PLAN, "day": 2, "every_seconds": 3600})
+    again = run_job(email_plugin, email_db.resources, "warmup:process", {**PLAN, "day": 2, "every_seconds": 3600})
     assert again["already"] and again["next_job_id"] == result["next_job_id"]
     assert steps(email_db.settings) == [(2, 40, True)]
 
@@ -50,4 +50,4 @@ def test_the_plan_runs_to_completion(pmq_runtime, email_plugin):
 
 def test_a_plan_that_cannot_finish_is_refused(email_db):
     with pytest.raises(PayloadError, match="warmup:process"):
-        email_db.enqueue("warmup:process", {**PLAN, "growth": 1.0})
+        email_db.runtime.enqueue("warmup:process", {**PLAN, "growth": 1.0})
