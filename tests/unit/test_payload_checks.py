@@ -206,6 +206,22 @@ def test_an_object_field_takes_only_objects_of_its_value_type():
     assert "expected an integer, got a string '1' @ payload.counts['a']" in refused({"counts": {"a": "1"}}, Shape)
 
 
+def test_an_object_field_stays_strict_after_other_classes_are_structured():
+    # The converter caches a hook per type; building one for a new mapping
+    # type once replaced the checked hook of every mapping type seen before.
+    @attrs.frozen
+    class First:
+        data: dict[str, float]
+
+    @attrs.frozen
+    class Later:
+        data: dict[str, tuple[bool, bool, bool]]  # a mapping type no other test uses
+
+    assert structure({"data": {"a": 1.5}}, First) == First({"a": 1.5})
+    assert structure({"data": {"a": [True, False, True]}}, Later) == Later({"a": (True, False, True)})
+    assert "expected an object, got an array [1] @ payload.data" in refused({"data": [1]}, First)
+
+
 def test_a_nested_class_takes_only_an_object_with_its_own_strict_fields():
     assert structure({"size": {"width": 3}}, Shape).size == Size(3)
     assert "expected an object, got a string 'big' @ payload.size" in refused({"size": "big"}, Shape)
