@@ -37,6 +37,15 @@ class JobStatus(enum.StrEnum):
         return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 
+class LogStatus(enum.StrEnum):
+    """How one attempt ended, as ``job_logs.status`` records it (a contract
+    too; the schema also admits ``attempting``, which pmq never writes)."""
+
+    SUCCESS = "success"
+    RETRY = "retry"
+    FAILED = "failed"
+
+
 @attrs.frozen(kw_only=True)
 class Job:
     """One row of ``jobs``, as read back. ``payload`` is an

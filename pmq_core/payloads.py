@@ -7,6 +7,7 @@ make code run: payloads are data, never pickles.
 
 from __future__ import annotations
 
+import collections.abc
 import json
 import math
 import re
@@ -165,6 +166,16 @@ def _set(type_: Any, converter: cattrs.Converter) -> Any:
                     frozenset if frozen else set)
 
 
+def _mapping(type_: Any, converter: cattrs.Converter) -> Any:
+    """cattrs' own hook for a mapping type, checked, and built without
+    ``Converter.gen_structure_mapping``: that one registers its unchecked
+    hook for the type, which the converter then hands out instead of this
+    one as soon as any later registration clears its cache."""
+    origin = typing.get_origin(type_) or type_
+    to = dict if origin in (collections.abc.Mapping, collections.abc.MutableMapping) else origin
+    return _of_kind(dict, "an object", cattrs.cols.mapping_structure_factory(type_, converter, to))
+
+
 def _strict_converter() -> cattrs.Converter:
     """The converter for payload classes: each JSON type only where the class
     declares it (an int field refuses ``2.9``, ``true`` and ``"12"``), typos
@@ -181,8 +192,7 @@ def _strict_converter() -> cattrs.Converter:
     converter.register_structure_hook_factory(cattrs.cols.is_any_set, _set)
     converter.register_unstructure_hook_factory(
         cattrs.cols.is_any_set, lambda t: lambda value: [converter.unstructure(item) for item in value])
-    converter.register_structure_hook_factory(
-        cattrs.cols.is_mapping, lambda t: _of_kind(dict, "an object", converter.gen_structure_mapping(t)))
+    converter.register_structure_hook_factory(cattrs.cols.is_mapping, _mapping)
     converter.register_structure_hook_factory(
         attrs.has, lambda t: _of_kind(dict, "an object", converter.gen_structure_attrs_fromdict(t)))
     return converter

@@ -25,7 +25,6 @@ next crash names its culprit and costs nobody else anything.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextvars
 import functools
 import logging
@@ -48,12 +47,13 @@ from pmq_core.isolation import Isolation
 from pmq_core.jobtypes import JobType
 from pmq_core.keys import BANDS, Keys, parse_message
 from pmq_core.limits import MAX_ERROR_LENGTH, later
-from pmq_core.models import JobContext
+from pmq_core.models import JobContext, JobStatus, LogStatus
 from pmq_core.payloads import UnreadablePayload
 from pmq_core.plugins import Plugins
 from pmq_core.prefetch import Prefetch
 from pmq_core.reconnect import Backoff
 from pmq_core.resources import Resources, close_resources, open_resources
+from pmq_core.slots import Claim, SlotBook
 
 log = logging.getLogger(__name__)
 
@@ -76,35 +76,17 @@ STOP_MARGIN = 2.0
 ABANDONED_DELAY = 60.0
 
 
-@attrs.define(eq=False)
-class _Running:
-    """A claimed job: waiting for a slot (no task yet) or running.
-
-    A sync handler runs in ``thread``, which nothing can stop: the job holds
-    its slot until both its task and its thread have ended (see
-    :meth:`Worker._forget`)."""
-
-    ctx: JobContext
-    job_type: JobType
-    suspect: bool = False  # rescued from a dead worker: runs alone, isolated
-    claimed: float = attrs.field(factory=time.monotonic)
-    task: asyncio.Task[None] | None = None
-    thread: asyncio.Future[Any] | None = None
-    stop_reason: str | None = None
-
-    def thread_runs(self) -> bool:
-        return self.thread is not None and not self.thread.done()
-
-
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class _Outcome:
+    """How an attempt ended, for the next database round to record."""
+
     ctx: JobContext
-    status: str
-    log_status: str
-    run_at: datetime | None
-    error: str | None
+    status: JobStatus
+    log_status: LogStatus
     finished_at: datetime
-    exc: BaseException | None
+    run_at: datetime | None = None
+    error: str | None = None
+    exc: BaseException | None = None
 
 
 def _describe(exc: BaseException) -> str:
@@ -154,28 +136,21 @@ class Worker:
         self._queues = list(self.job_types)
         self.concurrency = concurrency or settings.concurrency
         self.prefetch = Prefetch(self.concurrency, settings.prefetch)
+        self.slots = SlotBook(self.concurrency, self.prefetch)
         self.id = uuid.uuid4()
         self._worker_name = str(self.id)
         self.keys = Keys(settings.key_prefix)
         self.pop_keys = [self.keys.band(name, band) for band in BANDS for name in self.job_types]
-        self.running: dict[uuid.UUID, _Running] = {}  # every claimed job, waiting or running
-        self._waiting: collections.deque[_Running] = collections.deque()  # claimed ahead, in claim order
-        self._active = 0  # jobs whose handler runs
-        self.processed = 0
         self.started = asyncio.Event()
         self._outcomes: list[_Outcome] = []
         self._to_claim: list[tuple[uuid.UUID, int]] = []
-        self._unclaimed = 0  # popped messages whose claim has not returned yet: they hold slots
         self._db_wanted = asyncio.Event()  # outcomes or messages are waiting for the database task
         self._round_done = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
-        self._fetching = True
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._backoff = Backoff()
-        self._stopping = False
         self.redis_link = RedisLink()
-        self._paused: dict[str, float] = {}  # queue -> when this worker heard it was paused (monotonic)
         #: Jobs given back at shutdown whose sync handler still ran: nonzero
         #: means the process must end now (``os._exit``; its threads cannot be
         #: stopped or joined), before ABANDONED_DELAY lets the jobs run again.
@@ -198,7 +173,7 @@ class Worker:
         # slot until it ends, however long it outlives its job.
         self.executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="pmq-job")
         heartbeat = _Heartbeat(self.settings, self.id, list(self.job_types), self.concurrency, self.redis_link,
-                               self._slots)
+                               self.slots.counts)
         await asyncio.get_running_loop().run_in_executor(None, heartbeat.register)
         heartbeat.start()
         self.hooks.worker_started(worker_id=self.id, queues=list(self.job_types), settings=self.settings,
@@ -211,12 +186,11 @@ class Worker:
         try:
             await self._fetch_loop(stop, database)
         finally:
-            self._fetching = False
-            while self._unclaimed and not database.done():  # start what was popped before stopping
+            while self.slots.unclaimed and not database.done():  # start what was popped before stopping
                 self._round_done.clear()
                 self._db_wanted.set()
                 await self._round_done.wait()
-            self._stopping = True
+            self.slots.stop()
             self.hooks.worker_stopping(worker_id=self.id)
             canceller.cancel()
             await self._drain()
@@ -233,12 +207,7 @@ class Worker:
                 await self._conn.close()
             await self.redis.aclose()
             self.executor.shutdown(wait=False, cancel_futures=True)
-            log.info("worker %s stopped after %d job(s)", self.id, self.processed)
-
-    def _slots(self) -> tuple[int, int]:
-        """Handlers running (threads included until they end) and jobs
-        claimed ahead of a free slot, for the heartbeat to report."""
-        return self._active, len(self._waiting)
+            log.info("worker %s stopped after %d job(s)", self.id, self.slots.processed)
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run Redis-side work (the status mirror, dead letters) beside the
@@ -258,7 +227,7 @@ class Worker:
             if database.done():
                 database.result()  # the database task failed: fail the worker with its error
                 return
-            free = self.concurrency + self.prefetch.ahead() - len(self.running) - self._unclaimed
+            free = self.slots.free()
             if free <= 0:
                 self._slot_freed.clear()
                 stop_wait = asyncio.ensure_future(stop.wait())
@@ -288,7 +257,7 @@ class Worker:
             if not messages:
                 continue
             self._to_claim.extend(messages)
-            self._unclaimed += len(messages)
+            self.slots.popped(len(messages))
             self._db_wanted.set()
 
     async def _database_loop(self, stop: asyncio.Event) -> None:
@@ -296,7 +265,7 @@ class Worker:
         per round, until the worker has stopped and nothing is left."""
         while True:
             if not self._to_claim and not self._outcomes:
-                if self._stopping and not self.running:
+                if self.slots.stopping and not self.slots.held:
                     return
                 self._db_wanted.clear()
                 await self._db_wanted.wait()
@@ -312,7 +281,7 @@ class Worker:
             except PG_DATA as exc:
                 result = await self._isolate(stop, messages, outcomes, exc)
             finally:
-                self._unclaimed -= len(messages)
+                self.slots.answered(len(messages))
                 self._round_done.set()
             self.prefetch.round_took(time.monotonic() - sent)
             rows, applied = result or ([], set())
@@ -394,17 +363,14 @@ class Worker:
             job_type = self.job_types.get(row["queue_name"])
             if job_type is None:  # the claim only takes jobs of served queues
                 continue
-            if self._paused.get(row["queue_name"], -1.0) >= sent:
-                paused.append(row["id"])
-                continue
             ctx = JobContext(id=row["id"], queue=row["queue_name"], payload=None, attempt=row["attempt_count"],
                              max_attempts=row["max_attempts"], priority=row["priority"],
                              created_at=row["created_at"], started_at=row["started_at"],
                              raw_payload=row["payload"], settings=self.settings, resources=self.resources)
-            running = _Running(ctx, job_type, suspect=row["rescue_count"] > 0)
-            self.running[ctx.id] = running
-            self._waiting.append(running)
-            marks.append(dispatch.Mark(ctx.id, "running", ctx.attempt, self._worker_name))
+            if not self.slots.claimed(Claim(ctx, job_type, suspect=row["rescue_count"] > 0), sent):
+                paused.append(ctx.id)  # its queue was paused while the claim was in flight
+                continue
+            marks.append(dispatch.Mark(ctx.id, JobStatus.RUNNING, ctx.attempt, self._worker_name))
         self._launch()
         self._in_background(self._mirror(marks))
         if paused:
@@ -414,10 +380,8 @@ class Worker:
     def _launch(self) -> None:
         """Start claimed jobs while slots are free (none once stopping: the
         jobs still waiting are given back)."""
-        while self._waiting and self._active < self.concurrency and not self._stopping:
-            running = self._waiting.popleft()
-            self._active += 1
-            running.task = asyncio.create_task(self._execute(running))
+        while (claim := self.slots.start_next()) is not None:
+            claim.task = asyncio.create_task(self._execute(claim))
 
     async def _mirror(self, marks: list[dispatch.Mark]) -> None:
         """Send status-hash updates; Redis being down costs only the mirror."""
@@ -428,7 +392,7 @@ class Worker:
 
     # -- running one job ---------------------------------------------------------
 
-    async def _execute(self, running: _Running) -> None:
+    async def _execute(self, running: Claim) -> None:
         ctx, job_type = running.ctx, running.job_type
         clock = time.monotonic()
         # The claim dated the attempt when it was claimed; a job claimed
@@ -463,7 +427,7 @@ class Worker:
         self.prefetch.job_took(duration)
         finished = ctx.started_at + timedelta(seconds=duration)
         if error is None:
-            outcome = _Outcome(ctx, "completed", "success", None, None, finished, None)
+            outcome = _Outcome(ctx=ctx, status=JobStatus.COMPLETED, log_status=LogStatus.SUCCESS, finished_at=finished)
             self.hooks.job_succeeded(job=ctx, result=result, duration=duration)
         else:
             outcome = self._failure(job_type, ctx, error, finished)
@@ -482,30 +446,29 @@ class Worker:
         self.hooks.job_failed(job=ctx, error=error, will_retry=will_retry, retry_in=retry_in)
         message = _describe(error)
         if retry_in is not None:
-            return _Outcome(ctx, "retry_scheduled", "retry", later(finished, retry_in), message,
-                            finished, error)
-        return _Outcome(ctx, "failed", "failed", None, message, finished, error)
+            return _Outcome(ctx=ctx, status=JobStatus.RETRY_SCHEDULED, log_status=LogStatus.RETRY,
+                            finished_at=finished, run_at=later(finished, retry_in), error=message, exc=error)
+        return _Outcome(ctx=ctx, status=JobStatus.FAILED, log_status=LogStatus.FAILED, finished_at=finished,
+                        error=message, exc=error)
 
-    def _forget(self, running: _Running) -> None:
+    def _forget(self, running: Claim) -> None:
         """Free the job's slot once its code has ended. A sync handler's
         thread may outlive its task (cancelled, or stopped at shutdown): the
-        slot, and the job's place in ``running``, wait for the thread, so
+        slot, and the job's place in the slot book, wait for the thread, so
         that this worker never runs more handlers than it has slots."""
         if running.thread is not None and running.thread_runs():
             running.thread.add_done_callback(lambda _thread: self._forget(running))
             return
-        self.running.pop(running.ctx.id, None)
-        self.processed += 1
-        self._active -= 1
+        self.slots.finished(running)
         self._launch()
         self._slot_freed.set()
 
-    async def _call(self, running: _Running) -> Any:
+    async def _call(self, running: Claim) -> Any:
         """Run the handler inside the plugins' wrappers, within its timeout."""
         call = self._call_suspect if running.suspect else self._call_here
         return await self.hooks.wrap_job(job=running.ctx, handler=functools.partial(call, running))
 
-    async def _call_here(self, running: _Running) -> Any:
+    async def _call_here(self, running: Claim) -> Any:
         """Run the handler in this process: an async one in this task within
         its timeout, a sync one in a thread (see :meth:`_in_thread`)."""
         ctx, job_type = running.ctx, running.job_type
@@ -516,7 +479,7 @@ class Worker:
                 return await job_type.handler(ctx)
         return await self._in_thread(running)
 
-    async def _call_suspect(self, running: _Running) -> Any:
+    async def _call_suspect(self, running: Claim) -> Any:
         """A suspect runs after this worker's other suspects, in the
         isolation child (in this process only when no child can take it),
         its start recorded first: should this worker die while it runs, its
@@ -536,7 +499,7 @@ class Worker:
             async with asyncio.timeout(job_type.timeout):
                 return await self._isolation.run(ctx)
 
-    async def _in_thread(self, running: _Running) -> Any:
+    async def _in_thread(self, running: Claim) -> Any:
         """Run a sync handler in the pool, within its timeout.
 
         A thread cannot be stopped, so a timeout only tells the handler
@@ -567,7 +530,7 @@ class Worker:
         worker's (the job was cancelled, or rescued from a worker thought dead)."""
         done = [o for o in batch if o.ctx.id in applied]
         await self._mirror([dispatch.Mark(o.ctx.id, o.status, error=o.error) for o in done])
-        await self._died([(o.ctx, o.exc) for o in done if o.status == "failed" and o.exc is not None])
+        await self._died([(o.ctx, o.exc) for o in done if o.status is JobStatus.FAILED and o.exc is not None])
 
     async def _died(self, dead: list[tuple[JobContext, BaseException]]) -> None:
         """Push jobs that ended dead onto their queues' dead-letter lists,
@@ -590,25 +553,23 @@ class Worker:
         with a ``run_at`` ABANDONED_DELAY seconds ahead and counted in
         :attr:`abandoned`, and the process must end at once (the runner
         does so), ending the thread long before the job is due."""
-        started = [r for r in self.running.values() if r.task]
+        started = self.slots.started()
         if started:
             log.info("waiting up to %gs for %d running job(s)", self.settings.shutdown_grace, len(started))
             await _settled(started, self.settings.shutdown_grace)
-        leftovers = list(self.running.values())
+        leftovers = self.slots.leftovers()  # those claimed ahead, never started, are given back too
         for running in leftovers:
             running.stop_reason = "shutdown"
             running.ctx.cancel()
             if running.task:
                 running.task.cancel()
-        self._waiting.clear()  # claimed ahead, never started: given back with the rest
         if not leftovers:
             return
         await _settled(leftovers, STOP_MARGIN)
         # A sync thread still running, or (rarer) an async handler that
         # swallowed its cancellation: either way the job's code still runs.
         stuck = [r.ctx.id for r in leftovers if r.thread_runs() or (r.task and not r.task.done())]
-        for running in leftovers:  # the database task ends once nothing is held
-            self.running.pop(running.ctx.id, None)
+        self.slots.let_go(leftovers)  # the database task ends once nothing is held
         ids = [r.ctx.id for r in leftovers]
 
         async def release(conn: psycopg.AsyncConnection[Any]) -> None:
@@ -648,13 +609,9 @@ class Worker:
         queue = data.decode(errors="replace") if isinstance(data, bytes) else str(data)
         if queue not in self.job_types:
             return
-        self._paused[queue] = time.monotonic()
-        held = [r for r in self._waiting if r.ctx.queue == queue]
+        held = self.slots.give_back(queue, time.monotonic())
         if not held:
             return
-        for running in held:
-            self._waiting.remove(running)
-            self.running.pop(running.ctx.id, None)
         log.info("queue %s paused: giving back %d job(s) claimed ahead", queue, len(held))
         self._in_background(self._give_back([r.ctx.id for r in held]))
         self._slot_freed.set()
@@ -666,19 +623,17 @@ class Worker:
         async def release(conn: psycopg.AsyncConnection[Any]) -> None:
             await store.release_jobs.run_async(conn, ids, self.id)
 
-        await self._db(release, give_up=lambda: self._stopping)
+        await self._db(release, give_up=lambda: self.slots.stopping)
 
     def _cancel(self, data: Any) -> None:
         try:
             job_id = uuid.UUID(data.decode() if isinstance(data, bytes) else str(data))
         except ValueError:
             return
-        running = self.running.get(job_id)
+        running = self.slots.get(job_id)
         if running is None:
             return
-        if running.task is None:  # claimed ahead, not started: just drop it
-            self.running.pop(job_id)
-            self._waiting.remove(running)
+        if self.slots.withdraw(running):  # claimed ahead, not started: just drop it
             self._slot_freed.set()
             return
         log.info("job %s cancelled while running", job_id)
@@ -714,7 +669,7 @@ class Worker:
                 await asyncio.sleep(delay)
 
 
-async def _settled(runnings: list[_Running], timeout: float) -> None:
+async def _settled(runnings: list[Claim], timeout: float) -> None:
     """Wait up to ``timeout`` for these jobs' code to end: their tasks and
     their sync handlers' threads."""
     pending: list[asyncio.Future[Any]] = [

@@ -98,7 +98,7 @@ def test_running_sync_job_sees_cancelled_and_stays_cancelled(pmq_runtime):
         assert admin.cancel(job_id) == "running"
     assert plugin.sync_saw_cancel.wait(10)
     # Its return value arrives after the cancel and must not overwrite it.
-    wait_until(lambda: rt.worker.running, lambda running: not running, 10, "the sync job did not finish")
+    wait_until(lambda: rt.worker.slots.held, lambda held: not held, 10, "the sync job did not finish")
     sentinel = rt.wait(rt.enqueue("quick", {}))  # outcomes are written in order: the sync one is settled
     assert sentinel.status is JobStatus.COMPLETED
     job = rt.job(job_id)
@@ -136,7 +136,7 @@ def test_a_job_claimed_ahead_waits_for_a_slot_and_can_be_cancelled(pmq_runtime):
     assert plugin.ran == [str(busy)]
     with rt.admin() as admin:
         assert admin.cancel(ahead) == "running"
-        wait_until(lambda: ahead in rt.worker.running, lambda held: not held, 10, "the worker kept the job")
+        wait_until(lambda: rt.worker.slots.get(ahead), lambda held: held is None, 10, "the worker kept the job")
         assert admin.cancel(busy) == "running"
     sentinel = rt.wait(rt.enqueue("quick", {}))
     assert sentinel.status is JobStatus.COMPLETED

@@ -1,5 +1,6 @@
-"""How far ahead a worker claims: what the operator set, else sized from
-the job and round durations the worker measured."""
+"""How far ahead a worker claims, on real servers: the size it measures, and
+what it claims ahead waits for a slot. The sizing maths are unit tests
+(tests/unit/test_prefetch_sizing.py)."""
 
 from __future__ import annotations
 
@@ -10,51 +11,8 @@ from datetime import timedelta
 from typing import Any
 
 from pmq_core import JobStatus, JobType, hookimpl
-from pmq_core.prefetch import MOST_AHEAD_PER_SLOT, Prefetch
 from pmq_core.testing import wait_until
 from tests.reliability_support import sql
-
-
-def test_a_set_prefetch_is_kept_whatever_the_durations():
-    prefetch = Prefetch(concurrency=10, fixed=0)
-    prefetch.round_took(0.01)
-    prefetch.job_took(0.0001)
-    assert prefetch.ahead() == 0
-
-
-def test_until_both_durations_are_known_it_claims_as_many_as_it_runs():
-    prefetch = Prefetch(concurrency=7)
-    assert prefetch.ahead() == 7
-    prefetch.round_took(0.003)
-    assert prefetch.ahead() == 7
-
-
-def test_quick_jobs_fill_four_rounds_up_to_the_bound():
-    prefetch = Prefetch(concurrency=10)
-    prefetch.round_took(0.002)
-    prefetch.job_took(0.010)  # 1,000 jobs/s over four 2 ms rounds: 8
-    assert prefetch.ahead() == 8
-    prefetch = Prefetch(concurrency=10)
-    prefetch.round_took(0.004)
-    prefetch.job_took(0.0005)  # 20,000 jobs/s: 320, bounded
-    assert prefetch.ahead() == MOST_AHEAD_PER_SLOT * 10
-
-
-def test_long_jobs_claim_nothing_ahead():
-    prefetch = Prefetch(concurrency=10)
-    prefetch.round_took(0.005)
-    prefetch.job_took(2.0)
-    assert prefetch.ahead() == 0
-
-
-def test_durations_are_running_averages_that_follow_a_change():
-    prefetch = Prefetch(concurrency=10)
-    prefetch.round_took(0.002)
-    prefetch.job_took(2.0)
-    assert prefetch.ahead() == 0
-    for _ in range(40):  # the jobs became quick
-        prefetch.job_took(0.010)
-    assert prefetch.ahead() == 8
 
 
 class Nap:

@@ -1,18 +1,16 @@
-"""Retries: the policy's backoff maths, which errors retry, Retry and Fail, and
-that a retry is a row in PostgreSQL (retry_scheduled + run_at + a job_logs
-row) that the migrator hands back when due, never a sleeping worker."""
+"""Retries on real servers: Retry and Fail, and that a retry is a row in
+PostgreSQL (retry_scheduled + run_at + a job_logs row) that the migrator
+hands back when due, never a sleeping worker. The policy's maths and which
+errors retry are unit tests (tests/unit/test_retry_policy.py)."""
 
 from __future__ import annotations
 
-import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-import pytest
 
 from pmq_core import Fail, JobStatus, JobType, Retry, RetryPolicy, hookimpl
-from pmq_core.errors import JobCancelled
 
 
 def sql(url: str, query: str, params: Any = None) -> list[tuple[Any, ...]]:
@@ -66,44 +64,6 @@ class RetryPlugin:
             JobType(name="slowbackoff", handler=self.flaky,
                     retry=RetryPolicy(max_attempts=2, base_delay=10.0, max_delay=300.0)),
         ]
-
-
-# -- the policy itself ------------------------------------------------------------
-
-
-@pytest.mark.parametrize("attempt", [1, 2, 3, 5, 8, 12, 40, 100])
-def test_delay_is_exponential_capped_and_jittered_by_a_quarter(attempt):
-    policy = RetryPolicy(base_delay=1.0, max_delay=300.0, jitter=0.25)
-    rng = random.Random(attempt)
-    raw = min(2.0**attempt, 300.0)
-    delays = [policy.delay(attempt, rng) for _ in range(2000)]
-    assert all(raw * 0.75 <= d <= raw * 1.25 for d in delays)
-    # The jitter really spreads: both halves of the band are used.
-    assert min(delays) < raw * 0.9 and max(delays) > raw * 1.1
-
-
-def test_delay_without_jitter_is_exact():
-    policy = RetryPolicy(base_delay=0.5, max_delay=20.0, jitter=0.0)
-    assert [policy.delay(n) for n in (1, 2, 3, 6, 7)] == [1.0, 2.0, 4.0, 20.0, 20.0]
-
-
-def test_which_errors_retry():
-    policy = RetryPolicy(retry_on=(ConnectionError, TimeoutError))
-    assert policy.retries(ConnectionResetError())
-    assert policy.retries(TimeoutError())
-    assert not policy.retries(ValueError())
-    assert policy.retries(Retry("again"))  # asked for explicitly: always retried
-    assert not policy.retries(Fail("no"))
-    assert not policy.retries(JobCancelled())
-
-
-def test_bad_policies_are_refused():
-    with pytest.raises(ValueError):
-        RetryPolicy(max_attempts=0)
-    with pytest.raises(ValueError):
-        RetryPolicy(jitter=1.5)
-    with pytest.raises(TypeError, match="retry_on"):
-        RetryPolicy(retry_on=("ConnectionError",))  # type: ignore[arg-type]
 
 
 # -- retries on real servers --------------------------------------------------------

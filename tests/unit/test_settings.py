@@ -83,3 +83,9 @@ def test_a_long_bad_value_is_not_echoed_whole(tmp_path: Path):
         with pytest.raises(ConfigurationError) as info:
             Settings.load(tmp_path, environ={name: "x" * 10_000 + " "})
         assert len(str(info.value)) < 300, (name, len(str(info.value)))
+
+
+def test_heartbeats_must_fit_twice_in_the_rescue_window(tmp_path: Path):
+    with pytest.raises(ConfigurationError, match="rescue_after .* twice heartbeat_interval"):
+        Settings.load(tmp_path, environ={}, heartbeat_interval=10, rescue_after=15)
+    assert Settings.load(tmp_path, environ={}, heartbeat_interval=1, rescue_after=2).rescue_after == 2
