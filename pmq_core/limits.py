@@ -47,3 +47,15 @@ def later(start: datetime, seconds: Any) -> datetime:
         return start
     room = (LATEST - start).total_seconds() - 1
     return start + timedelta(seconds=min(seconds, room))
+
+
+def error_text(exc: BaseException) -> str:
+    """The error as stored in PostgreSQL: shortened, and without what text
+    columns cannot hold (NUL, lone surrogates), so that a handler's odd
+    message cannot fail the write of a whole round."""
+    try:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    except Exception:  # a __str__ that fails, or an int too long to print
+        text = f"{type(exc).__name__} (its message cannot be shown)"
+    text = text[:MAX_ERROR_LENGTH].replace("\x00", "\\0")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -28,12 +28,11 @@ import asyncio
 import contextvars
 import functools
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
 
 import attrs
@@ -41,12 +40,13 @@ import psycopg
 
 from pmq_core import dispatch, payloads, store
 from pmq_core.config import Settings
-from pmq_core.db import PG_DATA, PG_DOWN, REDIS_DOWN, apg_connect, aredis_client, pg_connect
+from pmq_core.db import PG_DATA, PG_DOWN, REDIS_DOWN, apg_connect, aredis_client
 from pmq_core.errors import DatabaseUnavailableError, Fail, JobCancelled, PluginError, Retry
+from pmq_core.heartbeat import Heartbeat, RedisLink
 from pmq_core.isolation import Isolation
 from pmq_core.jobtypes import JobType
 from pmq_core.keys import BANDS, Keys, parse_message
-from pmq_core.limits import MAX_ERROR_LENGTH, later
+from pmq_core.limits import error_text, later
 from pmq_core.models import JobContext, JobStatus, LogStatus
 from pmq_core.payloads import UnreadablePayload
 from pmq_core.plugins import Plugins
@@ -60,11 +60,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 #: Seconds one BLMPOP blocks; bounds how long a stop request waits for it.
 POP_TIMEOUT = 1.0
-#: Seconds a pop may wait beyond :data:`POP_TIMEOUT` before the worker
-#: reports that Redis does not answer.
-HUNG_AFTER = 5.0
-#: Longest Redis error text a heartbeat reports.
-MAX_LINK_ERROR = 200
 #: Seconds that handlers still running after the shutdown grace get to end
 #: once told to stop (an async one is cancelled, a sync one sees
 #: ``job.cancelled``): the jobs whose code has ended by then are given back.
@@ -87,18 +82,6 @@ class _Outcome:
     run_at: datetime | None = None
     error: str | None = None
     exc: BaseException | None = None
-
-
-def _describe(exc: BaseException) -> str:
-    """The error as stored in PostgreSQL: shortened, and without what text
-    columns cannot hold (NUL, lone surrogates), so that a handler's odd
-    message cannot fail the write of a whole round."""
-    try:
-        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    except Exception:  # a __str__ that fails, or an int too long to print
-        text = f"{type(exc).__name__} (its message cannot be shown)"
-    text = text[:MAX_ERROR_LENGTH].replace("\x00", "\\0")
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class Worker:
@@ -150,7 +133,7 @@ class Worker:
         self._background: set[asyncio.Task[None]] = set()
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._backoff = Backoff()
-        self.redis_link = RedisLink()
+        self.redis_link = RedisLink(POP_TIMEOUT)
         #: Jobs given back at shutdown whose sync handler still ran: nonzero
         #: means the process must end now (``os._exit``; its threads cannot be
         #: stopped or joined), before ABANDONED_DELAY lets the jobs run again.
@@ -172,7 +155,7 @@ class Worker:
         # One thread per slot is enough: a sync handler's thread holds its
         # slot until it ends, however long it outlives its job.
         self.executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="pmq-job")
-        heartbeat = _Heartbeat(self.settings, self.id, list(self.job_types), self.concurrency, self.redis_link,
+        heartbeat = Heartbeat(self.settings, self.id, list(self.job_types), self.concurrency, self.redis_link,
                                self.slots.counts)
         await asyncio.get_running_loop().run_in_executor(None, heartbeat.register)
         heartbeat.start()
@@ -279,7 +262,7 @@ class Worker:
                 result = await self._db(functools.partial(self._round, messages=messages, outcomes=outcomes),
                                         give_up=functools.partial(_dropping_claims, stop, bool(outcomes)))
             except PG_DATA as exc:
-                result = await self._isolate(stop, messages, outcomes, exc)
+                result = await self._one_by_one(stop, messages, outcomes, exc)
             finally:
                 self.slots.answered(len(messages))
                 self._round_done.set()
@@ -299,13 +282,13 @@ class Worker:
         outcomes applied."""
         return await store.claim_and_record.run_async(conn, messages, outcomes, self.id, self._queues)
 
-    async def _isolate(self, stop: asyncio.Event, messages: list[tuple[uuid.UUID, int]], outcomes: list[_Outcome],
+    async def _one_by_one(self, stop: asyncio.Event, messages: list[tuple[uuid.UUID, int]], outcomes: list[_Outcome],
                        exc: Exception) -> tuple[list[Any], set[uuid.UUID]]:
         """Redo a round that failed on a stored or computed value one item
         at a time, so that only the job at fault fails: it ends dead with the
         error, and the rest of the round goes through."""
         log.error("a worker round failed on a job's data (%s); recording its %d item(s) one by one",
-                  _describe(exc), len(messages) + len(outcomes))
+                  error_text(exc), len(messages) + len(outcomes))
         claimed: list[Any] = []
         applied: set[uuid.UUID] = set()
         items: list[tuple[list[tuple[uuid.UUID, int]], list[_Outcome]]] = [([], [o]) for o in outcomes]
@@ -326,8 +309,8 @@ class Worker:
 
     async def _bury(self, job_id: uuid.UUID, exc: Exception) -> None:
         """End dead a job whose claim or outcome PostgreSQL refused."""
-        failure = Fail(f"pmq could not claim or record this job: {_describe(exc)}")
-        error = _describe(failure)
+        failure = Fail(f"pmq could not claim or record this job: {error_text(exc)}")
+        error = error_text(failure)
 
         async def bury(conn: psycopg.AsyncConnection[Any]) -> list[Any]:
             return await store.bury_job.run_async(conn, job_id, self.id, error)
@@ -335,7 +318,7 @@ class Worker:
         try:
             rows = await self._db(bury, give_up=lambda: False) or []
         except PG_DATA as bury_exc:
-            log.error("job %s could not be ended dead either (%s)", job_id, _describe(bury_exc))
+            log.error("job %s could not be ended dead either (%s)", job_id, error_text(bury_exc))
             return
         log.error("job %s ended dead: %s", job_id, error)
         dead: list[tuple[JobContext, BaseException]] = []
@@ -444,7 +427,7 @@ class Worker:
             if self.retry_delay_scale != 1:  # in tests only (see __init__)
                 retry_in = _scaled(retry_in, self.retry_delay_scale)
         self.hooks.job_failed(job=ctx, error=error, will_retry=will_retry, retry_in=retry_in)
-        message = _describe(error)
+        message = error_text(error)
         if retry_in is not None:
             return _Outcome(ctx=ctx, status=JobStatus.RETRY_SCHEDULED, log_status=LogStatus.RETRY,
                             finished_at=finished, run_at=later(finished, retry_in), error=message, exc=error)
@@ -706,102 +689,3 @@ async def _close_quietly(conn: psycopg.AsyncConnection[Any]) -> None:
         await conn.close()
     except Exception:
         pass
-
-
-class RedisLink:
-    """Whether the worker reaches Redis: set on the event loop by each pop
-    (and by the cancel subscription), read by the heartbeat thread, which
-    writes it to ``pmq_workers`` for `pmq health`.
-
-    A pop that fails marks the link down until one gets through. A pop
-    that has waited :data:`HUNG_AFTER` seconds beyond its own timeout counts
-    as failing too: a Redis that accepts connections but never answers
-    raises nothing. Each field is replaced whole, so the other thread never
-    reads half an update.
-    """
-
-    def __init__(self) -> None:
-        self._error: tuple[datetime, str] | None = None
-        self._pop_since: datetime | None = None
-
-    def reached(self) -> None:
-        self._error = None
-
-    def failed(self, exc: BaseException) -> None:
-        since = self._error[0] if self._error else datetime.now(UTC)
-        self._error = (since, _describe(exc)[:MAX_LINK_ERROR])
-
-    def pop_started(self) -> None:
-        self._pop_since = datetime.now(UTC)
-
-    def pop_ended(self) -> None:
-        self._pop_since = None
-
-    def report(self) -> dict[str, Any]:
-        """Since when and how the worker has failed to reach Redis (both
-        None while it reaches it)."""
-        error, pop_since = self._error, self._pop_since
-        if error is None and pop_since is not None:
-            hung_since = pop_since + timedelta(seconds=POP_TIMEOUT + HUNG_AFTER)
-            if datetime.now(UTC) > hung_since:
-                error = (hung_since, f"no answer from Redis to a {POP_TIMEOUT:g}s pop for over {HUNG_AFTER:g}s")
-        since, message = error if error else (None, None)
-        return {"redis_error_since": since, "redis_error": message}
-
-
-class _Heartbeat(threading.Thread):
-    """Proves the worker alive from its own thread and connection, so that a
-    handler blocking the event loop cannot starve it, and reports whether
-    the worker reaches Redis."""
-
-    def __init__(self, settings: Settings, worker_id: uuid.UUID, queues: list[str], concurrency: int,
-                 redis_link: RedisLink, slots: Callable[[], tuple[int, int]]) -> None:
-        super().__init__(name="pmq-heartbeat", daemon=True)
-        self.settings = settings
-        self.worker_id = worker_id
-        self.queues = queues
-        self.concurrency = concurrency
-        self.redis_link = redis_link
-        self.slots = slots  # (busy, claimed ahead), read from this thread: two ints, a snapshot is enough
-        self._halt = threading.Event()
-        self._conn: psycopg.Connection[Any] | None = None
-
-    def _connection(self) -> psycopg.Connection[Any]:
-        assert self.settings.database_url
-        if self._conn is None or self._conn.closed:
-            self._conn = pg_connect(self.settings.database_url, timeout=5)
-        return self._conn
-
-    def register(self) -> None:
-        backoff = Backoff()
-        while True:
-            try:
-                store.register_worker(self._connection(), self.worker_id, self.queues, self.concurrency)
-                return
-            except (*PG_DOWN, DatabaseUnavailableError) as exc:
-                self._conn = None
-                delay = backoff.next()
-                log.warning("cannot register worker (%s); retrying in %.1fs", exc, delay)
-                time.sleep(delay)
-
-    def run(self) -> None:
-        while not self._halt.wait(self.settings.heartbeat_interval):
-            try:
-                busy, ahead = self.slots()
-                if not store.heartbeat(self._connection(), self.worker_id, busy, ahead, **self.redis_link.report()):
-                    self.register()
-            except (*PG_DOWN, DatabaseUnavailableError) as exc:
-                self._conn = None
-                log.warning("heartbeat failed: %s", exc)
-
-    def stop(self) -> None:
-        self._halt.set()
-
-    def unregister(self) -> None:
-        try:
-            store.unregister_worker(self._connection(), self.worker_id)
-        except (*PG_DOWN, DatabaseUnavailableError):
-            pass
-        finally:
-            if self._conn is not None:
-                self._conn.close()

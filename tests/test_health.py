@@ -190,7 +190,7 @@ def silent_redis() -> Iterator[socket.socket]:
 
 
 def test_a_worker_whose_redis_never_answers_is_reported_deaf(pmq_runtime, silent_redis, monkeypatch):
-    monkeypatch.setattr("pmq_core.worker.HUNG_AFTER", 0.2)
+    monkeypatch.setattr("pmq_core.heartbeat.HUNG_AFTER", 0.2)
     rt = pmq_runtime(make_plugin(Recorder()), worker=False)
     hung = attrs.evolve(rt.settings, redis_url=f"redis://127.0.0.1:{silent_redis.getsockname()[1]}/0")
     with rt.admin() as admin, background_worker(hung, rt.plugins, queues=["echo"]) as worker:
