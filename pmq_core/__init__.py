@@ -22,6 +22,7 @@ A plugin in full::
                         retry=RetryPolicy(max_attempts=3))]
 """
 
+from pmq_core.admin import Admin
 from pmq_core.client import AsyncClient, Client
 from pmq_core.config import Settings
 from pmq_core.errors import (
@@ -40,6 +41,7 @@ from pmq_core.errors import (
     UnknownQueueError,
     WorkerLost,
 )
+from pmq_core.flow import Limit, Limits, Rate
 from pmq_core.hookspecs import hookimpl
 from pmq_core.jobtypes import JobType, RetryPolicy
 from pmq_core.models import Job, JobContext, JobStatus
@@ -49,6 +51,7 @@ from pmq_core.queries import load_queries
 from pmq_core.schema import Migration, migrations_in
 
 __all__ = [
+    "Admin",
     "AsyncClient",
     "Client",
     "ConfigurationError",
@@ -61,10 +64,13 @@ __all__ = [
     "JobNotFoundError",
     "JobStatus",
     "JobType",
+    "Limit",
+    "Limits",
     "Migration",
     "PayloadError",
     "PluginError",
     "PmqError",
+    "Rate",
     "RedisUnavailableError",
     "Retry",
     "RetryPolicy",
