@@ -227,6 +227,10 @@ class Migrator:
             controlled_rows, budgets_used = self._migrate_controlled(conn, rds, limits, controlled)
             rows += controlled_rows
             budgets.update(budgets_used)
+        else:
+            self._rate_wake, self._open_tickets = None, False
+            if self._held:  # the last limit was lifted: nothing is held any more
+                self._publish_held(rds, {})
         counts: dict[str, int] = {}
         for row in rows:
             counts[row["queue_name"]] = counts.get(row["queue_name"], 0) + 1
@@ -279,28 +283,11 @@ class Migrator:
         if not chosen:
             return [], plan.budgets
         try:
-            with conn.transaction():
-                rows = store.migrate_chosen(conn, chosen)
-                tickets = flow.tickets_for(limits, rows)
-                if tickets:
-                    store.issue_tickets(conn, tickets)
+            rows = store.migrate_chosen(conn, chosen, limits)
         except PG_DATA as exc:
-            rows = self._migrate_one_by_one(conn, rds, chosen, self._migrate_one_limited(limits), exc)
+            rows = self._migrate_one_by_one(conn, rds, chosen,
+                                            lambda c, job_id: store.migrate_chosen(c, [job_id], limits), exc)
         return rows, plan.budgets
-
-    @staticmethod
-    def _migrate_one_limited(limits: dict[str, flow.QueueLimits]
-                             ) -> Callable[[psycopg.Connection[DictRow], uuid.UUID], list[DictRow]]:
-        """Hand over one chosen job of a flow-controlled queue, with its
-        tickets, in one transaction."""
-        def move(conn: psycopg.Connection[DictRow], job_id: uuid.UUID) -> list[DictRow]:
-            with conn.transaction():
-                rows = store.migrate_chosen(conn, [job_id])
-                tickets = flow.tickets_for(limits, rows)
-                if tickets:
-                    store.issue_tickets(conn, tickets)
-            return rows
-        return move
 
     def _publish_held(self, rds: redis.Redis, blocked: dict[str, list[str | None] | None]) -> None:
         """Tell `pmq stats` what limits hold back: written when it changes,

@@ -632,8 +632,7 @@ def ticket_usage(scopes: Sequence[tuple[str, str]]) -> Steps[dict[tuple[str, str
             for row in rows}
 
 
-@operation
-def issue_tickets(tickets: Sequence[tuple[str, str, uuid.UUID, int]]) -> Steps[None]:
+def _issue_tickets(tickets: Sequence[tuple[str, str, uuid.UUID, int]]) -> Steps[None]:
     """Record rate tickets: (queue, scope, job id, period)."""
     yield Query("issue_tickets", {"queues": [t[0] for t in tickets], "scopes": [t[1] for t in tickets],
                                   "job_ids": [t[2] for t in tickets], "periods": [t[3] for t in tickets]})
@@ -656,10 +655,15 @@ def fair_due_ids(picks: Sequence[tuple[str, str | None, int]],
         "budget_queues": list(budgets), "budgets": list(budgets.values())}))
 
 
-@operation
-def migrate_chosen(ids: Sequence[uuid.UUID]) -> Steps[list[DictRow]]:
-    """Hand over the chosen jobs still waiting, marked limited; their rows."""
-    return (yield from _rows("migrate_chosen", {"ids": list(ids)}))
+@atomic
+def migrate_chosen(ids: Sequence[uuid.UUID], limits: Mapping[str, flow.QueueLimits]) -> Steps[list[DictRow]]:
+    """Hand over the chosen jobs still waiting, marked limited, with the
+    rate tickets they take under ``limits``, in one transaction; their rows."""
+    rows = yield from _rows("migrate_chosen", {"ids": list(ids)})
+    tickets = flow.tickets_for(limits, rows)
+    if tickets:
+        yield from _issue_tickets(tickets)
+    return rows
 
 
 @operation
