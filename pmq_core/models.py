@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from pmq_core import payloads
+from pmq_core.headers import NO_HEADERS, from_stored
 from pmq_core.payloads import UnreadablePayload
 from pmq_core.resources import Resources
 
@@ -106,6 +107,11 @@ class JobContext:
     for handlers to share (a connection pool, a client): read them here
     rather than from module globals. Outside a worker both are what the
     caller gives (``run_inline(..., settings=..., resources=...)``).
+
+    ``headers`` are the text entries plugins stored beside the payload when
+    the job was enqueued (``pmq_wrap_enqueue``: W3C trace context, say),
+    read-only; empty for a job enqueued without any, and whatever a program
+    stored there by plain SQL that is not a text entry is left out.
     """
 
     id: uuid.UUID
@@ -119,6 +125,7 @@ class JobContext:
     raw_payload: dict[str, Any] | UnreadablePayload
     settings: Settings | None = None
     resources: Resources = attrs.field(factory=Resources, converter=Resources)
+    headers: Mapping[str, str] = attrs.field(default=NO_HEADERS, converter=from_stored)
     _cancel_event: threading.Event = attrs.field(factory=threading.Event, alias="cancel_event")
 
     @classmethod

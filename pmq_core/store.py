@@ -152,6 +152,8 @@ class NewJobs:
     max_attempts: int | None
     run_at: datetime | None
     unique_keys: list[str | None]
+    #: The call's headers as JSON text (every job of the call gets the same), or None.
+    headers: str | None = None
 
     def uses_copy(self) -> bool:
         """Whether the rows go in by COPY: many of them, none with a unique
@@ -178,20 +180,21 @@ def insert_jobs(jobs: NewJobs, dispatch: bool) -> Steps[Inserted]:
     A job whose unique key a live job holds is skipped, and that job's id
     returned in its place."""
     if jobs.uses_copy():
-        yield Copy("copy_jobs", ((job_id, jobs.queue, jobs.priority, payload, jobs.max_attempts, jobs.run_at or _NOW)
-                                 for job_id, payload in zip(jobs.ids, jobs.payloads, strict=True)))
+        yield Copy("copy_jobs", ((job_id, jobs.queue, jobs.priority, payload, jobs.max_attempts, jobs.run_at or _NOW,
+                                  jobs.headers) for job_id, payload in zip(jobs.ids, jobs.payloads, strict=True)))
         return Inserted(jobs.ids, [])
     if len(jobs.ids) == 1:
         rows = yield Query("insert_job", {
             "id": jobs.ids[0], "queue": jobs.queue, "priority": jobs.priority, "payload": jobs.payloads[0],
             "max_attempts": jobs.max_attempts, "run_at": jobs.run_at, "unique_key": jobs.unique_keys[0],
-            "dispatch": dispatch})
+            "headers": jobs.headers, "dispatch": dispatch})
     else:
         n = len(jobs.ids)
         rows = yield Query("insert_jobs", {
             "ids": jobs.ids, "queues": [jobs.queue] * n, "priorities": [jobs.priority] * n,
             "payloads": jobs.payloads, "max_attempts": [jobs.max_attempts] * n,
-            "run_ats": [jobs.run_at] * n, "unique_keys": jobs.unique_keys, "dispatch": dispatch})
+            "run_ats": [jobs.run_at] * n, "unique_keys": jobs.unique_keys, "headers": jobs.headers,
+            "dispatch": dispatch})
     if len(rows) == len(jobs.ids):
         return Inserted(jobs.ids, rows)
     live = yield Query("live_jobs_by_unique_key", {"queue": jobs.queue, "keys": [k for k in jobs.unique_keys if k]})

@@ -349,7 +349,8 @@ class Worker:
             ctx = JobContext(id=row["id"], queue=row["queue_name"], payload=None, attempt=row["attempt_count"],
                              max_attempts=row["max_attempts"], priority=row["priority"],
                              created_at=row["created_at"], started_at=row["started_at"],
-                             raw_payload=row["payload"], settings=self.settings, resources=self.resources)
+                             raw_payload=row["payload"], settings=self.settings, resources=self.resources,
+                             headers=row["headers"])
             if not self.slots.claimed(Claim(ctx, job_type, suspect=row["rescue_count"] > 0), sent):
                 paused.append(ctx.id)  # its queue was paused while the claim was in flight
                 continue

@@ -9,9 +9,9 @@
 -- already handed to Redis: the producer pushes its message right after the
 -- commit, and the migrator's check for lost messages covers a producer that
 -- dies in between.
-INSERT INTO jobs (id, queue_name, priority, payload, max_attempts, run_at, unique_key, status)
+INSERT INTO jobs (id, queue_name, priority, payload, max_attempts, run_at, unique_key, headers, status)
 SELECT i.id, i.queue_name, i.priority, i.payload, i.max_attempts,
-       coalesce(i.run_at, now()), i.unique_key,
+       coalesce(i.run_at, now()), i.unique_key, %(headers)s::jsonb,
        CASE WHEN %(dispatch)s AND coalesce(i.run_at, now()) <= now()
                  AND (SELECT is_active FROM job_queues WHERE name = i.queue_name)
             THEN 'migrated_to_redis' ELSE 'queued' END
@@ -28,9 +28,9 @@ RETURNING id, queue_name, status, priority, attempt_count, created_at;
 -- name: insert_job
 -- The same for one job, with plain parameters: the common case, and
 -- cheaper to send than arrays.
-INSERT INTO jobs (id, queue_name, priority, payload, max_attempts, run_at, unique_key, status)
+INSERT INTO jobs (id, queue_name, priority, payload, max_attempts, run_at, unique_key, headers, status)
 VALUES (%(id)s::uuid, %(queue)s::varchar, %(priority)s::int, %(payload)s::jsonb, %(max_attempts)s::int,
-        coalesce(%(run_at)s::timestamptz, now()), %(unique_key)s::text,
+        coalesce(%(run_at)s::timestamptz, now()), %(unique_key)s::text, %(headers)s::jsonb,
         CASE WHEN %(dispatch)s::boolean AND coalesce(%(run_at)s::timestamptz, now()) <= now()
                   AND (SELECT is_active FROM job_queues WHERE name = %(queue)s::varchar)
              THEN 'migrated_to_redis' ELSE 'queued' END)
@@ -46,7 +46,7 @@ SELECT unique_key, id FROM jobs
    AND status IN ('queued', 'migrated_to_redis', 'running', 'retry_scheduled');
 
 -- name: copy_jobs
-COPY jobs (id, queue_name, priority, payload, max_attempts, run_at) FROM STDIN;
+COPY jobs (id, queue_name, priority, payload, max_attempts, run_at, headers) FROM STDIN;
 
 -- name: queue_defaults
 SELECT name, default_priority, max_attempts, is_active FROM job_queues;
@@ -206,13 +206,13 @@ WITH r AS (
        AND j.queue_name = ANY(%(queues)s::varchar[])
        AND q.name = j.queue_name AND q.is_active
     RETURNING j.id, j.queue_name, j.payload, j.attempt_count, j.max_attempts,
-              j.priority, j.run_at, j.created_at, j.started_at, j.rescue_count
+              j.priority, j.run_at, j.created_at, j.started_at, j.rescue_count, j.headers
 )
 SELECT 'claimed' AS kind, id, queue_name, payload, attempt_count, max_attempts,
-       priority, run_at, created_at, started_at, rescue_count
+       priority, run_at, created_at, started_at, rescue_count, headers
   FROM claimed
 UNION ALL
-SELECT 'finished', job_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT 'finished', job_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
   FROM logged;
 
 -- name: worker_session
