@@ -22,6 +22,7 @@ A plugin in full::
                         retry=RetryPolicy(max_attempts=3))]
 """
 
+from pmq_core.admin import Admin
 from pmq_core.client import AsyncClient, Client
 from pmq_core.config import Settings
 from pmq_core.errors import (
@@ -49,6 +50,7 @@ from pmq_core.queries import load_queries
 from pmq_core.schema import Migration, migrations_in
 
 __all__ = [
+    "Admin",
     "AsyncClient",
     "Client",
     "ConfigurationError",
