@@ -11,6 +11,10 @@ environment says otherwise (``PMQ_*`` variables are honoured, e.g.
 own prefix, so the harness's flush cleans them up and they never meet the
 handler's ``bench:*`` keys.
 
+With ``BENCH_PMQ_METRICS=1`` the pmq-prometheus plugin is loaded beside the
+job type and records, as under ``pmq run --metrics`` (see
+:mod:`metrics_cost`).
+
 The job type is a plugin registered in code, not through an entry point, and
 the worker command runs :func:`pmq_core.runner.run_worker` with it. The
 migrator runs as a thread inside worker process 0 (``BENCH_PMQ_MIGRATOR=thread``,
@@ -61,6 +65,10 @@ class BenchPlugin:
 
 
 def plugins() -> Plugins:
+    if os.environ.get("BENCH_PMQ_METRICS") == "1":
+        from pmq_prometheus import plugin as metrics_plugin
+
+        return Plugins(None, [BenchPlugin(), metrics_plugin], entry_points=False)
     return Plugins(None, [BenchPlugin()], entry_points=False)
 
 

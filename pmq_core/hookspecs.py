@@ -265,7 +265,7 @@ def pmq_wrap_enqueue(queue: str, headers: dict[str, str]) -> Generator[None, Any
     - code before `yield` may add entries to `headers`: text names and text
       values, stored with every job of the call (schema migration 0009's
       `jobs.headers`, 4,096 bytes of JSON at most) and read by the worker as
-      [`job.headers`][pmq_core.JobContext]. Keep them small: headers over the
+      `job.headers`. Keep them small: headers over the
       limit, or not text, fail the enqueue with a `pmq_core.PayloadError`
       naming them, before anything is written;
     - `yield` gives back the new jobs' ids, or raises the enqueue's error

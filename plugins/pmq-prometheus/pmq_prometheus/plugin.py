@@ -7,7 +7,7 @@ count their enqueues in prometheus_client's default registry, which an
 application exposes with its own ``/metrics`` (a producer reads no plugin
 setting).
 
-The switch is a module-level flag rather than a worker resource: the
+The switch is module state rather than a worker resource: the
 migrator, which ends jobs dead when their workers died, has no
 ``job.resources``, and the flag is set once per process before any job runs.
 """
@@ -34,15 +34,16 @@ SECTION = "metrics"
 
 
 class _State:
-    recording = False
+    #: This process's metrics once recording is on (see the module's docstring).
+    recorder: Recorder | None = None
 
 
-def _recorder() -> Recorder:
-    """The process's metrics; prometheus_client is imported only now, once
-    the serving process has chosen its mode (see :mod:`pmq_prometheus.endpoint`)."""
+def _start_recording() -> None:
+    """Create the process's metrics: prometheus_client is imported only now,
+    once the serving process has chosen its mode (see :mod:`pmq_prometheus.endpoint`)."""
     from pmq_prometheus.recorder import recorder
 
-    return recorder()
+    _State.recorder = recorder()
 
 
 def _config(plugin_settings: dict[str, Any]) -> MetricsSettings:
@@ -62,62 +63,64 @@ def pmq_serving_started(settings: Settings, plugin_settings: dict[str, Any]) -> 
         return
     endpoint.use_multiprocess_mode()
     endpoint.serve(config, settings)
-    _State.recording = True
+    _start_recording()
     log.info("serving Prometheus metrics at http://%s/metrics", config.address)
 
 
 @hookimpl
 def pmq_worker_started(plugin_settings: dict[str, Any]) -> None:
     if _config(plugin_settings).address is not None:
-        _State.recording = True
+        _start_recording()
 
 
 @hookimpl
 def pmq_jobs_enqueued(queue: str, job_ids: list[uuid.UUID]) -> None:
-    _recorder().enqueued.labels(queue).inc(len(job_ids))
+    from pmq_prometheus.recorder import recorder
+
+    recorder().queue(queue).enqueued.inc(len(job_ids))
 
 
 @hookimpl
 def pmq_job_started(job: JobContext) -> None:
-    if _State.recording and job.run_at is not None:
-        _recorder().wait.labels(job.queue).observe(max(0.0, (job.started_at - job.run_at).total_seconds()))
+    if _State.recorder is not None and job.run_at is not None:
+        _State.recorder.queue(job.queue).wait.observe(max(0.0, (job.started_at - job.run_at).total_seconds()))
 
 
 @hookimpl
 def pmq_wrap_job(job: JobContext) -> Generator[None, Any, Any]:
-    if not _State.recording:
+    if _State.recorder is None:
         return (yield)
-    metrics = _recorder()
+    metrics = _State.recorder.queue(job.queue)
     started = time.perf_counter()
     try:
         result = yield
     except asyncio.CancelledError:
         if job.stop_reason == "cancelled":
-            metrics.finished.labels(job.queue, "cancelled").inc()
+            metrics.outcome["cancelled"].inc()
         raise
     finally:
-        metrics.duration.labels(job.queue).observe(time.perf_counter() - started)
+        metrics.duration.observe(time.perf_counter() - started)
     return result
 
 
 @hookimpl
 def pmq_job_succeeded(job: JobContext) -> None:
-    if _State.recording:
-        _recorder().finished.labels(job.queue, "completed").inc()
+    if _State.recorder is not None:
+        _State.recorder.queue(job.queue).outcome["completed"].inc()
 
 
 @hookimpl
 def pmq_job_failed(job: JobContext, error: BaseException, will_retry: bool) -> None:
-    if not _State.recording:
+    if _State.recorder is None:
         return
-    metrics = _recorder()
+    metrics = _State.recorder.queue(job.queue)
     if will_retry:
-        metrics.finished.labels(job.queue, "retried").inc()
+        metrics.outcome["retried"].inc()
     if isinstance(error, TimeoutError):
-        metrics.timed_out.labels(job.queue).inc()
+        metrics.timed_out.inc()
 
 
 @hookimpl
 def pmq_job_dead(job: JobContext) -> None:
-    if _State.recording:
-        _recorder().finished.labels(job.queue, "dead").inc()
+    if _State.recorder is not None:
+        _State.recorder.queue(job.queue).outcome["dead"].inc()

@@ -9,6 +9,7 @@ endpoint (see :mod:`pmq_prometheus.endpoint`).
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 
@@ -18,6 +19,18 @@ BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 
 
 #: The outcomes of ``pmq_jobs_finished_total``: each attempt ends in one.
 OUTCOMES = ("completed", "retried", "dead", "cancelled")
+
+
+class QueueMetrics:
+    """One queue's labelled series, looked up once: a job then costs its
+    observations only, not a label lookup each."""
+
+    def __init__(self, recorder: Recorder, queue: str) -> None:
+        self.enqueued = recorder.enqueued.labels(queue)
+        self.outcome: dict[str, Any] = {outcome: recorder.finished.labels(queue, outcome) for outcome in OUTCOMES}
+        self.timed_out = recorder.timed_out.labels(queue)
+        self.duration = recorder.duration.labels(queue)
+        self.wait = recorder.wait.labels(queue)
 
 
 class Recorder:
@@ -36,6 +49,13 @@ class Recorder:
                                   ["queue"], buckets=BUCKETS)
         self.wait = Histogram("pmq_job_wait_seconds", "How long jobs waited from due (enqueue, run_at or retry) to "
                               "their handler's start, by queue.", ["queue"], buckets=BUCKETS)
+        self._queues: dict[str, QueueMetrics] = {}
+
+    def queue(self, name: str) -> QueueMetrics:
+        found = self._queues.get(name)
+        if found is None:
+            found = self._queues[name] = QueueMetrics(self, name)
+        return found
 
 
 @functools.cache

@@ -1,0 +1,111 @@
+"""What pmq-prometheus costs a worker: the drain scenario with metrics off
+and on, interleaved in one run.
+
+"On" is what ``pmq run --metrics`` sets up in every worker process: the
+plugin loaded, recording on (``PMQ_METRICS_ADDRESS``), and prometheus_client
+in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, a fresh directory per
+run), so each job adds two counter increments and two histogram
+observations to memory-mapped files. Scrapes are not part of it: they read
+the gauges in the serving process, once per ``cache_seconds`` whatever the
+number of scrapers.
+
+Usage::
+
+    python bench/metrics_cost.py --n 10000 --reps 3
+
+Prints one JSON document: the drain rates of each repetition, their medians,
+how much slower "on" is, in per cent, and the plugin's own cost per job,
+measured apart from the drain's noise: the hooks one successful job calls
+(started, the wrapper, succeeded), timed in a process in multiprocess mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import peer_dir  # noqa: E402
+from run import run_once  # noqa: E402
+
+#: Jobs the per-job measurement runs through the hooks.
+HOOK_JOBS = 50_000
+
+
+def hooks_microseconds() -> float:
+    """Microseconds the plugin's hooks take per successful job, in this
+    process (run it with ``PROMETHEUS_MULTIPROC_DIR`` set)."""
+    from pmq_prometheus import plugin
+
+    from pmq_core import JobContext
+
+    now = datetime.now(UTC)
+    job = JobContext(id=uuid.uuid4(), queue="bench", payload={}, attempt=1, max_attempts=5, priority=100,
+                     created_at=now, started_at=now, raw_payload={}, run_at=now)
+    plugin.pmq_worker_started({"metrics": plugin.MetricsSettings(address="127.0.0.1:0")})
+    started = time.perf_counter()
+    for _ in range(HOOK_JOBS):
+        plugin.pmq_job_started(job)
+        wrapper = plugin.pmq_wrap_job(job)
+        next(wrapper)
+        try:
+            wrapper.send(None)
+        except StopIteration:
+            pass
+        plugin.pmq_job_succeeded(job)
+    return (time.perf_counter() - started) / HOOK_JOBS * 1e6
+
+
+def per_job_cost() -> float:
+    with tempfile.TemporaryDirectory(prefix="pmq-bench-metrics-") as directory:
+        out = subprocess.run([sys.executable, __file__, "--hooks-only"], capture_output=True, text=True, check=True,
+                             env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": directory})
+    return float(out.stdout)
+
+
+def main() -> None:
+    if sys.argv[1:] == ["--hooks-only"]:
+        print(hooks_microseconds())
+        return
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=10_000, help="jobs per drain (default: %(default)s)")
+    ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions (default: %(default)s)")
+    ap.add_argument("--drain-procs", type=int, default=2, help="worker processes (default: %(default)s)")
+    args = ap.parse_args()
+    base = {k: v for k, v in os.environ.items() if k not in ("PMQ_METRICS_ADDRESS", "PROMETHEUS_MULTIPROC_DIR")}
+    # A Redis database of its own (the harness flushes it), apart from a peer benchmark running beside it.
+    base.setdefault("BENCH_REDIS_DB", "11")
+    base.update(BENCH_N=str(args.n), BENCH_DRAIN_PROCS=str(args.drain_procs),
+                **{peer_dir.ENV: str(peer_dir.resolve())})
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    for _rep in range(args.reps):
+        for label in ("off", "on"):
+            env = dict(base)
+            with tempfile.TemporaryDirectory(prefix="pmq-bench-metrics-") as directory:
+                if label == "on":
+                    env.update(BENCH_PMQ_METRICS="1", PMQ_METRICS_ADDRESS="127.0.0.1:0",
+                               PROMETHEUS_MULTIPROC_DIR=directory)
+                row = run_once(sys.executable, HERE / "bench_pmq.py", "drain", env)
+            if "error" in row:
+                raise SystemExit(f"metrics_cost: the {label} drain failed: {row['error']}")
+            rates[label].append(row["rate"])
+            print(json.dumps({"metrics": label, "rate": row["rate"]}), file=sys.stderr, flush=True)
+    off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+    print(json.dumps({"n": args.n, "reps": args.reps, "drain_procs": args.drain_procs, "rates": rates,
+                      "median_off": off, "median_on": on, "slower_percent": round(100 * (off - on) / off, 1),
+                      "hooks_us_per_job": round(per_job_cost(), 1)}))
+
+
+if __name__ == "__main__":
+    main()
