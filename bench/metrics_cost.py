@@ -2,12 +2,11 @@
 and on, interleaved in one run.
 
 "On" is what ``pmq run --metrics`` sets up in every worker process: the
-plugin loaded, recording on (``PMQ_METRICS_ADDRESS``), and prometheus_client
-in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, a fresh directory per
-run), so each job adds two counter increments and two histogram
-observations to memory-mapped files. Scrapes are not part of it: they read
-the gauges in the serving process, once per ``cache_seconds`` whatever the
-number of scrapers.
+plugin loaded, recording on (``PMQ_METRICS_ADDRESS``), and each process's
+totals written to a shared directory every second
+(``PMQ_METRICS_SNAPSHOT_DIR``, a fresh one per run). Scrapes are not part of
+it: they run in the serving process, and read the gauges once per
+``cache_seconds`` whatever the number of scrapers.
 
 Usage::
 
@@ -16,7 +15,7 @@ Usage::
 Prints one JSON document: the drain rates of each repetition, their medians,
 how much slower "on" is, in per cent, and the plugin's own cost per job,
 measured apart from the drain's noise: the hooks one successful job calls
-(started, the wrapper, succeeded), timed in a process in multiprocess mode.
+(started, the wrapper, succeeded), timed in one process.
 """
 
 from __future__ import annotations
@@ -44,8 +43,7 @@ HOOK_JOBS = 50_000
 
 
 def hooks_microseconds() -> float:
-    """Microseconds the plugin's hooks take per successful job, in this
-    process (run it with ``PROMETHEUS_MULTIPROC_DIR`` set)."""
+    """Microseconds the plugin's hooks take per successful job, in this process."""
     from pmq_prometheus import plugin
 
     from pmq_core import JobContext
@@ -68,9 +66,7 @@ def hooks_microseconds() -> float:
 
 
 def per_job_cost() -> float:
-    with tempfile.TemporaryDirectory(prefix="pmq-bench-metrics-") as directory:
-        out = subprocess.run([sys.executable, __file__, "--hooks-only"], capture_output=True, text=True, check=True,
-                             env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": directory})
+    out = subprocess.run([sys.executable, __file__, "--hooks-only"], capture_output=True, text=True, check=True)
     return float(out.stdout)
 
 
@@ -83,7 +79,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions (default: %(default)s)")
     ap.add_argument("--drain-procs", type=int, default=2, help="worker processes (default: %(default)s)")
     args = ap.parse_args()
-    base = {k: v for k, v in os.environ.items() if k not in ("PMQ_METRICS_ADDRESS", "PROMETHEUS_MULTIPROC_DIR")}
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PMQ_METRICS_")}
     # A Redis database of its own (the harness flushes it), apart from a peer benchmark running beside it.
     base.setdefault("BENCH_REDIS_DB", "11")
     base.update(BENCH_N=str(args.n), BENCH_DRAIN_PROCS=str(args.drain_procs),
@@ -95,7 +91,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory(prefix="pmq-bench-metrics-") as directory:
                 if label == "on":
                     env.update(BENCH_PMQ_METRICS="1", PMQ_METRICS_ADDRESS="127.0.0.1:0",
-                               PROMETHEUS_MULTIPROC_DIR=directory)
+                               PMQ_METRICS_SNAPSHOT_DIR=directory)
                 row = run_once(sys.executable, HERE / "bench_pmq.py", "drain", env)
             if "error" in row:
                 raise SystemExit(f"metrics_cost: the {label} drain failed: {row['error']}")

@@ -1,15 +1,11 @@
-"""The ``/metrics`` endpoint of a serving process, and multiprocess mode.
+"""The ``/metrics`` endpoint of a serving process.
 
 `pmq run --processes N` runs its workers in N processes beside the one that
-serves the endpoint. Their counters reach it through prometheus_client's
-multiprocess mode rather than an aggregating endpoint of our own: each
-process writes its metrics to memory-mapped files in one directory, which
-the library's ``MultiProcessCollector`` sums at scrape time. It is the
-library's own, documented mechanism (Gunicorn's workers use it); totals
-survive a worker process that exits; and a worker pays no more than a write
-to a mapped page per observation, no socket and no extra thread. The
-directory is set before any metric exists, in the serving process, and the
-worker processes inherit it.
+serves the endpoint. Each writes its totals to a directory the run shares,
+which the endpoint sums when scraped (see :mod:`pmq_prometheus.tally` for
+why not prometheus_client's multiprocess mode). The serving process makes
+the directory and names it in ``PMQ_METRICS_SNAPSHOT_DIR`` before the worker
+processes start, so that they inherit it.
 """
 
 from __future__ import annotations
@@ -18,38 +14,38 @@ import atexit
 import os
 import shutil
 import tempfile
+from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry, start_http_server
+
 from pmq_core import Settings
+from pmq_prometheus.collector import DeploymentCollector
 from pmq_prometheus.settings import MetricsSettings, parse_address
+from pmq_prometheus.tally import SnapshotCollector
 
-MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+SNAPSHOT_DIR = "PMQ_METRICS_SNAPSHOT_DIR"
 
 
-def use_multiprocess_mode() -> None:
-    """Make this process and those it starts write their metrics to a
-    fresh directory (removed at exit), unless the operator named one.
-    Must run before prometheus_client is first imported in this process."""
-    if os.environ.get(MULTIPROC_DIR):
-        return
+def shared_directory(config: MetricsSettings) -> Path:
+    """The run's snapshot directory: the configured one, else a fresh one
+    removed at exit, named in the environment the worker processes inherit."""
+    if config.snapshot_dir:
+        return Path(config.snapshot_dir)
     directory = tempfile.mkdtemp(prefix="pmq-metrics-")
-    os.environ[MULTIPROC_DIR] = directory
+    os.environ[SNAPSHOT_DIR] = directory
     atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    return Path(directory)
 
 
-def serve(config: MetricsSettings, settings: Settings) -> Any:
-    """Serve ``/metrics`` at ``config.address``: the counters of every
-    process of the deployment's run, and the deployment's gauges. Returns
-    the HTTP server (an OSError, such as a port in use, reaches the caller)."""
-    from prometheus_client import CollectorRegistry, start_http_server
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    from pmq_prometheus.collector import DeploymentCollector
-
+def serve(config: MetricsSettings, settings: Settings, directory: Path) -> Any:
+    """Serve ``/metrics`` at ``config.address``: the counts of every process
+    of the run, and the deployment's gauges. Returns the HTTP server (an
+    OSError, such as a port in use, reaches the caller)."""
     assert config.address is not None
     host, port = parse_address(config.address)
     registry = CollectorRegistry(auto_describe=True)
-    MultiProcessCollector(registry)
+    registry.register(SnapshotCollector(directory))
     registry.register(DeploymentCollector(settings, config.cache_seconds))
     server, _thread = start_http_server(port, host, registry=registry)
     return server

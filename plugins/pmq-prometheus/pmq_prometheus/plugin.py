@@ -2,14 +2,15 @@
 
 Recording is on in a process that serves (``pmq run``/``worker``/
 ``migrator`` with ``--metrics`` or ``PMQ_METRICS_ADDRESS``) and in the
-worker processes it starts; elsewhere the hooks return at once. Producers
-count their enqueues in prometheus_client's default registry, which an
-application exposes with its own ``/metrics`` (a producer reads no plugin
-setting).
+worker processes it starts; elsewhere the job hooks return at once.
+Producers count their enqueues in prometheus_client's default registry,
+which an application exposes with its own ``/metrics`` (a producer reads no
+plugin setting).
 
-The switch is module state rather than a worker resource: the
+The process's counts are module state rather than a worker resource: the
 migrator, which ends jobs dead when their workers died, has no
-``job.resources``, and the flag is set once per process before any job runs.
+``job.resources``, and recording is switched on once per process before any
+job runs.
 """
 
 from __future__ import annotations
@@ -19,36 +20,39 @@ import logging
 import time
 import uuid
 from collections.abc import Generator
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import REGISTRY
 
 from pmq_core import JobContext, Settings, hookimpl
 from pmq_prometheus import endpoint
 from pmq_prometheus.settings import MetricsSettings
-
-if TYPE_CHECKING:
-    from pmq_prometheus.recorder import Recorder
+from pmq_prometheus.tally import SnapshotWriter, Tally, TallyCollector
 
 log = logging.getLogger(__name__)
 
 SECTION = "metrics"
+#: This process's counts.
+TALLY = Tally()
 
 
 class _State:
-    #: This process's metrics once recording is on (see the module's docstring).
-    recorder: Recorder | None = None
-
-
-def _start_recording() -> None:
-    """Create the process's metrics: prometheus_client is imported only now,
-    once the serving process has chosen its mode (see :mod:`pmq_prometheus.endpoint`)."""
-    from pmq_prometheus.recorder import recorder
-
-    _State.recorder = recorder()
+    recording = False
+    writer: SnapshotWriter | None = None
+    registered = False  # TALLY in the default registry (a producer's)
 
 
 def _config(plugin_settings: dict[str, Any]) -> MetricsSettings:
     config = plugin_settings.get(SECTION)
     return config if isinstance(config, MetricsSettings) else MetricsSettings()
+
+
+def _record_into(directory: Path | None) -> None:
+    """Switch recording on, writing this process's counts to ``directory``."""
+    _State.recording = True
+    if directory is not None and _State.writer is None:
+        _State.writer = SnapshotWriter(TALLY, directory)
 
 
 @hookimpl
@@ -61,66 +65,72 @@ def pmq_serving_started(settings: Settings, plugin_settings: dict[str, Any]) -> 
     config = _config(plugin_settings)
     if config.address is None:
         return
-    endpoint.use_multiprocess_mode()
-    endpoint.serve(config, settings)
-    _start_recording()
+    directory = endpoint.shared_directory(config)
+    endpoint.serve(config, settings, directory)
+    _record_into(directory)
     log.info("serving Prometheus metrics at http://%s/metrics", config.address)
 
 
 @hookimpl
 def pmq_worker_started(plugin_settings: dict[str, Any]) -> None:
-    if _config(plugin_settings).address is not None:
-        _start_recording()
+    config = _config(plugin_settings)
+    if config.address is not None:
+        _record_into(Path(config.snapshot_dir) if config.snapshot_dir else None)
+
+
+@hookimpl
+def pmq_worker_stopped() -> None:
+    if _State.writer is not None:
+        _State.writer.write_now()
 
 
 @hookimpl
 def pmq_jobs_enqueued(queue: str, job_ids: list[uuid.UUID]) -> None:
-    from pmq_prometheus.recorder import recorder
-
-    recorder().queue(queue).enqueued.inc(len(job_ids))
+    if not _State.recording and not _State.registered:
+        _State.registered = True
+        REGISTRY.register(TallyCollector(TALLY))
+    TALLY.inc("pmq_jobs_enqueued", queue, amount=len(job_ids))
 
 
 @hookimpl
 def pmq_job_started(job: JobContext) -> None:
-    if _State.recorder is not None and job.run_at is not None:
-        _State.recorder.queue(job.queue).wait.observe(max(0.0, (job.started_at - job.run_at).total_seconds()))
+    if _State.recording and job.run_at is not None:
+        TALLY.observe("pmq_job_wait_seconds", job.queue, max(0.0, (job.started_at - job.run_at).total_seconds()))
 
 
 @hookimpl
 def pmq_wrap_job(job: JobContext) -> Generator[None, Any, Any]:
-    if _State.recorder is None:
+    if not _State.recording:
         return (yield)
-    metrics = _State.recorder.queue(job.queue)
     started = time.perf_counter()
     try:
         result = yield
     except asyncio.CancelledError:
         if job.stop_reason == "cancelled":
-            metrics.outcome["cancelled"].inc()
+            TALLY.inc("pmq_jobs_finished", job.queue, "cancelled")
         raise
     finally:
-        metrics.duration.observe(time.perf_counter() - started)
+        TALLY.observe("pmq_job_duration_seconds", job.queue, time.perf_counter() - started)
     return result
 
 
 @hookimpl
 def pmq_job_succeeded(job: JobContext) -> None:
-    if _State.recorder is not None:
-        _State.recorder.queue(job.queue).outcome["completed"].inc()
+    if _State.recording:
+        TALLY.inc("pmq_jobs_finished", job.queue, "completed")
 
 
 @hookimpl
 def pmq_job_failed(job: JobContext, error: BaseException, will_retry: bool) -> None:
-    if _State.recorder is None:
+    if not _State.recording:
         return
-    metrics = _State.recorder.queue(job.queue)
     if will_retry:
-        metrics.outcome["retried"].inc()
+        TALLY.inc("pmq_jobs_finished", job.queue, "retried")
     if isinstance(error, TimeoutError):
-        metrics.timed_out.inc()
+        TALLY.inc("pmq_jobs_timed_out", job.queue)
 
 
 @hookimpl
 def pmq_job_dead(job: JobContext) -> None:
-    if _State.recorder is not None:
-        _State.recorder.queue(job.queue).outcome["dead"].inc()
+    if _State.recording:
+        TALLY.inc("pmq_jobs_finished", job.queue, "dead")

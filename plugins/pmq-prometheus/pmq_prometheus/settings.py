@@ -31,3 +31,7 @@ class MetricsSettings:
     #: Redis, so that several scrapers (or a dashboard's refresh) cost the
     #: servers one read.
     cache_seconds: float = 5.0
+    #: The directory where the processes of one run share their counts (see
+    #: :mod:`pmq_prometheus.tally`). `pmq run` makes a fresh one for its
+    #: worker processes and removes it at exit; leave it unset.
+    snapshot_dir: str | None = None

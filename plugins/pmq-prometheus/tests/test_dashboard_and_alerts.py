@@ -10,7 +10,7 @@ from importlib import resources
 
 import yaml
 from pmq_prometheus.collector import DeploymentCollector
-from pmq_prometheus.recorder import recorder
+from pmq_prometheus.tally import metric_families
 from prometheus_client.core import Metric
 
 PACKAGE = resources.files("pmq_prometheus")
@@ -23,9 +23,9 @@ def sample_names(families: list[Metric]) -> set[str]:
 
 
 def exported(pmq_settings) -> set[str]:
-    """Every series name the plugin exports: its recorder's, and those its
-    collector reads from a real (empty) deployment."""
-    families = [family for metric in vars(recorder()).values() for family in metric.describe()]
+    """Every series name the plugin exports: its counters and histograms,
+    and the gauges its collector reads from a real (empty) deployment."""
+    families = list(metric_families([]))
     families += list(DeploymentCollector(pmq_settings, cache_seconds=0).collect())
     return sample_names(families)
 

@@ -65,7 +65,7 @@ def sample_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def env(pmq_settings: Any, sample_dir: Path, tmp_path: Path) -> dict[str, str]:
     environ = {k: v for k, v in os.environ.items()
-               if not k.startswith("PMQ_") and k not in ("PYTHONPATH", "PROMETHEUS_MULTIPROC_DIR")}
+               if not k.startswith("PMQ_") and k != "PYTHONPATH"}
     environ.update({"PMQ_DATABASE_URL": pmq_settings.database_url, "PMQ_REDIS_URL": pmq_settings.redis_url,
                     "PMQ_KEY_PREFIX": pmq_settings.key_prefix, "PMQ_PLUGINS": "obs-sample,prometheus",
                     "PMQ_DATA_DIR": str(tmp_path / "embedded"), "PYTHONPATH": str(sample_dir)})
