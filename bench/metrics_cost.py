@@ -13,7 +13,9 @@ Usage::
     python bench/metrics_cost.py --n 10000 --reps 3
 
 Prints one JSON document: the drain rates of each repetition, their medians,
-how much slower "on" is, in per cent, and the plugin's own cost per job,
+how much slower "on" is, in per cent; the CPU seconds the worker processes
+used per drain (a figure that, unlike the rate, hardly moves when other work
+shares the machine), and how much more "on" used; and the plugin's own cost per job,
 measured apart from the drain's noise: the hooks one successful job calls
 (started, the wrapper, succeeded), timed in one process.
 """
@@ -85,6 +87,7 @@ def main() -> None:
     base.update(BENCH_N=str(args.n), BENCH_DRAIN_PROCS=str(args.drain_procs),
                 **{peer_dir.ENV: str(peer_dir.resolve())})
     rates: dict[str, list[float]] = {"off": [], "on": []}
+    cpu: dict[str, list[float]] = {"off": [], "on": []}
     for _rep in range(args.reps):
         for label in ("off", "on"):
             env = dict(base)
@@ -96,10 +99,15 @@ def main() -> None:
             if "error" in row:
                 raise SystemExit(f"metrics_cost: the {label} drain failed: {row['error']}")
             rates[label].append(row["rate"])
-            print(json.dumps({"metrics": label, "rate": row["rate"]}), file=sys.stderr, flush=True)
+            cpu[label].append(row["pmq_workers_cpu_s"])
+            print(json.dumps({"metrics": label, "rate": row["rate"], "cpu_s": row["pmq_workers_cpu_s"]}),
+                  file=sys.stderr, flush=True)
     off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+    cpu_off, cpu_on = statistics.median(cpu["off"]), statistics.median(cpu["on"])
     print(json.dumps({"n": args.n, "reps": args.reps, "drain_procs": args.drain_procs, "rates": rates,
                       "median_off": off, "median_on": on, "slower_percent": round(100 * (off - on) / off, 1),
+                      "cpu_s": cpu, "median_cpu_off": cpu_off, "median_cpu_on": cpu_on,
+                      "more_cpu_percent": round(100 * (cpu_on - cpu_off) / cpu_off, 1),
                       "hooks_us_per_job": round(per_job_cost(), 1)}))
 
 

@@ -4,6 +4,7 @@ jobs table says, with one worker process or two."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +173,21 @@ def test_without_the_setting_nothing_listens_and_a_bad_address_is_refused(env, s
     _out, err = bad.communicate(timeout=60)
     assert bad.returncode == 1
     assert "address: expected HOST:PORT" in err and "@ metrics" in err, err
+
+
+def test_both_plugins_are_listed_and_metrics_is_an_option_of_the_serving_commands(env, tmp_path):
+    env = {**env, "PMQ_PLUGINS": "obs-sample,prometheus,otel"}
+
+    def pmq(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pmq_core.cli", *args], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+
+    with ThreadPoolExecutor(max_workers=5) as pool:  # independent commands, at once
+        listed, *serving, stats = pool.map(lambda args: pmq(*args), [
+            ["plugins", "--json"], ["run", "--help"], ["worker", "--help"], ["migrator", "--help"],
+            ["stats", "--help"]])
+    assert listed.returncode == 0, listed.stderr
+    assert {"prometheus", "otel"} <= {plugin["name"] for plugin in json.loads(listed.stdout)}
+    for shown in serving:
+        assert "--metrics VALUE" in shown.stdout and "PMQ_METRICS_ADDRESS" in shown.stdout, shown.stdout
+    assert "--metrics" not in stats.stdout
