@@ -145,3 +145,26 @@ def test_jobs_without_trace_context_start_their_own_trace(pmq_runtime, exporter)
     [run] = wait_until(lambda: [s for s in exporter.get_finished_spans() if s.name == "process untraced"], bool, 5,
                        "no span for the run")
     assert run.parent is None and run.attributes["messaging.message.id"] == str(row[0])
+
+
+@pytest.mark.parametrize("headers", [
+    {"traceparent": "garbage"}, {"traceparent": "00-" + "0" * 32 + "-" + "0" * 16 + "-01"},  # all-zero ids
+    {"tracestate": "x" * 4000}, {}])
+def test_hostile_trace_context_starts_a_trace_of_its_own(exporter, headers):
+    from datetime import UTC, datetime
+    from uuid import uuid4
+
+    from pmq_otel import spans
+
+    from pmq_core import JobContext
+
+    now = datetime.now(UTC)
+    job = JobContext(id=uuid4(), queue="q", payload={}, attempt=1, max_attempts=1, priority=100, created_at=now,
+                     started_at=now, raw_payload={}, headers=headers)
+    exporter.clear()
+    run = spans.run_span(job)
+    next(run)
+    with pytest.raises(StopIteration):
+        run.send("result")
+    [span] = exporter.get_finished_spans()
+    assert span.parent is None and span.name == "process q"
