@@ -92,16 +92,16 @@ def pmq_jobs_enqueued(queue: str, job_ids: list[uuid.UUID]) -> None:
     TALLY.inc("pmq_jobs_enqueued", queue, amount=len(job_ids))
 
 
-@hookimpl
-def pmq_job_started(job: JobContext) -> None:
-    if _State.recording and job.run_at is not None:
-        TALLY.observe("pmq_job_wait_seconds", job.queue, max(0.0, (job.started_at - job.run_at).total_seconds()))
-
-
-@hookimpl
+@hookimpl(tryfirst=True)
 def pmq_wrap_job(job: JobContext) -> Generator[None, Any, Any]:
+    """One hook for a job that succeeds: the outermost wrapper (``tryfirst``)
+    sees the attempt's own outcome, and a successful job costs no other hook
+    call. Failures are counted by ``pmq_job_failed`` (which knows whether
+    another attempt follows) and ``pmq_job_dead``."""
     if not _State.recording:
         return (yield)
+    if job.run_at is not None:
+        TALLY.observe("pmq_job_wait_seconds", job.queue, max(0.0, (job.started_at - job.run_at).total_seconds()))
     started = time.perf_counter()
     try:
         result = yield
@@ -111,13 +111,8 @@ def pmq_wrap_job(job: JobContext) -> Generator[None, Any, Any]:
         raise
     finally:
         TALLY.observe("pmq_job_duration_seconds", job.queue, time.perf_counter() - started)
+    TALLY.inc("pmq_jobs_finished", job.queue, "completed")
     return result
-
-
-@hookimpl
-def pmq_job_succeeded(job: JobContext) -> None:
-    if _State.recording:
-        TALLY.inc("pmq_jobs_finished", job.queue, "completed")
 
 
 @hookimpl
