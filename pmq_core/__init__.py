@@ -41,6 +41,7 @@ from pmq_core.errors import (
     UnknownQueueError,
     WorkerLost,
 )
+from pmq_core.flow import Limit, Limits, Rate
 from pmq_core.hookspecs import hookimpl
 from pmq_core.jobtypes import JobType, RetryPolicy
 from pmq_core.models import Job, JobContext, JobStatus
@@ -63,10 +64,13 @@ __all__ = [
     "JobNotFoundError",
     "JobStatus",
     "JobType",
+    "Limit",
+    "Limits",
     "Migration",
     "PayloadError",
     "PluginError",
     "PmqError",
+    "Rate",
     "RedisUnavailableError",
     "Retry",
     "RetryPolicy",

@@ -2,7 +2,8 @@
 the oldest due job, live workers and their slots, the migrator's leader.
 
 They come from PostgreSQL and Redis through ``Admin.health()`` (the facts
-`pmq health` reports), so any one process reports the whole deployment,
+`pmq health` reports) and ``Admin.queues()`` (waiting apart from held back
+by a flow-control limit), so any one process reports the whole deployment,
 whichever workers run where. One read serves the scrapes of
 ``cache_seconds``: several scrapers, or a dashboard's refresh, cost the
 servers one read.
@@ -24,11 +25,12 @@ from pmq_core import Admin, Settings
 log = logging.getLogger(__name__)
 
 #: The per-queue gauges: name, help, and how to read it from a queue of the
-#: health report. (Flow control's "held back by a limit" count will be one
-#: more row here: ``pmq_queue_held_jobs``.)
+#: health report, with ``waiting`` and ``held`` from ``Admin.queues()``.
 QUEUE_GAUGES: tuple[tuple[str, str, Callable[[dict[str, Any]], float | None]], ...] = (
-    ("pmq_queue_waiting_jobs", "Jobs due and waiting in PostgreSQL (not yet handed to Redis).",
-     lambda q: q["waiting"] - q["in_redis"]),
+    ("pmq_queue_waiting_jobs", "Jobs due and waiting in PostgreSQL (not yet handed to Redis), not held back.",
+     lambda q: q["waiting"]),
+    ("pmq_queue_held_jobs", "Due jobs a flow-control limit holds back (concurrency, rate, fair turns), as the "
+     "leading migrator last saw them.", lambda q: q["held"]),
     ("pmq_queue_scheduled_jobs", "Jobs due later: delayed, or scheduled for a retry.", lambda q: q["scheduled"]),
     ("pmq_queue_running_jobs", "Jobs claimed by a worker (running, or claimed ahead of a free slot).",
      lambda q: q["running"]),
@@ -67,13 +69,27 @@ class DeploymentCollector(Collector):
         try:
             if self._admin is None:
                 self._admin = Admin(self._settings)
-            return self._admin.health()
+            report = self._admin.health()
+            return {**report, "queues": self._with_flow(self._admin, report["queues"])}
         except Exception:  # a scrape must answer whatever happened to the servers
             log.exception("pmq-prometheus could not read the deployment's state")
             if self._admin is not None:
                 self._admin.close()
                 self._admin = None
             return None
+
+    @staticmethod
+    def _with_flow(admin: Admin, queues: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each queue of the health report with ``waiting`` in PostgreSQL
+        apart from ``held`` (those a limit holds back); while Redis cannot
+        be read, waiting counts them, and held is 0."""
+        try:
+            flow = {queue["name"]: queue for queue in admin.queues()}
+        except Exception:
+            flow = {}
+        return [{**queue, "waiting": flow[queue["name"]]["waiting"] if queue["name"] in flow
+                 else queue["waiting"] - queue["in_redis"],
+                 "held": flow[queue["name"]]["held"] if queue["name"] in flow else 0} for queue in queues]
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         report = self.report()
