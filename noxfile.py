@@ -12,7 +12,8 @@ import nox
 nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
-PLUGINS = ["plugins/pmq-webhook", "plugins/pmq-email", "plugins/pmq-analytics"]
+PLUGINS = ["plugins/pmq-webhook", "plugins/pmq-email", "plugins/pmq-analytics", "plugins/pmq-prometheus",
+           "plugins/pmq-otel"]
 
 
 def install_project(session: nox.Session, extras: str) -> None:

@@ -11,6 +11,10 @@ environment says otherwise (``PMQ_*`` variables are honoured, e.g.
 own prefix, so the harness's flush cleans them up and they never meet the
 handler's ``bench:*`` keys.
 
+With ``BENCH_PMQ_METRICS=1`` the pmq-prometheus plugin is loaded beside the
+job type and records, as under ``pmq run --metrics`` (see
+:mod:`metrics_cost`).
+
 The job type is a plugin registered in code, not through an entry point, and
 the worker command runs :func:`pmq_core.runner.run_worker` with it. The
 migrator runs as a thread inside worker process 0 (``BENCH_PMQ_MIGRATOR=thread``,
@@ -61,6 +65,10 @@ class BenchPlugin:
 
 
 def plugins() -> Plugins:
+    if os.environ.get("BENCH_PMQ_METRICS") == "1":
+        from pmq_prometheus import plugin as metrics_plugin
+
+        return Plugins(None, [BenchPlugin(), metrics_plugin], entry_points=False)
     return Plugins(None, [BenchPlugin()], entry_points=False)
 
 
@@ -138,10 +146,14 @@ def migrator() -> None:
 
 def teardown() -> None:
     """Report the peak resident memory of the largest finished child (a
-    worker process) on a line of its own, before the harness's result line."""
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if peak_kb:
-        print(json.dumps({"pmq_worker_peak_rss_mb": round(peak_kb / 1024, 1)}), flush=True)
+    worker process) and the CPU seconds the finished children used together
+    (start-up included), on a line of their own, before the harness's result
+    line. CPU time, unlike a rate, hardly moves when other work shares the
+    machine."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if usage.ru_maxrss:
+        print(json.dumps({"pmq_worker_peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+                          "pmq_workers_cpu_s": round(usage.ru_utime + usage.ru_stime, 3)}), flush=True)
 
 
 if __name__ == "__main__":

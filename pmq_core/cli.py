@@ -14,6 +14,7 @@ built-in commands down.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -243,6 +244,49 @@ def db_upgrade(plugins: str | None) -> None:
 # -- running the runtime --------------------------------------------------------------
 
 
+class ServeCommand(click.Command):
+    """A serving command (``run``, ``worker``, ``migrator``): besides its
+    own options, one for each plugin setting declared with
+    ``metadata={"option": ...}``, whose value goes into the setting's
+    environment variable, read by this process and inherited by the worker
+    processes it starts. Serving needs the plugins anyway; if they cannot
+    load, the command reports it when it loads them itself."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)
+        taken = {name for param in params for name in getattr(param, "opts", [])}
+        return params + [option for option in _setting_options() if option.opts[0] not in taken]
+
+
+@functools.cache
+def _setting_options() -> tuple[click.Option, ...]:
+    try:
+        declared = Plugins(Settings.load().plugins).load().settings_classes
+    except PmqError:
+        return ()
+
+    def to_environment(env: str) -> Any:
+        def callback(_ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+            if value is not None:
+                os.environ[env] = value
+        return callback
+
+    return tuple(click.Option([found.option], metavar="VALUE", expose_value=False, help=found.help,
+                              callback=to_environment(found.env))
+                 for found in plugin_settings.options(declared))
+
+
+def _serving_started(role: str, settings: Settings, host: Plugins) -> None:
+    """Tell the plugins that this process serves (``pmq_serving_started``);
+    the first that fails stops the command, named."""
+    for call in host.hooks.serving_started(role=role, settings=settings, plugin_settings=host.plugin_settings()):
+        try:
+            call()
+        except Exception as exc:
+            raise PluginError(f"plugin {call.plugin!r} failed as the {role} started: "
+                              f"{type(exc).__name__}: {exc}") from None
+
+
 def _serve_options(command: Any) -> Any:
     for option in reversed([
         plugins_option,
@@ -260,9 +304,10 @@ def _start_logging(level: int = logging.INFO,
     redaction.guard_logging()
 
 
-def _prepared(plugins: str | None, queues: list[str] | None) -> Settings:
+def _prepared(plugins: str | None, queues: list[str] | None) -> tuple[Settings, Plugins]:
     """Settings with servers resolved, after checking that there is work to
-    serve and the schema is current, and registering the job types' queues."""
+    serve and the schema is current, and registering the job types'
+    queues; and the loaded plugins."""
     from pmq_core import runner
 
     settings = _settings(plugins=plugins)
@@ -274,10 +319,10 @@ def _prepared(plugins: str | None, queues: list[str] | None) -> Settings:
     if unknown:
         raise UnknownQueueError(f"no loaded plugin declares queue(s) {', '.join(unknown)}; "
                                 f"loaded job types: {', '.join(sorted(host.job_types))}")
-    return runner.prepare(settings, host)
+    return runner.prepare(settings, host), host
 
 
-@cli.command()
+@cli.command(cls=ServeCommand)
 @_serve_options
 @click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
               help="Worker processes beside the migrator.")
@@ -287,11 +332,12 @@ def run(plugins: str | None, queues: str | None, concurrency: int | None, proces
 
     _start_logging()
     queue_list = _names(queues)
-    settings = _prepared(plugins, queue_list)
+    settings, host = _prepared(plugins, queue_list)
+    _serving_started("run", settings, host)
     runner.run(settings, queue_list, concurrency, processes)
 
 
-@cli.command()
+@cli.command(cls=ServeCommand)
 @_serve_options
 def worker(plugins: str | None, queues: str | None, concurrency: int | None) -> None:
     """Run one worker (no migrator) until SIGTERM or Ctrl-C."""
@@ -299,11 +345,12 @@ def worker(plugins: str | None, queues: str | None, concurrency: int | None) -> 
 
     _start_logging()
     queue_list = _names(queues)
-    settings = _prepared(plugins, queue_list)
+    settings, host = _prepared(plugins, queue_list)
+    _serving_started("worker", settings, host)
     runner.run_worker(settings, queue_list, concurrency)
 
 
-@cli.command()
+@cli.command(cls=ServeCommand)
 @plugins_option
 def migrator(plugins: str | None) -> None:
     """Run a migrator (leader, or standby while another leads) until SIGTERM or Ctrl-C."""
@@ -313,6 +360,7 @@ def migrator(plugins: str | None) -> None:
     settings = _settings(plugins=plugins)
     host = Plugins(settings.plugins)
     settings = runner.prepare(settings, host)
+    _serving_started("migrator", settings, host)
     runner.run_migrator(settings, host)
 
 

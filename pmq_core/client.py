@@ -15,14 +15,16 @@ from __future__ import annotations
 import contextlib
 import math
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import attrs
 import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
+from pmq_core import headers as job_headers
 from pmq_core import payloads, store
 from pmq_core.config import Settings
 from pmq_core.db import ADAPTERS, apg_connect, pg_connect, resolve_servers, translated
@@ -116,6 +118,14 @@ def _check_unique_key(key: str) -> str:
     return key
 
 
+@attrs.define
+class _EnqueueCall:
+    """The headers the wrappers of one enqueue added, and its ids once written."""
+
+    headers: dict[str, str] = attrs.Factory(dict)
+    ids: list[uuid.UUID] | None = None
+
+
 class _ClientBase:
     """What both clients share: settings, plugins and the checks."""
 
@@ -142,7 +152,8 @@ class _ClientBase:
 
     def prepare(self, queue: str, items: Sequence[Any], *, priority: int | None, run_at: datetime | None,
                 delay: float | timedelta | None, max_attempts: int | None,
-                unique_key: str | None, partition: str | None = None) -> store.NewJobs:
+                unique_key: str | None, partition: str | None = None,
+                headers: Mapping[str, str] | None = None) -> store.NewJobs:
         """Check everything about one enqueue call; raise before any write."""
         try:
             check_queue_name(queue)
@@ -175,7 +186,21 @@ class _ClientBase:
             keys.append(self._unique_key(job_type, item, unique_key))
         if unique_key is not None and len(items) > 1:
             raise PayloadError("unique_key names one job; give unique keys through the job type for a bulk enqueue")
-        return store.NewJobs(queue, new_job_ids(len(texts)), texts, priority, max_attempts, due, keys, partitions)
+        return store.NewJobs(queue, new_job_ids(len(texts)), texts, priority, max_attempts, due, keys, partitions,
+                             job_headers.to_json(headers or {}))
+
+    @contextlib.contextmanager
+    def _wrapped(self, queue: str) -> Iterator[_EnqueueCall]:
+        """One enqueue call inside the plugins' ``pmq_wrap_enqueue``
+        wrappers: they add their headers first, and learn its ids or error."""
+        call = _EnqueueCall()
+        wrappers = self.plugins.hooks.wrap_enqueue(queue=queue, headers=call.headers)
+        try:
+            yield call
+        except BaseException as exc:
+            wrappers.finish(None, exc)
+            raise
+        wrappers.finish(call.ids, None)
 
     @staticmethod
     def _partition(job_type: JobType | None, item: Any) -> str | None:
@@ -282,20 +307,23 @@ class Client(_ClientBase):
         items = list(payloads)
         if not items:
             return []
-        prepared = self.prepare(queue, items, priority=priority, run_at=run_at, delay=delay,
-                                max_attempts=max_attempts, unique_key=unique_key, partition=partition)
-        self._ensure_queue(queue)
-        settings = self.settings
-        with translated(settings.database_url):
-            if conn is not None:
-                ids, _rows = self._write(conn, prepared, dispatch=False)
-            else:
-                # One write statement (COPY or INSERT), atomic on its own in
-                # autocommit: no BEGIN and COMMIT round trips around it.
-                with self.pool.connection() as own:
-                    handover = self._handover = self._handover or ThreadHandover(self.settings)
-                    ids, rows = self._write(own, prepared, dispatch=handover.active())
-                handover.submit(rows)
+        with self._wrapped(queue) as call:
+            prepared = self.prepare(queue, items, priority=priority, run_at=run_at, delay=delay,
+                                    max_attempts=max_attempts, unique_key=unique_key, partition=partition,
+                                    headers=call.headers)
+            self._ensure_queue(queue)
+            settings = self.settings
+            with translated(settings.database_url):
+                if conn is not None:
+                    ids, _rows = self._write(conn, prepared, dispatch=False)
+                else:
+                    # One write statement (COPY or INSERT), atomic on its own in
+                    # autocommit: no BEGIN and COMMIT round trips around it.
+                    with self.pool.connection() as own:
+                        handover = self._handover = self._handover or ThreadHandover(self.settings)
+                        ids, rows = self._write(own, prepared, dispatch=handover.active())
+                    handover.submit(rows)
+            call.ids = ids
         self.plugins.hooks.jobs_enqueued(queue=queue, job_ids=ids)
         return ids
 
@@ -380,18 +408,21 @@ class AsyncClient(_ClientBase):
         items = list(payloads)
         if not items:
             return []
-        prepared = self.prepare(queue, items, priority=priority, run_at=run_at, delay=delay,
-                                max_attempts=max_attempts, unique_key=unique_key, partition=partition)
-        await self._ensure_queue(queue)
-        with translated(self.settings.database_url):
-            if conn is not None:
-                ids, _rows = await self._write(conn, prepared, dispatch=False)
-            else:
-                # One write statement, atomic on its own (see Client.enqueue_many).
-                async with (await self.pool()).connection() as own:
-                    handover = self._handover = self._handover or AsyncHandover(self.settings)
-                    ids, rows = await self._write(own, prepared, dispatch=handover.active())
-                handover.submit(rows)
+        with self._wrapped(queue) as call:
+            prepared = self.prepare(queue, items, priority=priority, run_at=run_at, delay=delay,
+                                    max_attempts=max_attempts, unique_key=unique_key, partition=partition,
+                                    headers=call.headers)
+            await self._ensure_queue(queue)
+            with translated(self.settings.database_url):
+                if conn is not None:
+                    ids, _rows = await self._write(conn, prepared, dispatch=False)
+                else:
+                    # One write statement, atomic on its own (see Client.enqueue_many).
+                    async with (await self.pool()).connection() as own:
+                        handover = self._handover = self._handover or AsyncHandover(self.settings)
+                        ids, rows = await self._write(own, prepared, dispatch=handover.active())
+                    handover.submit(rows)
+            call.ids = ids
         self.plugins.hooks.jobs_enqueued(queue=queue, job_ids=ids)
         return ids
 

@@ -76,6 +76,7 @@ class Hooks:
         self._hook = pm.hook
         self._implemented = frozenset(name for name in HOOK_NAMES if getattr(pm.hook, name).get_hookimpls())
         self._wrappers = _in_call_order(pm.hook.pmq_wrap_job)
+        self._enqueue_wrappers = _in_call_order(pm.hook.pmq_wrap_enqueue)
 
     # -- declaring things: exceptions reach the caller ----------------------------
 
@@ -103,7 +104,38 @@ class Hooks:
         caller logs a plugin's failure and leaves its resources out."""
         return _calls(self._hook.pmq_worker_resources, {"settings": settings, "worker_id": worker_id})
 
+    def serving_started(self, *, role: str, settings: Settings,
+                        plugin_settings: dict[str, Any]) -> list[PluginCall[None]]:
+        """One call per implementing plugin (see :class:`PluginCall`): the
+        command stops, naming the plugin, when one fails."""
+        return _calls(self._hook.pmq_serving_started, {"role": role, "settings": settings,
+                                                        "plugin_settings": plugin_settings})
+
     # -- lifecycle: exceptions are logged ------------------------------------------
+
+    def wrap_enqueue(self, *, queue: str, headers: dict[str, str]) -> EnqueueWrappers:
+        """Run every ``pmq_wrap_enqueue`` implementation up to its ``yield``
+        (the first called outermost; one that raises is logged and left out,
+        its headers with it) and return them, for the client to finish with
+        the enqueue's ids or error."""
+        if not self._enqueue_wrappers:
+            return NO_ENQUEUE_WRAPPERS
+        started: list[Generator[None, Any, None]] = []
+        for impl in self._enqueue_wrappers:
+            before = dict(headers)
+            try:
+                gen = cast(Generator[None, Any, None], impl.function(**_named(impl, {"queue": queue,
+                                                                                      "headers": headers})))
+                next(gen)
+            except StopIteration:
+                continue
+            except Exception:
+                headers.clear()
+                headers.update(before)
+                log.exception("a plugin's pmq_wrap_enqueue failed before its yield; the enqueue goes on without it")
+                continue
+            started.append(gen)
+        return EnqueueWrappers(started)
 
     def jobs_enqueued(self, *, queue: str, job_ids: list[uuid.UUID]) -> None:
         self._notify(self._hook.pmq_jobs_enqueued, queue=queue, job_ids=job_ids)
@@ -156,6 +188,35 @@ class Hooks:
             caller(**kwargs)
         except Exception:
             log.exception("a plugin's %s hook failed; the job is not affected", caller.name)
+
+
+@attrs.frozen
+class EnqueueWrappers:
+    """The ``pmq_wrap_enqueue`` wrappers of one enqueue, started: told how
+    it ended, innermost first, with nothing they raise reaching the caller
+    (see the hook's reference)."""
+
+    _started: list[Generator[None, Any, None]]
+
+    def finish(self, ids: list[uuid.UUID] | None, error: BaseException | None) -> None:
+        for gen in reversed(self._started):
+            try:
+                if error is None:
+                    gen.send(ids)
+                else:
+                    gen.throw(error)
+            except StopIteration:
+                continue
+            except BaseException as exc:
+                if exc is not error:
+                    log.exception("a plugin's pmq_wrap_enqueue failed after its yield; the enqueue is not affected")
+                continue
+            gen.close()
+            log.error("pmq_wrap_enqueue implementation %r yielded more than once", gen)
+
+
+#: What :meth:`Hooks.wrap_enqueue` returns when no plugin wraps enqueues.
+NO_ENQUEUE_WRAPPERS = EnqueueWrappers([])
 
 
 def _in_call_order(caller: pluggy.HookCaller) -> tuple[pluggy.HookImpl, ...]:

@@ -131,7 +131,11 @@ def pmq_register_settings() -> dict[str, type]:
     section before it starts: each bad value is named (`expected a number,
     got 'soon' @ webhook.timeout`), all in one line, and the worker does not
     start. Mark a password or a key `metadata={"secret": True}`: `pmq plugins`
-    shows it as `***` and pmq scrubs it from its output and logs. Read the
+    shows it as `***` and pmq scrubs it from its output and logs. Give a
+    setting `metadata={"option": "--name"}` (and optionally `"help"`) to make
+    it an option of `pmq run`, `pmq worker` and `pmq migrator` as well
+    (`--metrics HOST:PORT`, say): a value given there overrides every other
+    source, for that process and the worker processes it starts. Read the
     values in [`pmq_worker_started`][pmq_core.hookspecs.pmq_worker_started]
     (`plugin_settings["<section>"]`), or, outside a worker (a script, a
     test), with `pmq_core.load_plugin_settings("<section>", TheClass)`.
@@ -193,6 +197,34 @@ def pmq_register_commands(cli: click.Group) -> None:
     """
 
 
+@hookspec
+def pmq_serving_started(role: str, settings: Settings, plugin_settings: dict[str, Any]) -> None:
+    """Called when a `pmq run`, `pmq worker` or `pmq migrator` process is
+    about to serve: the place to start what belongs to the process rather
+    than to one worker, such as a metrics endpoint.
+
+    **When:** once per command, in its main process, after the plugins'
+    settings were checked, the servers resolved and the schema found
+    current, before the migrator or any worker starts. With
+    `pmq run --processes N`, that is the process that runs the migrator,
+    before it starts the worker processes: what it puts in `os.environ`
+    then, they inherit. Worker processes do not call it (they call
+    [`pmq_worker_started`][pmq_core.hookspecs.pmq_worker_started]), nor do
+    embedded workers of the testing kit.
+
+    Unlike the lifecycle hooks, an exception stops the command before it
+    serves, with one line naming the plugin: an operator who asked for an
+    endpoint must learn that it could not be opened.
+
+    Args:
+        role: `"run"` (migrator and workers), `"worker"` or `"migrator"`.
+        settings: the `pmq_core.Settings` the process serves with.
+        plugin_settings: every plugin's settings, by section.
+
+    Since 0.2.
+    """
+
+
 # --------------------------------------------------------------------------
 # Producer side
 # --------------------------------------------------------------------------
@@ -217,6 +249,55 @@ def pmq_jobs_enqueued(queue: str, job_ids: list[uuid.UUID]) -> None:
         job_ids: the new jobs' ids, in the order given.
 
     Since 0.1.
+    """
+
+
+@hookspec
+def pmq_wrap_enqueue(queue: str, headers: dict[str, str]) -> Generator[None, Any, None]:
+    """Wrap an enqueue call through `Client` or `AsyncClient`: a generator
+    function that yields once. Use it to add headers to the jobs (trace
+    context), or to time or trace the enqueue.
+
+    **When:** in the producer's process, once per `enqueue` or
+    `enqueue_many` call, around everything the call does: checking the
+    payloads, then writing the jobs.
+
+    - code before `yield` may add entries to `headers`: text names and text
+      values, stored with every job of the call (schema migration 0009's
+      `jobs.headers`, 4,096 bytes of JSON at most) and read by the worker as
+      `job.headers`. Keep them small: headers over the
+      limit, or not text, fail the enqueue with a `pmq_core.PayloadError`
+      naming them, before anything is written;
+    - `yield` gives back the new jobs' ids, or raises the enqueue's error
+      (re-raise it, or let it pass through);
+    - what the generator returns is ignored: the caller gets the ids.
+
+    Like the lifecycle hooks, it cannot hurt an enqueue: an exception raised
+    before `yield` is logged and that wrapper is left out (its headers
+    too); one raised after is logged, and the caller still gets its ids.
+    Wrappers nest in pluggy's order (the first called is the outermost).
+    With a connection of the caller's (`conn=`), the ids are those of rows
+    the caller's transaction may still roll back. Jobs inserted by plain
+    SQL do not call it, and have no headers.
+
+    ```python
+    @hookimpl
+    def pmq_wrap_enqueue(queue, headers):
+        headers["tenant"] = current_tenant()
+        try:
+            ids = yield
+        except Exception:
+            enqueue_errors.inc()
+            raise
+        log.debug("enqueued %d job(s) on %s", len(ids), queue)
+    ```
+
+    Args:
+        queue: the queue name.
+        headers: the call's headers, empty when no wrapper added any:
+            add to it before `yield`.
+
+    Since 0.2.
     """
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from pmq_core import payloads
+from pmq_core.headers import NO_HEADERS, from_stored
 from pmq_core.payloads import UnreadablePayload
 from pmq_core.resources import Resources
 
@@ -106,6 +107,11 @@ class JobContext:
     for handlers to share (a connection pool, a client): read them here
     rather than from module globals. Outside a worker both are what the
     caller gives (``run_inline(..., settings=..., resources=...)``).
+
+    ``headers`` are the text entries plugins stored beside the payload when
+    the job was enqueued (``pmq_wrap_enqueue``: W3C trace context, say),
+    read-only; empty for a job enqueued without any, and whatever a program
+    stored there by plain SQL that is not a text entry is left out.
     """
 
     id: uuid.UUID
@@ -119,7 +125,12 @@ class JobContext:
     raw_payload: dict[str, Any] | UnreadablePayload
     settings: Settings | None = None
     resources: Resources = attrs.field(factory=Resources, converter=Resources)
+    headers: Mapping[str, str] = attrs.field(default=NO_HEADERS, converter=from_stored)
+    #: When this attempt was due (``jobs.run_at`` as claimed): its wait for a
+    #: worker is ``started_at - run_at``. None outside a worker's run.
+    run_at: datetime | None = None
     _cancel_event: threading.Event = attrs.field(factory=threading.Event, alias="cancel_event")
+    _stop_reason: str | None = attrs.field(default=None, init=False)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], payload_class: type | None) -> JobContext:
@@ -141,7 +152,17 @@ class JobContext:
         """True once the job should stop (cancelled, timed out or shutting down hard)."""
         return self._cancel_event.is_set()
 
-    def cancel(self) -> None:
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the job was told to stop: ``"cancelled"`` (by an operator),
+        ``"timeout"`` or ``"shutdown"`` (its worker stopped and gives it
+        back); None while it was not. A ``pmq_wrap_job`` wrapper that sees
+        ``asyncio.CancelledError`` reads here which it was."""
+        return self._stop_reason
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        if self._stop_reason is None:
+            self._stop_reason = reason
         self._cancel_event.set()
 
     @property

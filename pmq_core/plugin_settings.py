@@ -34,6 +34,9 @@ from pmq_core.config import ENV_PREFIX, Settings, plugin_sections, structure_sec
 from pmq_core.errors import ConfigurationError, shown
 from pmq_core.redaction import MASK, remember_secrets
 
+#: What a setting's command-line option may be (``metadata={"option": ...}``).
+OPTION = re.compile(r"--[a-z][a-z0-9-]{0,39}")
+
 #: What a section name may be: it becomes part of environment variable names
 #: (``PMQ_<SECTION>_<FIELD>``) and a TOML table's name.
 SECTION = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -66,6 +69,11 @@ def declaration_problem(section: Any, cls: Any) -> str | None:
         attrs.resolve_types(cls)
     except Exception as exc:
         return f"the types of {cls.__name__} cannot be resolved: {type(exc).__name__}: {exc}"
+    for attribute in attrs.fields(cls):
+        option = attribute.metadata.get("option")
+        if option is not None and not (isinstance(option, str) and OPTION.fullmatch(option)):
+            return (f"the option of {section}.{attribute.name} must be '--' and 1-40 lowercase letters, digits "
+                    f"and '-', not {shown(option)}")
     core = {f"{ENV_PREFIX}{name.upper()}" for name in _CORE_NAMES}
     taken = sorted(env_name(section, a.name) for a in attrs.fields(cls) if env_name(section, a.name) in core)
     if taken:
@@ -137,6 +145,32 @@ def load_plugin_settings(section: str, cls: type[T], directory: Path | None = No
         raise ConfigurationError(problem)
     value: T = read({section: cls}, directory, environ)[section]
     return value
+
+
+@attrs.frozen
+class SettingOption:
+    """A setting declared with ``metadata={"option": "--name"}``: an option of
+    the serving commands, whose value is put in the setting's environment
+    variable (the highest source, inherited by the processes it starts)."""
+
+    option: str
+    env: str
+    setting: str  # section.field
+    help: str
+
+
+def options(declared: Mapping[str, type]) -> list[SettingOption]:
+    """The command-line options the declared settings ask for."""
+    found = []
+    for section, cls in declared.items():
+        for attribute in attrs.fields(cls):
+            option = attribute.metadata.get("option")
+            if option:
+                env = env_name(section, attribute.name)
+                extra = attribute.metadata.get("help")
+                found.append(SettingOption(option, env, f"{section}.{attribute.name}",
+                                           (f"{extra} " if isinstance(extra, str) else "") + f"(sets {env})"))
+    return found
 
 
 def describe(section: str, value: Any) -> list[dict[str, Any]]:

@@ -154,6 +154,8 @@ class NewJobs:
     run_at: datetime | None
     unique_keys: list[str | None]
     partitions: list[str | None]
+    #: The call's headers as JSON text (every job of the call gets the same), or None.
+    headers: str | None = None
 
     def uses_copy(self) -> bool:
         """Whether the rows go in by COPY: many of them, none with a unique
@@ -181,7 +183,7 @@ def insert_jobs(jobs: NewJobs, dispatch: bool) -> Steps[Inserted]:
     returned in its place."""
     if jobs.uses_copy():
         yield Copy("copy_jobs", ((job_id, jobs.queue, jobs.priority, payload, jobs.max_attempts, jobs.run_at or _NOW,
-                                  partition)
+                                  partition, jobs.headers)
                                  for job_id, payload, partition in zip(jobs.ids, jobs.payloads, jobs.partitions,
                                                                        strict=True)))
         return Inserted(jobs.ids, [])
@@ -189,13 +191,14 @@ def insert_jobs(jobs: NewJobs, dispatch: bool) -> Steps[Inserted]:
         rows = yield Query("insert_job", {
             "id": jobs.ids[0], "queue": jobs.queue, "priority": jobs.priority, "payload": jobs.payloads[0],
             "max_attempts": jobs.max_attempts, "run_at": jobs.run_at, "unique_key": jobs.unique_keys[0],
-            "partition": jobs.partitions[0], "dispatch": dispatch})
+            "partition": jobs.partitions[0], "headers": jobs.headers, "dispatch": dispatch})
     else:
         n = len(jobs.ids)
         rows = yield Query("insert_jobs", {
             "ids": jobs.ids, "queues": [jobs.queue] * n, "priorities": [jobs.priority] * n,
             "payloads": jobs.payloads, "max_attempts": [jobs.max_attempts] * n,
             "run_ats": [jobs.run_at] * n, "unique_keys": jobs.unique_keys, "partitions": jobs.partitions,
+            "headers": jobs.headers,
             "dispatch": dispatch})
     if len(rows) == len(jobs.ids):
         return Inserted(jobs.ids, rows)

@@ -355,7 +355,8 @@ class Worker:
             ctx = JobContext(id=row["id"], queue=row["queue_name"], payload=None, attempt=row["attempt_count"],
                              max_attempts=row["max_attempts"], priority=row["priority"],
                              created_at=row["created_at"], started_at=row["started_at"],
-                             raw_payload=row["payload"], settings=self.settings, resources=self.resources)
+                             raw_payload=row["payload"], settings=self.settings, resources=self.resources,
+                             headers=row["headers"], run_at=row["run_at"])
             if not self.slots.claimed(Claim(ctx, job_type, suspect=row["rescue_count"] > 0), sent):
                 paused.append(ctx.id)  # its queue was paused while the claim was in flight
                 continue
@@ -414,7 +415,7 @@ class Worker:
                 self._forget(running)
                 return
             except TimeoutError:
-                ctx.cancel()
+                ctx.cancel("timeout")
                 error = TimeoutError(f"job exceeded its {job_type.timeout:g}s timeout")
             except BaseException as exc:  # a handler's failure is data, whatever it is
                 error = exc
@@ -510,7 +511,7 @@ class Worker:
         # thread's future when this task is cancelled (cancel or shutdown).
         await asyncio.wait([thread], timeout=job_type.timeout)
         if not thread.done():
-            ctx.cancel()
+            ctx.cancel("timeout")
             log.warning("job %s: its sync handler outlived its %gs timeout; the job keeps its slot until the "
                         "handler returns", ctx.id, job_type.timeout)
             await asyncio.wait([thread])
@@ -555,7 +556,7 @@ class Worker:
         leftovers = self.slots.leftovers()  # those claimed ahead, never started, are given back too
         for running in leftovers:
             running.stop_reason = "shutdown"
-            running.ctx.cancel()
+            running.ctx.cancel("shutdown")
             if running.task:
                 running.task.cancel()
         if not leftovers:
@@ -634,7 +635,7 @@ class Worker:
             return
         log.info("job %s cancelled while running", job_id)
         running.stop_reason = "cancelled"
-        running.ctx.cancel()
+        running.ctx.cancel("cancelled")
         if running.task:
             running.task.cancel()
 

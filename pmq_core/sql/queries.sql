@@ -10,9 +10,10 @@
 -- commit, and the migrator's check for lost messages covers a producer that
 -- dies in between. A flow-controlled queue's jobs (pmq_limits has a row
 -- for the queue) always go through the migrator, which enforces the limits.
-INSERT INTO jobs (id, queue_name, priority, payload, max_attempts, run_at, unique_key, partition_key, status)
+INSERT INTO jobs (id, queue_name, priority, payload, max_attempts, run_at, unique_key, partition_key, headers,
+                  status)
 SELECT i.id, i.queue_name, i.priority, i.payload, i.max_attempts,
-       coalesce(i.run_at, now()), i.unique_key, i.partition_key,
+       coalesce(i.run_at, now()), i.unique_key, i.partition_key, %(headers)s::jsonb,
        CASE WHEN %(dispatch)s AND coalesce(i.run_at, now()) <= now()
                  AND (SELECT is_active FROM job_queues WHERE name = i.queue_name)
                  AND NOT EXISTS (SELECT 1 FROM pmq_limits WHERE queue_name = i.queue_name)
@@ -30,9 +31,11 @@ RETURNING id, queue_name, status, priority, attempt_count, created_at;
 -- name: insert_job
 -- The same for one job, with plain parameters: the common case, and
 -- cheaper to send than arrays.
-INSERT INTO jobs (id, queue_name, priority, payload, max_attempts, run_at, unique_key, partition_key, status)
+INSERT INTO jobs (id, queue_name, priority, payload, max_attempts, run_at, unique_key, partition_key, headers,
+                  status)
 VALUES (%(id)s::uuid, %(queue)s::varchar, %(priority)s::int, %(payload)s::jsonb, %(max_attempts)s::int,
         coalesce(%(run_at)s::timestamptz, now()), %(unique_key)s::text, %(partition)s::text,
+        %(headers)s::jsonb,
         CASE WHEN %(dispatch)s::boolean AND coalesce(%(run_at)s::timestamptz, now()) <= now()
                   AND (SELECT is_active FROM job_queues WHERE name = %(queue)s::varchar)
                   AND NOT EXISTS (SELECT 1 FROM pmq_limits WHERE queue_name = %(queue)s::varchar)
@@ -49,7 +52,7 @@ SELECT unique_key, id FROM jobs
    AND status IN ('queued', 'migrated_to_redis', 'running', 'retry_scheduled');
 
 -- name: copy_jobs
-COPY jobs (id, queue_name, priority, payload, max_attempts, run_at, partition_key) FROM STDIN;
+COPY jobs (id, queue_name, priority, payload, max_attempts, run_at, partition_key, headers) FROM STDIN;
 
 -- name: queue_defaults
 SELECT name, default_priority, max_attempts, is_active FROM job_queues;
@@ -222,7 +225,7 @@ WITH r AS (
        AND j.queue_name = ANY(%(queues)s::varchar[])
        AND q.name = j.queue_name AND q.is_active
     RETURNING j.id, j.queue_name, j.payload, j.attempt_count, j.max_attempts,
-              j.priority, j.run_at, j.created_at, j.started_at, j.rescue_count, j.limited
+              j.priority, j.run_at, j.created_at, j.started_at, j.rescue_count, j.limited, j.headers
 ), ticketed AS (
     -- Flow-controlled jobs whose handler started since the last round: their
     -- rate tickets end at that start (a ticket issued later belongs to a
@@ -232,13 +235,13 @@ WITH r AS (
      WHERE t.job_id = s.id AND t.ended_at IS NULL AND t.issued_at <= s.started_at
 )
 SELECT 'claimed' AS kind, id, queue_name, payload, attempt_count, max_attempts,
-       priority, run_at, created_at, started_at, rescue_count, limited
+       priority, run_at, created_at, started_at, rescue_count, limited, headers
   FROM claimed
 UNION ALL
-SELECT 'finished', job_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT 'finished', job_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
   FROM logged
 UNION ALL
-SELECT 'woke', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT 'woke', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
   FROM woke;
 
 -- name: worker_session

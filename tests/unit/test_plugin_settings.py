@@ -11,7 +11,7 @@ import attrs
 import pytest
 
 from pmq_core import ConfigurationError, PluginError, Settings, hookimpl, load_plugin_settings, redaction
-from pmq_core.plugin_settings import describe, read
+from pmq_core.plugin_settings import SettingOption, describe, options, read
 from pmq_core.plugins import Plugins
 from pmq_core.worker import Worker
 
@@ -129,6 +129,8 @@ def test_a_worker_with_a_bad_plugin_setting_does_not_start(monkeypatch):
     ({"database": attrs.make_class("Db", {"url": attrs.field(default="")})},
      "section 'database' would read PMQ_DATABASE_URL, which pmq reads for its own settings"),
     (["thumbs"], "returned ['thumbs'] from pmq_register_settings; expected a dict"),
+    ({"thumbs": attrs.make_class("T", {"size": attrs.field(default=1, metadata={"option": "size"})})},
+     "the option of thumbs.size must be '--' and 1-40 lowercase letters"),
 ])
 def test_a_declaration_pmq_cannot_read_stops_loading_naming_the_plugin(declared, problem):
     with pytest.raises(PluginError) as caught:
@@ -162,3 +164,11 @@ def test_an_empty_plugins_list_in_a_file_means_unset(tmp_path: Path, line: str):
     assert Settings.load(tmp_path, environ={}).plugins is None
     write(tmp_path / "pmq.toml", 'plugins = ["webhook"]\n')
     assert Settings.load(tmp_path, environ={}).plugins == ("webhook",)
+
+
+def test_a_setting_declared_with_an_option_names_its_option_variable_and_help():
+    declared = attrs.make_class("M", {
+        "address": attrs.field(default=None, metadata={"option": "--metrics", "help": "Serve them."}),
+        "other": attrs.field(default=1)})
+    assert options({"metrics": declared}) == [
+        SettingOption("--metrics", "PMQ_METRICS_ADDRESS", "metrics.address", "Serve them. (sets PMQ_METRICS_ADDRESS)")]
