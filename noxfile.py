@@ -77,6 +77,9 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """pmq against peer queues, interleaved in one run (see docs/performance.md)."""
-    install_project(session, "embedded,test")
+    """pmq against its peers, interleaved in one run (see docs/performance.md).
+
+    The peers install themselves into a virtualenv of their own on first use
+    (``.bench-peers-venv``); ``nox -s bench -- --quick`` is a short run."""
+    session.install("-e", ".")
     session.run("python", "bench/run.py", *session.posargs)
