@@ -87,8 +87,10 @@ def render(document: dict[str, Any]) -> str:
     queue_keys = sorted((k for k in results.get("pmq", {}) if k.startswith("queues")), key=lambda k: int(k[6:]))
     if queue_keys:
         out += ["", "Many queues: pmq's drain with the jobs spread over Q queues, one worker set serving them all", ""]
-        rows = [[k[6:], fmt(get(results, "pmq", k, "rate")), fmt(get(results, "pmq", k, "cpu_ms_total"), 3)]
-                for k in queue_keys]
+        if "drain" in results["pmq"] and "queues1" not in queue_keys:
+            queue_keys.insert(0, "drain")
+        rows = [["1" if k == "drain" else k[6:], fmt(get(results, "pmq", k, "rate")),
+                 fmt(get(results, "pmq", k, "cpu_ms_total"), 3)] for k in queue_keys]
         out += table(["queues", "drain jobs/s", "CPU ms/job"], rows)
 
     io_libs = [lib for lib in libs if "io" in results[lib]]

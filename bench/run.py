@@ -49,15 +49,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions (default: %(default)s)")
     ap.add_argument("--n", type=int, default=10_000, help="jobs per enqueue, bulk and drain run (default: %(default)s)")
     ap.add_argument("--drain-procs", type=int, default=2, help="worker processes of a drain (default: %(default)s)")
-    ap.add_argument("--queues", default="1,10,100,300", help="queue counts of the queues scenario")
+    ap.add_argument("--queues", default="10,100,300",
+                    help="queue counts of the queues scenario; the drain is the 1-queue row (default: %(default)s)")
     ap.add_argument("--io-n", type=int, default=5_000, help="jobs of the io scenario (default: %(default)s)")
     ap.add_argument("--backlog", type=int, default=50_000,
                     help="low-band backlog of the priority scenario (default: %(default)s)")
     ap.add_argument("--lat-n", type=int, default=300, help="timed jobs of latency and priority (default: %(default)s)")
-    ap.add_argument("--cap", type=float, default=20.0,
-                    help="seconds after which a drain is measured on the jobs done so far (default: %(default)s)")
+    ap.add_argument("--cap", type=float, default=10.0,
+                    help="seconds after which an enqueue loop or a drain is measured on the jobs done so far "
+                    "(default: %(default)s)")
     ap.add_argument("--quick", action="store_true",
-                    help="small and once: --reps 1 --n 1000 --io-n 1000 --backlog 5000 --lat-n 50 --cap 10")
+                    help="small and once: --reps 1 --n 1000 --io-n 1000 --backlog 5000 --lat-n 50")
     ap.add_argument("--pg", default=os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres"),
                     help="a PostgreSQL URL allowed to create databases (default: %(default)s)")
     ap.add_argument("--redis", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5"),
@@ -65,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--json", dest="json_path", default=None, help="also write the JSON document here")
     args = ap.parse_args(argv)
     if args.quick:
-        args.reps, args.n, args.io_n, args.backlog, args.lat_n, args.cap = 1, 1_000, 1_000, 5_000, 50, 10.0
+        args.reps, args.n, args.io_n, args.backlog, args.lat_n = 1, 1_000, 1_000, 5_000, 50
     if min(args.reps, args.n, args.io_n, args.backlog, args.lat_n, args.drain_procs) < 1:
         ap.error("--reps, --n, --io-n, --backlog, --lat-n and --drain-procs must be at least 1")
     args.scenarios = [s for s in args.scenarios.split(",") if s]
