@@ -80,6 +80,8 @@ def bench(session: nox.Session) -> None:
     """pmq against its peers, interleaved in one run (see docs/performance.md).
 
     The peers install themselves into a virtualenv of their own on first use
-    (``.bench-peers-venv``); ``nox -s bench -- --quick`` is a short run."""
-    session.install("-e", ".")
+    (``.bench-peers-venv``); ``nox -s bench -- --quick`` is a short run.
+    pmq runs with hiredis, as the peers do (arq requires it, and redis-py
+    uses it for every peer once it is installed)."""
+    session.install("-e", ".[hiredis]")
     session.run("python", "bench/run.py", *session.posargs)
