@@ -407,7 +407,9 @@ async def s_drain(adapter: Any, lib: str) -> dict[str, Any]:
     result: dict[str, Any] = {
         "rate": done / (last - first) if first and last > first else None, "done": done,
         "secs": last - first if first else None, "startup_s": first - spawned if first else None,
-        "worker_peak_rss_mb": round(peak_rss_kb / 1024, 1), **cpu, **pg_work_per_job(before, done)}
+        "worker_peak_rss_mb": round(peak_rss_kb / 1024, 1), **cpu,
+        # A capped drain has written jobs it did not finish (moved to Redis, claimed): per job, only a whole one.
+        **(pg_work_per_job(before, done) if ok else {})}
     if not ok:
         result["note"] = f"capped at {Config.cap:g} s: {done}/{Config.n} done"
     if cpu and started < done_at:
