@@ -141,7 +141,7 @@ def payload(n: int) -> dict[str, Any]:
 # -- servers ----------------------------------------------------------------------------
 
 
-def flushredis_client() -> None:
+def flush_redis() -> None:
     """Empty the run's own Redis db (FLUSHDB: that db only)."""
     redis.Redis.from_url(Config.redis_url).flushdb()
 
@@ -478,7 +478,7 @@ def run(lib: str, scenario: str) -> dict[str, Any]:
         "queues": lambda: s_drain(adapter, lib), "io": lambda: s_drain(adapter, lib),
         "latency": lambda: s_latency(adapter, lib), "priority": lambda: s_latency(adapter, lib, backlog),
     }
-    flushredis_client()
+    flush_redis()
     if "pg" in adapter.BACKEND:
         pg_create(lib)
     signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(TimeoutError("the run's deadline passed")))
@@ -490,7 +490,7 @@ def run(lib: str, scenario: str) -> dict[str, Any]:
     finally:
         signal.alarm(0)
         pg_drop()
-        flushredis_client()
+        flush_redis()
 
 
 def describe(lib: str) -> dict[str, Any]:
