@@ -66,7 +66,7 @@ class Config:
     #: Bytes of padding in each payload (the priority scenario's 1 KiB).
     pad = int(os.environ.get("BENCH_PAD", "0"))
     #: Seconds an enqueue loop or a drain may run before it is measured on the jobs done so far.
-    cap = float(os.environ.get("BENCH_CAP", "10"))
+    cap = float(os.environ.get("BENCH_CAP", "8"))
     deadline = float(os.environ.get("BENCH_RUN_DEADLINE", "240"))
     redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/5")
     pg_admin = os.environ.get("BENCH_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")

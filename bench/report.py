@@ -42,7 +42,9 @@ def render(document: dict[str, Any]) -> str:
     peers = [lib for lib in libs if lib != "pmq"]
     out = [f"{args['reps']} interleaved repetition(s), medians; N={args['n']:,}; drain with "
            f"{args['drain_procs']} worker processes; {document['machine']['cpus']} CPUs, load before "
-           f"{document['machine']['load_before'][0]:.2f}", ""]
+           f"{document['machine']['load_before'][0]:.2f}"
+           + (f", after {document['machine']['load_after'][0]:.2f}; {document['minutes']:g} minutes"
+              if "minutes" in document else ""), ""]
     out += ["Libraries and settings:", ""]
     out += [f"- {lib} {infos[lib]['version']} ({infos[lib]['backend']}): {infos[lib]['settings']}" for lib in libs]
 

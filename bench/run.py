@@ -55,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--backlog", type=int, default=50_000,
                     help="low-band backlog of the priority scenario (default: %(default)s)")
     ap.add_argument("--lat-n", type=int, default=300, help="timed jobs of latency and priority (default: %(default)s)")
-    ap.add_argument("--cap", type=float, default=10.0,
+    ap.add_argument("--cap", type=float, default=8.0,
                     help="seconds after which an enqueue loop or a drain is measured on the jobs done so far "
                     "(default: %(default)s)")
     ap.add_argument("--quick", action="store_true",
@@ -133,7 +133,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    load_before = os.getloadavg()
+    load_before, began = os.getloadavg(), time.monotonic()
     env = dict(os.environ, BENCH_PG_ADMIN=args.pg, BENCH_REDIS_URL=args.redis, BENCH_CAP=str(args.cap),
                BENCH_RUN_DEADLINE=str(max(int(args.cap + 150 + args.backlog / 2_000),
                                           int(os.environ.get("BENCH_RUN_DEADLINE", "0")))))
@@ -167,7 +167,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "io": {"sleep_s": IO_SLEEP, "concurrency": IO_CONCURRENCY, "procs": 1,
                "ideal_rate": IO_CONCURRENCY / IO_SLEEP},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.system(),
-                    "load_before": load_before},
+                    "load_before": load_before, "load_after": os.getloadavg()},
+        "minutes": round((time.monotonic() - began) / 60, 1),
         "libraries": infos, "results": results, "runs": raw,
     }
     print(report.render(document))
