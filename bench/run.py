@@ -9,7 +9,7 @@ Redis db) under pmq's interpreter for pmq and under the peers' virtualenv
 
 Usage::
 
-    python bench/run.py                                  # everything, about 10-12 minutes
+    python bench/run.py                                  # everything, about 12 minutes on a quiet machine
     python bench/run.py --peers pgqueuer --scenarios drain,latency --reps 1
     python bench/run.py --quick                          # every scenario, small, 1 rep: a minute or two
 
