@@ -78,6 +78,11 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """pmq against peer queues, interleaved in one run (see docs/performance.md)."""
-    install_project(session, "embedded,test")
+    """pmq against its peers, interleaved in one run (see docs/performance.md).
+
+    The peers install themselves into a virtualenv of their own on first use
+    (``.bench-peers-venv``); ``nox -s bench -- --quick`` is a short run.
+    pmq runs with hiredis, as the peers do (arq requires it, and redis-py
+    uses it for every peer once it is installed)."""
+    session.install("-e", ".[hiredis]")
     session.run("python", "bench/run.py", *session.posargs)

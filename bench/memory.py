@@ -12,8 +12,8 @@ Usage::
     python bench/memory.py --seconds 600            # as many jobs as fit in 10 minutes
     python bench/memory.py --jobs 1000000
 
-Uses the peer harness's infrastructure (fresh database, Redis db 5 flushed
-before and after), like bench_pmq.
+Uses the benchmark's harness (a fresh database, its Redis db flushed before
+and after: ``BENCH_PG_ADMIN`` and ``BENCH_REDIS_URL`` as for ``run.py``).
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-
-import peer_dir  # noqa: E402
 
 CHUNK = 5_000
 BACKLOG = 20_000
@@ -67,28 +65,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=300.0, help="stop after this long (default: %(default)s)")
     ap.add_argument("--jobs", type=int, default=1_000_000, help="stop after this many jobs (default: %(default)s)")
-    ap.add_argument("--peer-bench-dir", default=None)
     args = ap.parse_args()
-    os.environ[peer_dir.ENV] = str(peer_dir.resolve(args.peer_bench_dir))
     os.environ["BENCH_N"] = str(args.jobs)  # the handler marks the last job of this many
-    import bench_pmq
-    import common
+    import harness
 
-    common.flush_redis()
-    common.pg_create("pmq_memory")
+    bench_pmq = harness.load("pmq")
+    harness.flush_redis()
+    harness.pg_create("pmq_memory")
     procs: list[Any] = []
     try:
         bench_pmq.setup()
         client = bench_pmq.open()
-        procs = common.spawn(bench_pmq.worker_cmds(1))
+        procs = harness.spawn(bench_pmq.worker_cmds(1))
         pid = procs[0].pid
-        r = common.R()
+        r = harness.redis_client()
         enqueued = 0
         samples: list[dict[str, Any]] = []
         started = time.monotonic()
         next_sample = started
         while True:
-            done = int(r.get(common.CNT) or 0)
+            done = int(r.get(harness.CNT) or 0)
             now = time.monotonic()
             if now >= next_sample:
                 samples.append({"t": round(now - started, 1), "jobs": done, "rss_kb": rss_kb(pid)["VmRSS"]})
@@ -97,16 +93,16 @@ def main() -> None:
                 break
             if enqueued < args.jobs and enqueued - done < BACKLOG:
                 count = min(CHUNK, args.jobs - enqueued)
-                bench_pmq.enqueue_bulk(client, [{"n": enqueued + i} for i in range(count)])
+                bench_pmq.enqueue_bulk(client, [{"n": enqueued + i} for i in range(count)], "normal", 0)
                 enqueued += count
             else:
                 time.sleep(0.2)
         peak = rss_kb(pid)
         bench_pmq.close(client)
     finally:
-        common.stop(procs)
-        common.pg_drop()
-        common.flush_redis()
+        harness.stop(procs)
+        harness.pg_drop()
+        harness.flush_redis()
     elapsed = time.monotonic() - started
     print(json.dumps({
         "jobs": samples[-1]["jobs"], "seconds": round(elapsed, 1), "rate": round(samples[-1]["jobs"] / elapsed, 1),

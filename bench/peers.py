@@ -3,7 +3,7 @@
 The peers (RQ, Dramatiq, Celery, Procrastinate, PgQueuer, arq, SAQ) are
 benchmark opponents, never dependencies of pmq: they live in a virtualenv of
 their own, ``.bench-peers-venv`` at the repository root (git-ignored). pmq's
-own harness module runs under the interpreter that runs the benchmark.
+adapter runs under the interpreter that runs the benchmark.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".bench-peers-venv"
-#: The packages the peer harness imports (the list of the peer-bench README),
-#: pinned to the versions of its published results so that runs compare.
+#: The packages the adapters import, pinned to the versions of the earlier
+#: figures in docs/performance.md so that runs compare.
 PEER_PACKAGES = ["rq==3.0.0", "dramatiq[redis]==2.2.1", "celery[redis]==5.7.0", "kombu==5.7.0",
                  "procrastinate==3.10.0", "pgqueuer==1.6.0", "arq==0.25.0", "saq==0.26.4",
                  "psycopg[binary]", "asyncpg"]

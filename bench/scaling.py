@@ -30,10 +30,11 @@ def run(n: int, reps: int, modes: str, procs: int, prefill: int) -> dict[str, An
         env = dict(os.environ, BENCH_PMQ_PREFILL=str(prefill),
                    BENCH_RUN_DEADLINE=str(165 + prefill // 5_000))  # room for the prefill itself
         subprocess.run([sys.executable, str(HERE / "run.py"), "--peers", "none", "--n", str(n), "--reps", str(reps),
-                        "--modes", modes, "--drain-procs", str(procs), "--json", str(out)],
+                        "--scenarios", modes, "--drain-procs", str(procs), "--json", str(out)],
                        env=env, check=True, stdout=subprocess.DEVNULL)
         document = json.loads(out.read_text())
-    return {"procs": procs, "prefill": prefill, "n": n, **document["results"]["pmq"]}
+    rates = {scenario: row.get("rate") for scenario, row in document["results"]["pmq"].items()}
+    return {"procs": procs, "prefill": prefill, "n": n, **rates}
 
 
 def main() -> None:

@@ -5,8 +5,9 @@ A worker runs at most ``concurrency`` handlers at once, and holds a few more
 jobs claimed ahead (see :mod:`pmq_core.prefetch`) so that a slot that frees
 finds its next job already claimed. A job passes through the book in three
 steps: its message is popped (it holds a slot before the claim answers,
-since the claim may well succeed), it is claimed (it waits in claim order,
-which is priority order), and it starts once a slot is free. Its slot is
+since the claim may well succeed), it is claimed (it waits by band, high
+before normal before low, in claim order within a band, as the bands'
+lists are popped), and it starts once a slot is free. Its slot is
 free again when its code has ended: for a sync handler, that is when its
 thread returns, however long after its task (see :meth:`SlotBook.finished`).
 
@@ -27,7 +28,8 @@ from typing import Any
 
 import attrs
 
-from pmq_core.jobtypes import JobType
+from pmq_core.jobtypes import JobType, band_of
+from pmq_core.keys import BANDS
 from pmq_core.models import JobContext
 from pmq_core.prefetch import Prefetch
 
@@ -60,11 +62,17 @@ class SlotBook:
         #: Jobs whose handler ran to its end (or was stopped), for the log.
         self.processed = 0
         self._held: dict[uuid.UUID, Claim] = {}  # every claimed job, waiting or running
-        self._waiting: collections.deque[Claim] = collections.deque()  # claimed ahead, in claim order
+        # Claimed ahead, by band: a high-band job claimed behind a backlog of
+        # low-band ones starts at the next free slot, not after them.
+        self._waiting: dict[str, collections.deque[Claim]] = {band: collections.deque() for band in BANDS}
         self._busy = 0  # handlers running, threads included until they end
         self._unclaimed = 0  # popped messages whose claim has not answered yet
         self._paused: dict[str, float] = {}  # queue -> when the worker heard it was paused (monotonic)
         self._stopping = False
+
+    def _line(self, claim: Claim) -> collections.deque[Claim]:
+        """The line a claimed job waits in: its band's."""
+        return self._waiting[band_of(claim.ctx.priority)]
 
     # -- what the worker asks ------------------------------------------------------
 
@@ -95,7 +103,7 @@ class SlotBook:
         """Handlers running (threads included until they end) and jobs
         claimed ahead of a free slot, for the heartbeat. Read from the
         heartbeat's thread: two ints, a snapshot is enough."""
-        return self._busy, len(self._waiting)
+        return self._busy, sum(map(len, self._waiting.values()))
 
     # -- a job's way through -------------------------------------------------------
 
@@ -115,16 +123,19 @@ class SlotBook:
         if self._paused.get(claim.ctx.queue, -1.0) >= asked:
             return False
         self._held[claim.ctx.id] = claim
-        self._waiting.append(claim)
+        self._line(claim).append(claim)
         return True
 
     def start_next(self) -> Claim | None:
         """The next job to start, its slot taken; None when no slot is free,
         no job waits, or the worker stops."""
-        if not self._waiting or self._busy >= self.concurrency or self._stopping:
+        if self._busy >= self.concurrency or self._stopping:
+            return None
+        line = next((line for line in self._waiting.values() if line), None)
+        if line is None:
             return None
         self._busy += 1
-        return self._waiting.popleft()
+        return line.popleft()
 
     def finished(self, claim: Claim) -> None:
         """The job's code has ended (its handler's thread too): its slot is free."""
@@ -137,9 +148,9 @@ class SlotBook:
     def withdraw(self, claim: Claim) -> bool:
         """Drop a job that waits for a slot (it was cancelled); False, and
         nothing changes, when it has started."""
-        if claim not in self._waiting:
+        if claim not in self._line(claim):
             return False
-        self._waiting.remove(claim)
+        self._line(claim).remove(claim)
         del self._held[claim.ctx.id]
         return True
 
@@ -148,9 +159,9 @@ class SlotBook:
         jobs waiting for a slot. Jobs of a claim already in flight are
         refused by :meth:`claimed`."""
         self._paused[queue] = now
-        given = [claim for claim in self._waiting if claim.ctx.queue == queue]
+        given = [claim for line in self._waiting.values() for claim in line if claim.ctx.queue == queue]
         for claim in given:
-            self._waiting.remove(claim)
+            self._line(claim).remove(claim)
             del self._held[claim.ctx.id]
         return given
 
@@ -160,12 +171,13 @@ class SlotBook:
 
     def started(self) -> list[Claim]:
         """The jobs whose handler has started and whose code has not ended."""
-        return [claim for claim in self._held.values() if claim not in self._waiting]
+        return [claim for claim in self._held.values() if claim not in self._line(claim)]
 
     def leftovers(self) -> list[Claim]:
         """Every job held, waiting or running, at the end of the shutdown's
         grace; those waiting stop waiting (they are given back)."""
-        self._waiting.clear()
+        for line in self._waiting.values():
+            line.clear()
         return list(self._held.values())
 
     def let_go(self, claims: list[Claim]) -> None:

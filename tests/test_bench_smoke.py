@@ -1,77 +1,94 @@
-"""The benchmark, run small and without peers, so that it cannot rot.
+"""The benchmark, run small, so that it cannot rot.
 
-No timing is asserted: only that every scenario ran every job through the
-shared peer harness and that the JSON document has the shape the docs and
-the ``bench`` session rely on. The harness needs PostgreSQL at
-127.0.0.1:5432 and Redis at 127.0.0.1:6379 (it says so itself); it flushes
-one Redis db of its own (9 here) and creates and drops its own database.
+No timing is asserted: only that every scenario ran its jobs, that the
+costs it reports were measured, and that the JSON document has the shape
+``docs/performance.md`` and the ``bench`` session rely on. It runs on the
+test session's servers. Each run flushes the Redis db it is given, so the
+test claims one of the dbs 10-15 nobody else of pmq uses (a lock key in db 0
+keeps two test sessions on one server apart).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
+
+from pmq_core.testing import Servers
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-
-import peer_dir  # noqa: E402
-
+PEERS_PYTHON = ROOT / ".bench-peers-venv" / "bin" / "python"
 N = 200
-LAT_N = 20
-#: A Redis db of the shared server that nothing else of pmq's uses.
-SMOKE_REDIS_DB = "9"
+SMALL = ["--reps", "1", "--n", str(N), "--io-n", str(N), "--backlog", "600", "--lat-n", "10", "--queues", "3",
+         "--cap", "30"]
+LOCK_TTL = 600
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
-@pytest.fixture(scope="module")
-def peers_dir() -> Path:
+@pytest.fixture
+def bench_redis(pmq_servers: Servers) -> Iterator[str]:
+    """The URL of a Redis db this test holds alone until it ends."""
+    lock = redis.Redis.from_url(pmq_servers.redis_url, db=0)
+    token = uuid.uuid4().hex
+    for db in range(10, 16):
+        if lock.set(f"pmq-bench-smoke:db{db}", token, nx=True, ex=LOCK_TTL):
+            break
+    else:
+        pytest.fail("every Redis db of 10-15 is held by another benchmark smoke test")
+    base = pmq_servers.redis_url.rsplit("/", 1)[0] if pmq_servers.redis_url.count("/") > 2 else pmq_servers.redis_url
     try:
-        found = peer_dir.resolve()
-    except peer_dir.PeerBenchNotFound as exc:
-        pytest.skip(str(exc))
-    if not (_listening(5432) and _listening(6379)):
-        pytest.skip("the peer harness needs PostgreSQL on 127.0.0.1:5432 and Redis on 127.0.0.1:6379")
-    return found
+        yield f"{base}/{db}"
+    finally:
+        if lock.get(f"pmq-bench-smoke:db{db}") == token.encode():
+            lock.delete(f"pmq-bench-smoke:db{db}")
 
 
-def test_peer_dir_names_the_variable_when_missing(tmp_path: Path) -> None:
-    with pytest.raises(peer_dir.PeerBenchNotFound, match=peer_dir.ENV):
-        peer_dir.resolve(str(tmp_path))
-
-
-def test_bench_runs_every_job_and_reports_json(peers_dir: Path, tmp_path: Path) -> None:
+def run_bench(pmq_servers: Servers, redis_url: str, tmp_path: Path, *args: str) -> tuple[dict[str, Any], str]:
+    """The benchmark's JSON document and its printed tables."""
     out = tmp_path / "bench.json"
-    env = dict(os.environ, PEER_BENCH_DIR=str(peers_dir), BENCH_LAT_N=str(LAT_N), BENCH_LAT_GAP="0.005",
-               BENCH_REDIS_DB=SMOKE_REDIS_DB, BENCH_LOG_DIR=str(tmp_path / "logs"),
-               BENCH_RESULTS_DIR=str(tmp_path))
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--peers", "none", "--n", str(N), "--reps", "1",
-         "--json", str(out)],
-        env=env, capture_output=True, text=True, timeout=240)
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--pg", pmq_servers.base.database_url, "--redis", redis_url,
+         "--json", str(out), *SMALL, *args],
+        capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| pmq |" in proc.stdout
     document = json.loads(out.read_text())
-    assert {"n", "reps", "drain_procs", "modes", "machine", "results", "ratios", "runs"} <= set(document)
+    assert {"args", "io", "machine", "libraries", "results", "runs"} <= set(document)
+    return document, proc.stdout
+
+
+def test_every_scenario_runs_pmq_and_measures_its_costs(pmq_servers: Servers, bench_redis: str,
+                                                        tmp_path: Path) -> None:
+    document, _ = run_bench(pmq_servers, bench_redis, tmp_path, "--peers", "none")
     pmq = document["results"]["pmq"]
-    assert {"version", "backend", "enqueue", "bulk", "drain", "latency_p50", "latency_p99",
-            "worker_peak_rss_mb", "notes"} <= set(pmq)
-    assert pmq["notes"] == []
-    runs = document["runs"]["pmq"]
-    for mode in ("enqueue", "bulk", "drain", "latency"):
-        (row,) = runs[mode]
-        assert "error" not in row, row
-    assert runs["drain"][0]["done"] == N
-    assert runs["latency"][0]["samples"] == LAT_N
-    assert all(pmq[key] > 0 for key in ("enqueue", "bulk", "drain", "latency_p50", "worker_peak_rss_mb"))
+    assert set(pmq) == {"enqueue", "bulk", "drain", "latency", "sync", "queues3", "io", "priority"}
+    assert not [row for rows in document["runs"]["pmq"].values() for row in rows if "error" in row or "note" in row]
+    for key in ("drain", "sync", "queues3", "io"):
+        assert pmq[key]["done"] == N, key
+        assert pmq[key]["rate"] > 0, key
+        # Every kind of process was measured: the workers, the run database's backends and Redis.
+        assert pmq[key]["cpu_ms_workers"] > 0 and pmq[key]["cpu_ms_pg"] > 0 and pmq[key]["cpu_ms_redis"] >= 0, key
+        # A job is at least written when it is claimed and when it finishes.
+        assert pmq[key]["pg_rows_per_job"] >= 2, key
+        assert pmq[key]["pg_wal_bytes_per_job"] > 0, key
+    assert pmq["latency"]["samples"] == 10 and pmq["priority"]["samples"] == 10
+    assert pmq["priority"]["backlog_rate"] > 0
+    assert document["libraries"]["pmq"]["settings"]
+
+
+@pytest.mark.skipif(not PEERS_PYTHON.exists(), reason="the peers' virtualenv (.bench-peers-venv) is not there: "
+                    "python bench/peers.py creates it")
+def test_a_peer_runs_beside_pmq_and_ratios_come_out(pmq_servers: Servers, bench_redis: str, tmp_path: Path) -> None:
+    document, tables = run_bench(pmq_servers, bench_redis, tmp_path, "--peers", "pgqueuer", "--scenarios", "drain")
+    peer = document["libraries"]["pgqueuer"]
+    assert peer["version"] and peer["settings"]
+    drain = document["results"]["pgqueuer"]["drain"]
+    assert drain["done"] == N and drain["pg_rows_per_job"] > 0 and drain["cpu_ms_pg"] > 0
+    ratio_row = next(line for line in tables.splitlines() if line.startswith("| pgqueuer |") and "×" in line)
+    assert ratio_row.split(" | ")[3].endswith("×")  # the drain ratio

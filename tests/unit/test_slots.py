@@ -17,9 +17,9 @@ from pmq_core.slots import Claim, SlotBook
 JOB_TYPES = {name: JobType(name=name, handler=lambda job: None) for name in ("mail", "hooks")}
 
 
-def claim(queue: str = "mail") -> Claim:
+def claim(queue: str = "mail", priority: int = 100) -> Claim:
     now = datetime.now(UTC)
-    ctx = JobContext(id=uuid.uuid4(), queue=queue, payload=None, attempt=1, max_attempts=5, priority=100,
+    ctx = JobContext(id=uuid.uuid4(), queue=queue, payload=None, attempt=1, max_attempts=5, priority=priority,
                      created_at=now, started_at=now, raw_payload={})
     return Claim(ctx, JOB_TYPES[queue])
 
@@ -34,6 +34,17 @@ def hold(slots: SlotBook, *claims: Claim) -> None:
     slots.answered(len(claims))
     for one in claims:
         assert slots.claimed(one, asked=0.0)
+
+
+def test_a_high_band_job_claimed_behind_low_band_ones_starts_first():
+    slots = book(concurrency=1, ahead=4)
+    low, normal, high, later_high = claim(priority=200), claim(priority=100), claim(priority=10), claim(priority=50)
+    hold(slots, low, normal, high, later_high)
+    started = []
+    while (one := slots.start_next()) is not None:
+        started.append(one)
+        slots.finished(one)
+    assert started == [high, later_high, normal, low]  # by band, in claim order within one
 
 
 def test_popped_messages_hold_slots_until_their_claim_answers():
