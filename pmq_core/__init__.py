@@ -22,6 +22,7 @@ A plugin in full::
                         retry=RetryPolicy(max_attempts=3))]
 """
 
+from pmq_core.admin import Admin, JobPage
 from pmq_core.client import AsyncClient, Client
 from pmq_core.config import Settings
 from pmq_core.errors import (
@@ -31,6 +32,7 @@ from pmq_core.errors import (
     HandlerCrashed,
     JobCancelled,
     JobNotFoundError,
+    PageCursorError,
     PayloadError,
     PluginError,
     PmqError,
@@ -49,6 +51,7 @@ from pmq_core.queries import load_queries
 from pmq_core.schema import Migration, migrations_in
 
 __all__ = [
+    "Admin",
     "AsyncClient",
     "Client",
     "ConfigurationError",
@@ -59,9 +62,11 @@ __all__ = [
     "JobCancelled",
     "JobContext",
     "JobNotFoundError",
+    "JobPage",
     "JobStatus",
     "JobType",
     "Migration",
+    "PageCursorError",
     "PayloadError",
     "PluginError",
     "PmqError",
