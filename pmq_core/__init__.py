@@ -25,6 +25,7 @@ A plugin in full::
 from pmq_core.admin import Admin, JobPage
 from pmq_core.client import AsyncClient, Client
 from pmq_core.config import Settings
+from pmq_core.demo import run as run_demo
 from pmq_core.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
@@ -82,4 +83,5 @@ __all__ = [
     "load_plugin_settings",
     "load_queries",
     "migrations_in",
+    "run_demo",
 ]

@@ -339,6 +339,7 @@ class Admin:
         report["workers"] = [{
             "id": str(w["id"]), "hostname": w["hostname"], "pid": w["pid"], "queues": w["queues"],
             "concurrency": w["concurrency"], "running": w["busy"], "claimed_ahead": w["claimed_ahead"],
+            "started_at": w["started_at"], "heartbeat_at": w["heartbeat_at"],
             "utilisation": w["busy"] / w["concurrency"],
             "redis_ok": w["redis_error_age"] is None, "redis_error": w["redis_error"],
             "redis_error_age": w["redis_error_age"],
