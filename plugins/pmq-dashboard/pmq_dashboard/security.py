@@ -133,7 +133,8 @@ class Guard(BaseHTTPMiddleware):
         expected = request.cookies.get(CSRF_COOKIE, "")
         given = request.headers.get(CSRF_HEADER)
         if given is None:
-            form = await request.form()  # parsed once; the handler reads the same form
+            await request.body()  # kept, so that the handler can read the form again
+            form = await request.form()
             value = form.get(CSRF_FIELD)
             given = value if isinstance(value, str) else ""
         if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
