@@ -280,7 +280,10 @@ class Dashboard:
             Route("/logout", self.logout, methods=["POST"]),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ]
-        handlers: dict[Any, Callable[..., Any]] = {Exception: self.error_page, HTTPException: self.error_page}
+        # What a request can provoke is shown as a page; anything else is a
+        # bug, answered with a bare 500 by Starlette (and logged).
+        handlers: dict[Any, Callable[..., Any]] = {kind: self.error_page
+                                                   for kind in (HTTPException, PmqError, ValueError)}
         return Starlette(routes=routes, exception_handlers=handlers,
                          middleware=[Middleware(security.Guard, token=self.token)])
 
