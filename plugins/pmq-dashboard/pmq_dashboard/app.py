@@ -223,9 +223,11 @@ class Dashboard:
         """Replay or purge the selected dead jobs. Purging first shows what
         it would delete and asks again (``confirmed``)."""
         self.act(request)
+        action = request.path_params["action"]
+        if action not in ("replay", "purge"):
+            raise HTTPException(404, f"no action {action[:40]!r} on dead letters (replay or purge)")
         form = await request.form()
         ids = [str(v) for v in form.getlist("ids")]
-        action = request.path_params["action"]
         queue = str(form.get("queue") or "")
         back = "/dead" + (f"?{urlencode({'queue': queue})}" if queue else "")
         if not ids:

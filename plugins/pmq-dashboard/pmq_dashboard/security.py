@@ -106,6 +106,9 @@ class Guard(BaseHTTPMiddleware):
     async def _checked(self, request: Request, call_next: Next) -> Response:
         if request.method not in ("GET", "HEAD", "POST"):
             return PlainTextResponse("method not allowed", status_code=405)
+        if "\x00" in request.url.path or any("\x00" in v for v in request.query_params.values()):
+            return PlainTextResponse("refused: the request holds a NUL character, which no name, id or text "
+                                     "in pmq can contain", status_code=400)
         if request.method == "POST":
             problem = await self._csrf_problem(request)
             if problem:

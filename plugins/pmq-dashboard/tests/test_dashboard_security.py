@@ -45,20 +45,24 @@ def queue_active(rt: Any) -> bool:
         return next(q["is_active"] for q in admin.queues() if q["name"] == "mail")
 
 
-def run_pmq(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("PMQ_DASHBOARD_")}
-    return subprocess.run([sys.executable, "-m", "pmq_core.cli", *args], env={**environ, **env},
-                          capture_output=True, text=True, timeout=60)
+def run_pmq(*args: str, **env: str) -> Any:
+    """``pmq ARGS`` in this process, with the plugins' commands, as a user runs it."""
+    from click.testing import CliRunner
+
+    from pmq_core.cli import cli
+
+    environ = {k: None for k in os.environ if k.startswith("PMQ_DASHBOARD_")}
+    return CliRunner().invoke(cli, list(args), env={**environ, **env})
 
 
 def test_refuses_to_listen_beyond_loopback_without_a_token() -> None:
     result = run_pmq("dashboard", "--host", "0.0.0.0", "--port", "1")
-    assert result.returncode == 1
-    assert "refusing to listen on 0.0.0.0 without authentication" in result.stderr
-    assert "PMQ_DASHBOARD_TOKEN" in result.stderr
+    assert result.exit_code == 1
+    assert "refusing to listen on 0.0.0.0 without authentication" in result.output
+    assert "PMQ_DASHBOARD_TOKEN" in result.output
     short = run_pmq("dashboard", "--host", "0.0.0.0", "--port", "1", PMQ_DASHBOARD_TOKEN="abc")
-    assert short.returncode == 1 and "at least 16 characters" in short.stderr
-    assert "abc" not in short.stderr  # a secret is never echoed
+    assert short.exit_code == 1 and "at least 16 characters" in short.output
+    assert "abc" not in short.output  # a secret is never echoed
 
 
 def test_a_token_guards_every_page_and_the_login_sets_a_session(deployment: Any, serve: Any) -> None:
@@ -142,3 +146,60 @@ def test_pages_escape_user_data_and_carry_security_headers(deployment: Any, serv
             assert headers["x-frame-options"] == "DENY"
             assert headers["x-content-type-options"] == "nosniff"
         assert "<script>" not in page.text.replace('<script src="', "")  # no inline script at all
+
+
+def test_hostile_requests_get_a_clear_answer_and_the_server_goes_on(deployment: Any, serve: Any) -> None:
+    url = serve(deployment).url
+    with client(url) as http:
+        csrf = csrf_of(http)
+        answers = {
+            "/queues/mail%00x": 400, "/queues/mail?error=a%00b": 400, "/queues/" + "q" * 5000: 404,
+            "/queues/mail?status=exploded": 400, "/queues/mail?since=yesterday": 400,
+            "/queues/mail?after=%27%3B--": 400, "/queues/mail?id=not-a-uuid": 400, "/jobs/%2e%2e": 404,
+            "/dead?after=x": 400, "/static/../security.py": 404,
+        }
+        for path, status in answers.items():
+            assert http.get(path).status_code == status, path
+        assert http.post("/dead/replay", data={"csrf": csrf, "ids": "nope"}).status_code == 404
+        dead = deployment.enqueue("mail", {}, delay=3600)
+        assert http.post("/dead/explode", data={"csrf": csrf, "ids": str(dead)}).status_code == 404
+        assert http.post("/jobs/nope/cancel", data={"csrf": csrf}).status_code == 404
+        assert http.post("/queues/nowhere/pause", data={"csrf": csrf}).status_code == 404
+        assert http.get("/").status_code == 200  # still serving
+
+
+def test_the_pmq_dashboard_command_serves_on_loopback_with_its_settings(deployment: Any) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = deployment.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PMQ_")}
+    env.update(PMQ_DATABASE_URL=settings.database_url, PMQ_REDIS_URL=settings.redis_url,
+               PMQ_KEY_PREFIX=settings.key_prefix, PMQ_DASHBOARD_TOKEN=TOKEN, PMQ_DASHBOARD_PORT=str(port))
+    process = subprocess.Popen([sys.executable, "-m", "pmq_core.cli", "dashboard", "--read-only"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == f"pmq dashboard on http://127.0.0.1:{port}/ (read-only); " \
+                                                    "Ctrl-C stops it"
+        with client(f"http://127.0.0.1:{port}", headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+            from pmq_core.testing import wait_until
+
+            page = wait_until(lambda: _get_or_none(http, "/queues/mail"), lambda r: r is not None, 20,
+                              "the dashboard did not answer")
+            assert page.status_code == 200 and "read-only" in page.text
+            assert 'action="/logout"' in page.text and "Pause queue" not in page.text
+            assert http.get("/", headers={"Authorization": "Bearer nope"}).status_code == 303
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    assert TOKEN not in process.stderr.read() if process.stderr else True
+
+
+def _get_or_none(http: Any, path: str) -> Any:
+    try:
+        return http.get(path)
+    except httpx.TransportError:
+        return None
