@@ -43,6 +43,7 @@ from pmq_core.errors import (
     UnknownQueueError,
     WorkerLost,
 )
+from pmq_core.flow import Limit, Limits, Rate
 from pmq_core.hookspecs import hookimpl
 from pmq_core.jobtypes import JobType, RetryPolicy
 from pmq_core.models import Job, JobContext, JobStatus
@@ -66,11 +67,14 @@ __all__ = [
     "JobPage",
     "JobStatus",
     "JobType",
+    "Limit",
+    "Limits",
     "Migration",
     "PageCursorError",
     "PayloadError",
     "PluginError",
     "PmqError",
+    "Rate",
     "RedisUnavailableError",
     "Retry",
     "RetryPolicy",

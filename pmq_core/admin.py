@@ -4,6 +4,7 @@ an operator's own tooling be."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ import psycopg
 import redis
 from psycopg.rows import DictRow
 
-from pmq_core import dispatch, health, schema, store
+from pmq_core import dispatch, flow, health, schema, store
 from pmq_core.config import Settings
 from pmq_core.db import PG_DOWN, REDIS_DOWN, pg_connect, reason, redis_client, resolve_servers, translated
 from pmq_core.errors import DatabaseUnavailableError, JobNotFoundError, PageCursorError, UnknownQueueError, shown
@@ -23,6 +24,14 @@ from pmq_core.migrator import DEAD_LETTERS_EVERY
 from pmq_core.models import Job, JobStatus, parse_job_id
 from pmq_core.plugins import Plugins
 from pmq_core.redaction import redact_url
+
+
+class Unchanged:
+    """The type of :data:`UNCHANGED`."""
+
+
+#: A limit's value that :meth:`Admin.set_limit` leaves as it is.
+UNCHANGED = Unchanged()
 
 #: :func:`store.replay_dead` or :func:`store.purge_dead`.
 DeadAction = Callable[[psycopg.Connection[Any], list[uuid.UUID] | None, str | None], list[DictRow]]
@@ -143,11 +152,83 @@ class Admin:
             return store.queue_names(self.conn)
 
     def queues(self) -> list[dict[str, Any]]:
+        """Every queue with its counts. ``held`` are due jobs that a limit
+        holds back (counted apart from ``waiting``): as the leading migrator
+        last saw them, nothing when no migrator leads."""
         with self._translated():
             rows = store.queue_overview(self.conn)
             names = [row["name"] for row in rows]
             depths = dispatch.band_depths(self.redis, self.keys, names)
-        return [{**row, "bands": depths[row["name"]]} for row in rows]
+            held = self._held()
+        return [{**row, "waiting": row["waiting"] - held.get(row["name"], 0), "held": held.get(row["name"], 0),
+                 "bands": depths[row["name"]]} for row in rows]
+
+    def _held(self) -> dict[str, int]:
+        """Due jobs held back by a limit, per queue, from what the leading
+        migrator published (a hostile or stale entry counts nothing)."""
+        blocked: list[tuple[str, str | None, bool]] = []
+        for raw_queue, raw_keys in self.redis.hgetall(self.keys.held).items():
+            queue = raw_queue.decode("utf-8", "replace") if isinstance(raw_queue, bytes) else raw_queue
+            try:
+                keys = json.loads(raw_keys)
+            except ValueError:
+                continue
+            if keys is None:
+                blocked.append((queue, None, True))
+            elif isinstance(keys, list):
+                blocked += [(queue, key, False) for key in keys if key is None or isinstance(key, str)]
+        return store.held_jobs(self.conn, blocked) if blocked else {}
+
+    # -- flow control ------------------------------------------------------------
+
+    def limits(self, queue: str | None = None) -> list[flow.LimitRow]:
+        """The stored limits (of one queue, or all): declared ones and
+        operators', each with its origin; :func:`flow.effective` tells which
+        are in force."""
+        if queue is not None:
+            self._known_queue(queue)
+        with self._translated():
+            return store.limit_rows(self.conn, [queue] if queue is not None else None)
+
+    def set_limit(self, queue: str, *, partition: str | None = None, each_partition: bool = False,
+                  concurrency: int | None | Unchanged = UNCHANGED,
+                  rate: flow.Rate | str | None | Unchanged = UNCHANGED) -> flow.LimitRow:
+        """Set an operator's limit on ``queue`` (the whole queue; or
+        ``each_partition``; or one ``partition``), starting from the limit in
+        force for that scope: a value left unchanged keeps its current
+        setting, None lifts it. Every migrator applies it at its next pass."""
+        if partition is not None and each_partition:
+            raise ValueError("give partition or each_partition, not both")
+        scope = flow.PARTITION if partition is not None else flow.EACH if each_partition else flow.QUEUE
+        key = flow.check_partition(partition) or ""
+        current = flow.effective(self.limits(queue)).get((queue, scope, key))
+        base = current.limit if current else flow.Limit()
+        limit = flow.Limit(concurrency=base.concurrency if isinstance(concurrency, Unchanged) else concurrency,
+                           rate=base.rate if isinstance(rate, Unchanged) else rate)
+        row = flow.LimitRow(queue=queue, scope=scope, partition=key, origin=flow.OPERATOR, limit=limit)
+        with self._translated():
+            store.put_limits(self.conn, [row])
+        return row
+
+    def unlimit(self, queue: str, *, partition: str | None = None, each_partition: bool = False,
+                keep_declared: bool = False) -> list[flow.LimitRow]:
+        """Remove operators' limits on ``queue`` (of one scope, or all).
+        Unless ``keep_declared``, the job type's declared limits are lifted
+        too (an operator's row without limits stands in for each); returns
+        the limits that were in force before."""
+        scope = flow.PARTITION if partition is not None else flow.EACH if each_partition else None
+        key = flow.check_partition(partition) or ""
+        rows = [row for row in self.limits(queue) if scope is None or (row.scope, row.partition) == (scope, key)]
+        with self._translated(), self.conn.transaction():
+            store.delete_limits(self.conn, queue, scope, key, flow.OPERATOR)
+            if not keep_declared:
+                store.put_limits(self.conn, [attrs.evolve(row, origin=flow.OPERATOR, limit=flow.Limit())
+                                             for row in rows if row.origin == flow.DECLARED])
+        return [row for row in flow.effective(rows).values() if row.limit]
+
+    def _known_queue(self, queue: str) -> None:
+        if queue not in self.queue_names():
+            raise UnknownQueueError(f"unknown queue {shown(queue)} (see `pmq queues list`)")
 
     def set_active(self, name: str, active: bool) -> None:
         """Pause (False) or resume (True) a queue. Pausing also takes back the
@@ -402,7 +483,7 @@ class Admin:
             "active_workers": len(workers),
             "utilisation": busy / capacity if capacity else 0.0,
             "claimed_ahead": sum(w["claimed_ahead"] for w in workers),
-            "queues": [{"name": r["name"], "active": r["is_active"], "waiting": r["waiting"],
+            "queues": [{"name": r["name"], "active": r["is_active"], "waiting": r["waiting"], "held": r["held"],
                         "scheduled": r["scheduled"], "in_redis": r["in_redis"], "running": r["running"],
                         "dead": r["dead"], "bands": r["bands"]} for r in queues],
         }

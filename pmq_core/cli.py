@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, NoReturn
@@ -29,8 +29,8 @@ import click
 import psycopg
 import redis
 
-from pmq_core import payloads, plugin_settings, redaction, scaffold
-from pmq_core.admin import Admin
+from pmq_core import flow, payloads, plugin_settings, redaction, scaffold
+from pmq_core.admin import UNCHANGED, Admin
 from pmq_core.client import Client
 from pmq_core.config import Settings, configured_urls
 from pmq_core.db import SCHEMA_MISSING, schema_error
@@ -384,16 +384,19 @@ def _read_jobs(handle: BinaryIO, name: str, max_line: int) -> Iterator[tuple[int
 @click.option("--delay", type=click.FloatRange(min=0), metavar="SECONDS", help="Run no sooner than this.")
 @click.option("--at", "run_at", type=AwareDateTime(), help="Run at this ISO 8601 time (with a time zone).")
 @click.option("--max-attempts", type=click.IntRange(min=1), help="Attempts before the job is dead.")
+@click.option("--partition", metavar="KEY",
+              help="The job's partition, for per-partition limits and fair turns (default: the job type's rule).")
 @plugins_option
 def enqueue(queue: str, payload: str | None, jobs_file: Path | None, priority: int | None, delay: float | None,
-            run_at: datetime | None, max_attempts: int | None, plugins: str | None) -> None:
+            run_at: datetime | None, max_attempts: int | None, partition: str | None, plugins: str | None) -> None:
     """Enqueue a job on QUEUE with a JSON payload and print its id, or
     enqueue a file of them with --file and print how many."""
     if (payload is None) == (jobs_file is None):
         raise click.UsageError("give a JSON payload or --file, not both and not neither")
     if delay is not None and run_at is not None:
         raise click.UsageError("give --delay or --at, not both")
-    options: dict[str, Any] = {"priority": priority, "delay": delay, "run_at": run_at, "max_attempts": max_attempts}
+    options: dict[str, Any] = {"priority": priority, "delay": delay, "run_at": run_at, "max_attempts": max_attempts,
+                               "partition": partition}
     with Client(_settings(plugins=plugins)) as client:
         if payload is not None:
             try:
@@ -531,7 +534,7 @@ def jobs_cancel(job_id: str) -> None:
 
 @cli.group()
 def queues() -> None:
-    """List, pause and resume queues."""
+    """List, pause, resume and limit queues."""
 
 
 @queues.command("list")
@@ -547,9 +550,9 @@ def queues_list(as_json: bool) -> None:
         click.echo("no queues (they appear when a plugin's job types are registered)")
         return
     click.echo(_table(
-        ["QUEUE", "STATE", "PRIORITY", "WAITING", *BAND_HEADERS, "RUNNING", "DEAD"],
+        ["QUEUE", "STATE", "PRIORITY", "WAITING", "HELD", *BAND_HEADERS, "RUNNING", "DEAD"],
         [(row["name"], "active" if row["is_active"] else "paused", row["default_priority"], row["waiting"],
-          *_bands(row["bands"]), row["running"], row["dead"]) for row in rows]))
+          row["held"], *_bands(row["bands"]), row["running"], row["dead"]) for row in rows]))
 
 
 @queues.command("pause")
@@ -570,6 +573,103 @@ def queues_resume(queue: str) -> None:
     with Admin(_settings()) as admin:
         admin.set_active(queue, True)
     click.echo(f"resumed {queue}")
+
+
+@queues.command("limit")
+@click.argument("queue")
+@click.option("--concurrency", metavar="N|none", callback=lambda c, p, v: _limit_value(v, _count, p),
+              help="At most N jobs running at once, across every worker ('none' lifts the cap).")
+@click.option("--rate", metavar="N/PERIOD|none", callback=lambda c, p, v: _limit_value(v, flow.Rate.parse, p),
+              help="At most N starts per PERIOD (s, m, h, d or the word, e.g. 100/s, 500/day; 'none' lifts it).")
+@click.option("--per-partition", is_flag=True, help="Limit each partition of QUEUE, not the whole queue.")
+@click.option("--partition", metavar="KEY", help="Limit this one partition (overrides --per-partition's limit).")
+def queues_limit(queue: str, concurrency: Any, rate: Any, per_partition: bool, partition: str | None) -> None:
+    """Limit QUEUE (or each of its partitions, or one): applied by every
+    migrator within a pass, stored in PostgreSQL. A limit not given keeps
+    its current setting."""
+    if concurrency is UNCHANGED and rate is UNCHANGED:
+        raise click.UsageError("give --concurrency and/or --rate")
+    if per_partition and partition is not None:
+        raise click.UsageError("give --per-partition or --partition, not both")
+    with Admin(_settings()) as admin:
+        try:
+            row = admin.set_limit(queue, partition=partition, each_partition=per_partition,
+                                  concurrency=concurrency, rate=rate)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--partition'") from None
+    click.echo(f"{_scope_text(row)}: {row.limit.describe()}")
+
+
+@queues.command("limits")
+@click.argument("queue", required=False)
+@json_option
+def queues_limits(queue: str | None, as_json: bool) -> None:
+    """The limits in force (of QUEUE, or every queue), and where each comes
+    from: a job type's declaration or an operator."""
+    with Admin(_settings()) as admin:
+        rows = admin.limits(queue)
+    in_force = flow.effective(rows)
+    listed = [{"queue": r.queue, "scope": r.scope, "partition": r.partition or None, "origin": r.origin,
+               "concurrency": r.limit.concurrency, "rate": str(r.limit.rate) if r.limit.rate else None,
+               "in_force": in_force[(r.queue, r.scope, r.partition)] is r} for r in rows]
+    if as_json:
+        _emit_json(listed)
+        return
+    if not listed:
+        click.echo("no limits")
+        return
+    click.echo(_table(["QUEUE", "SCOPE", "CONCURRENCY", "RATE", "ORIGIN"],
+                      [(r["queue"], r["scope"] if r["partition"] is None else f"partition {r['partition']}",
+                        r["concurrency"] or "-", r["rate"] or "-",
+                        r["origin"] if r["in_force"] else f"{r['origin']} (overridden)") for r in listed]))
+
+
+@queues.command("unlimit")
+@click.argument("queue")
+@click.option("--per-partition", is_flag=True, help="Only the limit of each partition.")
+@click.option("--partition", metavar="KEY", help="Only this partition's limit.")
+@click.option("--keep-declared", is_flag=True,
+              help="Remove operators' limits only, back to the job type's declared ones.")
+def queues_unlimit(queue: str, per_partition: bool, partition: str | None, keep_declared: bool) -> None:
+    """Lift QUEUE's limits (declared ones too, unless --keep-declared)."""
+    if per_partition and partition is not None:
+        raise click.UsageError("give --per-partition or --partition, not both")
+    with Admin(_settings()) as admin:
+        try:
+            lifted = admin.unlimit(queue, partition=partition, each_partition=per_partition,
+                                   keep_declared=keep_declared)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="'--partition'") from None
+    for row in lifted:
+        click.echo(f"lifted {_scope_text(row)}: {row.limit.describe()} ({row.origin})")
+    if not lifted:
+        click.echo(f"{queue} had no limits in force")
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 2**31 - 1:
+        raise ValueError(f"{shown(text)} is not a whole number from 1 to {2**31 - 1}")
+    return int(text)
+
+
+def _limit_value(text: str | None, parse: Callable[[str], Any], param: click.Parameter) -> Any:
+    """An option of `pmq queues limit`: unchanged when absent, None for 'none'."""
+    if text is None:
+        return UNCHANGED
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param=param) from None
+
+
+def _scope_text(row: flow.LimitRow) -> str:
+    if row.scope == flow.QUEUE:
+        return row.queue
+    if row.scope == flow.EACH:
+        return f"each partition of {row.queue}"
+    return f"partition {row.partition} of {row.queue}"
 
 
 # -- dead letters ------------------------------------------------------------------
@@ -737,9 +837,9 @@ def _render_stats(data: dict[str, Any]) -> str:
     ]
     if data["queues"]:
         lines.append(_table(
-            ["QUEUE", "STATE", "WAITING", "IN REDIS", *BAND_HEADERS, "RUNNING", "DEAD"],
-            [(q["name"], "active" if q["active"] else "paused", q["waiting"], q["in_redis"], *_bands(q["bands"]),
-              q["running"], q["dead"]) for q in data["queues"]]))
+            ["QUEUE", "STATE", "WAITING", "HELD", "IN REDIS", *BAND_HEADERS, "RUNNING", "DEAD"],
+            [(q["name"], "active" if q["active"] else "paused", q["waiting"], q["held"], q["in_redis"],
+              *_bands(q["bands"]), q["running"], q["dead"]) for q in data["queues"]]))
     else:
         lines.append("no queues")
     return "\n".join(lines)
@@ -796,6 +896,8 @@ def _describe_job_type(d: dict[str, Any]) -> str:
         parts.append(f"payload {d['payload']}")
     if d["cron"]:
         parts.append(f"cron {d['cron']}")
+    if d["limits"]:
+        parts.append(f"limits: queue {d['limits']['queue']}, each partition {d['limits']['each']}")
     return "; ".join(parts)
 
 

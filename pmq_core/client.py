@@ -27,6 +27,7 @@ from pmq_core import payloads, store
 from pmq_core.config import Settings
 from pmq_core.db import ADAPTERS, apg_connect, pg_connect, resolve_servers, translated
 from pmq_core.errors import DatabaseUnavailableError, JobNotFoundError, PayloadError, UnknownQueueError, shown
+from pmq_core.flow import check_partition
 from pmq_core.handover import AsyncHandover, ThreadHandover
 from pmq_core.jobtypes import JobType, check_queue_name
 from pmq_core.limits import INT32, LATEST, check_time
@@ -94,6 +95,14 @@ def _unwritten() -> Iterator[None]:
         raise DatabaseUnavailableError(f"{exc}; nothing was written") from None
 
 
+def _check_partition(partition: Any) -> str | None:
+    """``partition`` if it can be a job's partition key, else PayloadError."""
+    try:
+        return check_partition(partition)
+    except ValueError as exc:
+        raise PayloadError(str(exc)) from None
+
+
 def _check_unique_key(key: str) -> str:
     """``key`` if PostgreSQL can store and index it, else PayloadError."""
     try:
@@ -133,7 +142,7 @@ class _ClientBase:
 
     def prepare(self, queue: str, items: Sequence[Any], *, priority: int | None, run_at: datetime | None,
                 delay: float | timedelta | None, max_attempts: int | None,
-                unique_key: str | None) -> store.NewJobs:
+                unique_key: str | None, partition: str | None = None) -> store.NewJobs:
         """Check everything about one enqueue call; raise before any write."""
         try:
             check_queue_name(queue)
@@ -151,19 +160,31 @@ class _ClientBase:
         due = _due_time(run_at, delay)
         payload_class = job_type.payload if job_type else None
         limit = self.settings.max_payload_bytes
+        explicit = _check_partition(partition)
         texts = []
         keys: list[str | None] = []
+        partitions: list[str | None] = []
         for index, item in enumerate(items):
             try:
                 text = payloads.to_json({} if item is None else item, queue=queue,
                                         payload_class=payload_class, limit=limit)
+                partitions.append(explicit if partition is not None else self._partition(job_type, item))
             except PayloadError as exc:
                 raise PayloadError(f"job {index}: {exc}" if len(items) > 1 else str(exc)) from None
             texts.append(text)
             keys.append(self._unique_key(job_type, item, unique_key))
         if unique_key is not None and len(items) > 1:
             raise PayloadError("unique_key names one job; give unique keys through the job type for a bulk enqueue")
-        return store.NewJobs(queue, new_job_ids(len(texts)), texts, priority, max_attempts, due, keys)
+        return store.NewJobs(queue, new_job_ids(len(texts)), texts, priority, max_attempts, due, keys, partitions)
+
+    @staticmethod
+    def _partition(job_type: JobType | None, item: Any) -> str | None:
+        """The partition the job type's rule gives a payload (None: the
+        default partition, also without a rule)."""
+        if job_type is None or job_type.partition is None:
+            return None
+        data = item if isinstance(item, dict) else payloads._converter.unstructure(item)
+        return _check_partition(job_type.partition(data))
 
     @staticmethod
     def _unique_key(job_type: JobType | None, item: Any, explicit: str | None) -> str | None:
@@ -234,22 +255,27 @@ class Client(_ClientBase):
     def enqueue(self, queue: str, payload: Any = None, *, priority: int | None = None,
                 run_at: datetime | None = None, delay: float | timedelta | None = None,
                 max_attempts: int | None = None, unique_key: str | None = None,
-                conn: psycopg.Connection[Any] | None = None) -> uuid.UUID:
+                partition: str | None = None, conn: psycopg.Connection[Any] | None = None) -> uuid.UUID:
         """Enqueue one job and return its id.
 
         ``priority`` (lower runs sooner) and ``max_attempts`` default to the
-        job type's, then the queue's. ``run_at`` (timezone-aware) or ``delay``
+        job type's, then the queue's. ``partition`` (a mailbox, a customer)
+        is the key the queue's per-partition limits and fair turns apply to;
+        it defaults to the job type's partition rule, else the queue's
+        default partition. ``run_at`` (timezone-aware) or ``delay``
         (seconds) schedule it. With ``unique_key`` (or the job type's uniqueness
         rule) and a live job holding that key, nothing is written and the live
         job's id is returned. With ``conn``, the job is written on the caller's
         connection and lives or dies with its transaction.
         """
         return self.enqueue_many(queue, [payload], priority=priority, run_at=run_at, delay=delay,
-                                 max_attempts=max_attempts, unique_key=unique_key, conn=conn)[0]
+                                 max_attempts=max_attempts, unique_key=unique_key, partition=partition,
+                                 conn=conn)[0]
 
     def enqueue_many(self, queue: str, payloads: Iterable[Any], *, priority: int | None = None,
                      run_at: datetime | None = None, delay: float | timedelta | None = None,
                      max_attempts: int | None = None, unique_key: str | None = None,
+                     partition: str | None = None,
                      conn: psycopg.Connection[Any] | None = None) -> list[uuid.UUID]:
         """Enqueue many jobs of one queue in one round trip (COPY for large
         batches); all are written or none. Returns their ids in order."""
@@ -257,7 +283,7 @@ class Client(_ClientBase):
         if not items:
             return []
         prepared = self.prepare(queue, items, priority=priority, run_at=run_at, delay=delay,
-                                max_attempts=max_attempts, unique_key=unique_key)
+                                max_attempts=max_attempts, unique_key=unique_key, partition=partition)
         self._ensure_queue(queue)
         settings = self.settings
         with translated(settings.database_url):
@@ -337,22 +363,25 @@ class AsyncClient(_ClientBase):
     async def enqueue(self, queue: str, payload: Any = None, *, priority: int | None = None,
                       run_at: datetime | None = None, delay: float | timedelta | None = None,
                       max_attempts: int | None = None, unique_key: str | None = None,
+                      partition: str | None = None,
                       conn: psycopg.AsyncConnection[Any] | None = None) -> uuid.UUID:
         """Enqueue one job; see :meth:`Client.enqueue`."""
         ids = await self.enqueue_many(queue, [payload], priority=priority, run_at=run_at, delay=delay,
-                                      max_attempts=max_attempts, unique_key=unique_key, conn=conn)
+                                      max_attempts=max_attempts, unique_key=unique_key, partition=partition,
+                                      conn=conn)
         return ids[0]
 
     async def enqueue_many(self, queue: str, payloads: Iterable[Any], *, priority: int | None = None,
                            run_at: datetime | None = None, delay: float | timedelta | None = None,
                            max_attempts: int | None = None, unique_key: str | None = None,
+                           partition: str | None = None,
                            conn: psycopg.AsyncConnection[Any] | None = None) -> list[uuid.UUID]:
         """Enqueue many jobs in one round trip; see :meth:`Client.enqueue_many`."""
         items = list(payloads)
         if not items:
             return []
         prepared = self.prepare(queue, items, priority=priority, run_at=run_at, delay=delay,
-                                max_attempts=max_attempts, unique_key=unique_key)
+                                max_attempts=max_attempts, unique_key=unique_key, partition=partition)
         await self._ensure_queue(queue)
         with translated(self.settings.database_url):
             if conn is not None:

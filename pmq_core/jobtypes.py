@@ -16,6 +16,7 @@ from typing import Any, Union
 import attrs
 
 from pmq_core.errors import Fail, JobCancelled, Retry, shown
+from pmq_core.flow import Limits
 from pmq_core.keys import HIGH, LOW, NORMAL
 
 #: The characters a queue name may use: it appears in Redis keys and URLs.
@@ -117,7 +118,12 @@ class JobType:
     maps a payload (a dict) to a string: at most one job per key is live at a
     time, and enqueueing another returns the live one's id. ``cron``, when
     given, enqueues one job (with ``cron_payload``) at each tick of that
-    schedule, once across all running migrators.
+    schedule, once across all running migrators. ``partition``, when given,
+    maps a payload (a dict) to the job's partition key when the enqueue
+    names none (None: the default partition); ``limits`` are the queue's
+    flow-control defaults (concurrency caps and rates, for the queue and
+    for each partition; see ``docs/flow-control.md``), which operators can
+    override with ``pmq queues limit``.
     """
 
     name: str = attrs.field(converter=check_queue_name)
@@ -130,6 +136,9 @@ class JobType:
     cron: str | None = attrs.field(default=None, validator=_cron)
     cron_payload: dict[str, Any] = attrs.field(factory=dict)
     description: str = ""
+    partition: Callable[[dict[str, Any]], str | None] | None = None
+    limits: Limits | None = attrs.field(default=None,
+                                        validator=attrs.validators.optional(attrs.validators.instance_of(Limits)))
 
     @timeout.validator
     def _check_timeout(self, attribute: attrs.Attribute[Any], value: float | None) -> None:
@@ -156,6 +165,7 @@ class JobType:
             "async": self.is_async,
             "payload": self.payload.__name__ if self.payload else None,
             "cron": self.cron,
+            "limits": self.limits.describe() if self.limits else None,
             "retry": {
                 "max_attempts": self.retry.max_attempts,
                 "base_delay": self.retry.base_delay,

@@ -19,6 +19,9 @@ the hash tag that puts one queue's keys in one Redis Cluster slot.
 ``Pcancel``             pub/sub channel: ids of running jobs to stop
 ``Ppause``              pub/sub channel: names of queues just paused, whose
                         jobs claimed ahead workers give back
+``Pheld``               hash, queue name to the keys its limits hold back
+                        (JSON, see ``flow.py``), written by the leading
+                        migrator for ``pmq stats``; rebuilt after a wipe
 ======================  =====================================================
 
 A message is ``<job id>:<attempt count>``: a hint that the job is ready, never
@@ -54,6 +57,7 @@ class Keys:
         self.prefix = prefix
         self.cancel_channel = f"{prefix}cancel"
         self.pause_channel = f"{prefix}pause"
+        self.held = f"{prefix}held"
 
     def band(self, queue: str, band: str) -> str:
         base = f"{self.prefix}{{{queue}}}"

@@ -17,17 +17,19 @@ housekeeping round ends with a beat in ``pmq_migrator_leader``, so that
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import psycopg
 import redis
 from psycopg.rows import DictRow
 
-from pmq_core import dispatch, store
+from pmq_core import dispatch, flow, store
 from pmq_core.client import Client
 from pmq_core.config import Settings
 from pmq_core.db import PG_DATA, PG_DOWN, REDIS_DOWN, pg_connect, redis_client
@@ -59,6 +61,8 @@ DEAD_LETTERS_CHUNK = 5000
 #: behind slow jobs is not polled fifty times a second.
 REFILL_EVERY = 0.02
 RETENTION_BATCH = 1000
+#: Seconds between reads of the limits in force (see Migrator._limits).
+LIMITS_EVERY = 1.0
 
 
 class Migrator:
@@ -79,6 +83,12 @@ class Migrator:
         self._missing: set[uuid.UUID] = set()  # jobs in migrated_to_redis whose message was missing last time
         self._backlog: set[str] = set()  # queues whose last batch came back full: more are probably due
         self._refill_wait = REFILL_EVERY
+        self._rate_wake: datetime | None = None  # when a rate ticket next stops counting
+        self._open_tickets = False  # whether rate tickets wait for their claim
+        self._limits_cache: dict[str, flow.QueueLimits] = {}
+        self._limits_read_at = -LIMITS_EVERY
+        self._held: dict[str, str] = {}  # what _publish_held last wrote
+        self._held_rewrite = 0.0
 
     def run(self, stop: threading.Event) -> None:
         """Lead or stand by until ``stop`` is set, reconnecting after server
@@ -157,6 +167,7 @@ class Migrator:
         if now >= self._next_dead_letters:
             self._next_dead_letters = now + DEAD_LETTERS_EVERY
             self.sync_dead_letters(conn, rds)
+            store.prune_tickets(conn)
         if now >= self._next_retention:
             self._next_retention = now + RETENTION_EVERY
             self.prune(conn)
@@ -170,8 +181,14 @@ class Migrator:
             return wait
         wait = min(self.settings.poll_interval, max(0.0, self._next_housekeeping - time.monotonic()))
         next_due = store.next_due_at(conn)
-        if next_due is not None:
-            wait = min(wait, max(0.001, (next_due - datetime.now(UTC)).total_seconds()))
+        for at in (next_due, self._rate_wake):
+            if at is not None:
+                wait = min(wait, max(0.001, (at - datetime.now(UTC)).total_seconds()))
+        if self._held and self._open_tickets:
+            # A rate holds jobs back while tickets it counts are open: their
+            # claims come within milliseconds, and only once a claim is read
+            # does the time its ticket stops counting become known.
+            wait = min(wait, REFILL_EVERY)
         return wait
 
     def migrate(self, conn: psycopg.Connection[DictRow], rds: redis.Redis, queues: list[str]) -> tuple[int, bool]:
@@ -188,20 +205,32 @@ class Migrator:
         self._backlog &= set(queues)  # a paused or deleted queue is nobody's backlog
         if not queues:
             return 0, False
+        limits = {queue: found for queue, found in self._limits(conn).items() if queue in queues}
         depths = dispatch.band_depths(rds, self.keys, queues)
         budgets: dict[str, int] = {}
         for queue in queues:
             depth = sum(depths[queue].values())
-            room = min(self.settings.migrate_batch, self.settings.redis_depth - depth)
+            share = flow.REDIS_SHARE if queue in limits else self.settings.redis_depth
+            room = min(self.settings.migrate_batch, share - depth)
             if room > 0:
                 budgets[queue] = room
-        if not budgets:
-            return 0, False
-        try:
-            # One statement, atomic in autocommit: no BEGIN and COMMIT round trips.
-            rows = store.migrate_due(conn, budgets)
-        except PG_DATA as exc:
-            rows = self._migrate_one_by_one(conn, rds, budgets, exc)
+        controlled = {queue: room for queue, room in budgets.items() if queue in limits}
+        budgets = {queue: room for queue, room in budgets.items() if queue not in limits}
+        rows: list[DictRow] = []
+        if budgets:
+            try:
+                # One statement, atomic in autocommit: no BEGIN and COMMIT round trips.
+                rows = store.migrate_due(conn, budgets)
+            except PG_DATA as exc:
+                rows = self._migrate_one_by_one(conn, rds, store.due_job_ids(conn, budgets), store.migrate_one, exc)
+        if limits:
+            controlled_rows, budgets_used = self._migrate_controlled(conn, rds, limits, controlled)
+            rows += controlled_rows
+            budgets.update(budgets_used)
+        else:
+            self._rate_wake, self._open_tickets = None, False
+            if self._held:  # the last limit was lifted: nothing is held any more
+                self._publish_held(rds, {})
         counts: dict[str, int] = {}
         for row in rows:
             counts[row["queue_name"]] = counts.get(row["queue_name"], 0) + 1
@@ -213,16 +242,77 @@ class Migrator:
         self.migrated += len(rows)
         return len(rows), bool(filled)
 
-    def _migrate_one_by_one(self, conn: psycopg.Connection[DictRow], rds: redis.Redis,
-                            budgets: dict[str, int], exc: Exception) -> list[DictRow]:
+    def _limits(self, conn: psycopg.Connection[DictRow]) -> dict[str, flow.QueueLimits]:
+        """The limits in force, read again at most every second: an
+        operator's change applies within a second, and a pass of a queue
+        with a rate (which may come every few milliseconds) does not read
+        the limits table each time."""
+        now = time.monotonic()
+        if now >= self._limits_read_at + LIMITS_EVERY:
+            self._limits_cache = flow.by_queue(store.limit_rows(conn))
+            self._limits_read_at = now
+        return self._limits_cache
+
+    def _migrate_controlled(self, conn: psycopg.Connection[DictRow], rds: redis.Redis,
+                            limits: dict[str, flow.QueueLimits],
+                            rooms: dict[str, int]) -> tuple[list[DictRow], dict[str, int]]:
+        """Move due jobs of flow-controlled queues within their limits, in
+        turns across partitions; return their rows and the budgets used.
+
+        The counts that limits are checked against are read from
+        PostgreSQL here, by the one leader, and the rate tickets are written
+        in the transaction that hands the jobs over: no other process hands
+        over these queues' jobs (the producers' hand-over skips them), so
+        the counts cannot change under the leader except downwards.
+        """
+        rated = any(queue_limits.rated for queue_limits in limits.values())
+        if rated:
+            store.close_tickets(conn)
+        partitions = store.waiting_partitions(conn, list(limits), flow.MAX_PARTITIONS)
+        in_flight = store.in_flight(conn, list(limits))
+        scopes = flow.ticket_scopes(limits, partitions)
+        usage = store.ticket_usage(conn, scopes) if scopes else {}
+        plan = flow.plan(limits, rooms, partitions, in_flight, {key: u.counted for key, u in usage.items()})
+        frees = [u.frees_at for u in usage.values() if u.frees_at is not None]
+        self._rate_wake = min(frees) if frees else None
+        self._open_tickets = any(u.open for u in usage.values())
+        self._publish_held(rds, plan.blocked)
+        if not plan.picks:
+            return [], {}
+        chosen = [row["id"] for row in store.fair_due_ids(conn, plan.picks, plan.budgets)]
+        if not chosen:
+            return [], plan.budgets
+        try:
+            rows = store.migrate_chosen(conn, chosen, limits)
+        except PG_DATA as exc:
+            rows = self._migrate_one_by_one(conn, rds, chosen,
+                                            lambda c, job_id: store.migrate_chosen(c, [job_id], limits), exc)
+        return rows, plan.budgets
+
+    def _publish_held(self, rds: redis.Redis, blocked: dict[str, list[str | None] | None]) -> None:
+        """Tell `pmq stats` what limits hold back: written when it changes,
+        and again every housekeeping round (a wiped Redis forgets it)."""
+        encoded = {queue: json.dumps(keys) for queue, keys in blocked.items()}
+        if encoded == self._held and time.monotonic() < self._held_rewrite:
+            return
+        pipe = rds.pipeline(transaction=True)
+        pipe.delete(self.keys.held)
+        if encoded:
+            pipe.hset(self.keys.held, mapping=encoded)  # type: ignore[arg-type]
+        pipe.execute()
+        self._held, self._held_rewrite = encoded, time.monotonic() + HOUSEKEEPING_EVERY
+
+    def _migrate_one_by_one(self, conn: psycopg.Connection[DictRow], rds: redis.Redis, job_ids: list[uuid.UUID],
+                            move: Callable[[psycopg.Connection[DictRow], uuid.UUID], list[DictRow]],
+                            exc: Exception) -> list[DictRow]:
         """Move a batch that failed on a stored value one job at a time, so
         that only the job at fault fails: it ends dead with the error, and
         the rest of the batch moves on."""
         log.error("migrating a batch failed on a stored value (%s); moving its jobs one by one", _brief(exc))
         rows: list[DictRow] = []
-        for job_id in store.due_job_ids(conn, budgets):
+        for job_id in job_ids:
             try:
-                rows += store.migrate_one(conn, job_id)
+                rows += move(conn, job_id)
             except PG_DATA as job_exc:
                 error = f"pmq could not hand this job to Redis: {_brief(job_exc)}"[:MAX_ERROR_LENGTH]
                 for buried in store.bury_job(conn, job_id, None, error):

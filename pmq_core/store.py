@@ -39,6 +39,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 
+from pmq_core import flow
 from pmq_core.models import Job, JobContext, JobStatus
 from pmq_core.queries import q
 
@@ -152,6 +153,7 @@ class NewJobs:
     max_attempts: int | None
     run_at: datetime | None
     unique_keys: list[str | None]
+    partitions: list[str | None]
 
     def uses_copy(self) -> bool:
         """Whether the rows go in by COPY: many of them, none with a unique
@@ -178,20 +180,23 @@ def insert_jobs(jobs: NewJobs, dispatch: bool) -> Steps[Inserted]:
     A job whose unique key a live job holds is skipped, and that job's id
     returned in its place."""
     if jobs.uses_copy():
-        yield Copy("copy_jobs", ((job_id, jobs.queue, jobs.priority, payload, jobs.max_attempts, jobs.run_at or _NOW)
-                                 for job_id, payload in zip(jobs.ids, jobs.payloads, strict=True)))
+        yield Copy("copy_jobs", ((job_id, jobs.queue, jobs.priority, payload, jobs.max_attempts, jobs.run_at or _NOW,
+                                  partition)
+                                 for job_id, payload, partition in zip(jobs.ids, jobs.payloads, jobs.partitions,
+                                                                       strict=True)))
         return Inserted(jobs.ids, [])
     if len(jobs.ids) == 1:
         rows = yield Query("insert_job", {
             "id": jobs.ids[0], "queue": jobs.queue, "priority": jobs.priority, "payload": jobs.payloads[0],
             "max_attempts": jobs.max_attempts, "run_at": jobs.run_at, "unique_key": jobs.unique_keys[0],
-            "dispatch": dispatch})
+            "partition": jobs.partitions[0], "dispatch": dispatch})
     else:
         n = len(jobs.ids)
         rows = yield Query("insert_jobs", {
             "ids": jobs.ids, "queues": [jobs.queue] * n, "priorities": [jobs.priority] * n,
             "payloads": jobs.payloads, "max_attempts": [jobs.max_attempts] * n,
-            "run_ats": [jobs.run_at] * n, "unique_keys": jobs.unique_keys, "dispatch": dispatch})
+            "run_ats": [jobs.run_at] * n, "unique_keys": jobs.unique_keys, "partitions": jobs.partitions,
+            "dispatch": dispatch})
     if len(rows) == len(jobs.ids):
         return Inserted(jobs.ids, rows)
     live = yield Query("live_jobs_by_unique_key", {"queue": jobs.queue, "keys": [k for k in jobs.unique_keys if k]})
@@ -229,6 +234,10 @@ def _upsert_queues(job_types: Iterable[JobType]) -> Steps[None]:
     for job_type in job_types:
         yield Query("upsert_queue", {"name": job_type.name, "priority": job_type.priority,
                                      "max_attempts": job_type.retry.max_attempts})
+        declared = flow.declared_rows(job_type.name, job_type.limits)
+        yield Query("forget_declared_limits", {"queue": job_type.name, "scopes": [r.scope for r in declared]})
+        if declared:
+            yield from _put_limits(declared)
 
 
 def _queue_names() -> Steps[set[str]]:
@@ -599,7 +608,124 @@ def prune(plan: Sequence[tuple[JobStatus, int]], logs_days: int, batch: int) -> 
     return removed
 
 
-# -- the worker -----------------------------------------------------------------------------
+# -- flow control -------------------------------------------------------------------
+
+
+@operation
+def limit_rows(queues: Sequence[str] | None = None) -> Steps[list[flow.LimitRow]]:
+    """The stored limits (of ``queues``, or all), declared and operators'."""
+    rows = yield Query("limit_rows", {"queues": list(queues) if queues is not None else None})
+    return [flow.LimitRow.from_row(row) for row in rows]
+
+
+def _put_limits(rows: Sequence[flow.LimitRow]) -> Steps[None]:
+    yield Query("put_limits", {
+        "queues": [r.queue for r in rows], "scopes": [r.scope for r in rows],
+        "partitions": [r.partition for r in rows], "origins": [r.origin for r in rows],
+        "concurrencies": [r.limit.concurrency for r in rows],
+        "rates": [r.limit.rate.count if r.limit.rate else None for r in rows],
+        "periods": [r.limit.rate.period if r.limit.rate else None for r in rows]})
+
+
+@operation
+def put_limits(rows: Sequence[flow.LimitRow]) -> Steps[None]:
+    """Store limits, each replacing the row of its scope and origin."""
+    yield from _put_limits(rows)
+
+
+@operation
+def delete_limits(queue: str, scope: str | None, partition: str, origin: str | None) -> Steps[list[DictRow]]:
+    """Delete a queue's limits (of one scope and partition, or all; of one
+    origin, or both); the rows deleted."""
+    return (yield from _rows("delete_limits", {"queue": queue, "scope": scope, "partition": partition,
+                                               "origin": origin}))
+
+
+@operation
+def waiting_partitions(queues: Sequence[str], limit: int) -> Steps[dict[str, list[str]]]:
+    """The partitions with waiting jobs of each queue (at most ``limit``
+    each; the default partition is not listed)."""
+    rows = yield Query("waiting_partitions", {"queues": list(queues), "limit": limit})
+    found: dict[str, list[str]] = {}
+    for row in rows:
+        found.setdefault(row["queue_name"], []).append(row["partition_key"])
+    return found
+
+
+@operation
+def in_flight(queues: Sequence[str]) -> Steps[dict[tuple[str, str | None], int]]:
+    """Jobs handed to Redis or running, per (queue, partition)."""
+    rows = yield Query("in_flight", {"queues": list(queues)})
+    return {(row["queue_name"], row["partition_key"]): row["n"] for row in rows}
+
+
+@operation
+def close_tickets() -> Steps[None]:
+    """End the rate tickets of jobs no longer waiting in Redis."""
+    yield Query("close_tickets")
+
+
+class TicketUsage(NamedTuple):
+    """A rate's tickets that count now: how many, how many are still open
+    (their job not claimed yet), and when the first ended one stops counting."""
+
+    counted: int
+    open: int
+    frees_at: datetime | None
+
+
+@operation
+def ticket_usage(scopes: Sequence[tuple[str, str]]) -> Steps[dict[tuple[str, str], TicketUsage]]:
+    """The tickets counting against each (queue, ticket scope)'s rate."""
+    rows = yield Query("ticket_usage", {"queues": [q for q, _ in scopes], "scopes": [k for _, k in scopes]})
+    return {(row["queue_name"], row["scope_key"]): TicketUsage(row["n"], row["open"], row["frees_at"])
+            for row in rows}
+
+
+def _issue_tickets(tickets: Sequence[tuple[str, str, uuid.UUID, int]]) -> Steps[None]:
+    """Record rate tickets: (queue, scope, job id, period)."""
+    yield Query("issue_tickets", {"queues": [t[0] for t in tickets], "scopes": [t[1] for t in tickets],
+                                  "job_ids": [t[2] for t in tickets], "periods": [t[3] for t in tickets]})
+
+
+@operation
+def prune_tickets() -> Steps[None]:
+    """Delete tickets that no longer count against any rate."""
+    yield Query("prune_tickets")
+
+
+@operation
+def fair_due_ids(picks: Sequence[tuple[str, str | None, int]],
+                 budgets: Mapping[str, int]) -> Steps[list[DictRow]]:
+    """The due jobs to hand over from flow-controlled queues: at most the
+    limit of each (queue, partition) of ``picks``, at most the budget of
+    each queue, taken in turns across partitions (id, queue, partition)."""
+    return (yield from _rows("fair_due_ids", {
+        "queues": [p[0] for p in picks], "partitions": [p[1] for p in picks], "limits": [p[2] for p in picks],
+        "budget_queues": list(budgets), "budgets": list(budgets.values())}))
+
+
+@atomic
+def migrate_chosen(ids: Sequence[uuid.UUID], limits: Mapping[str, flow.QueueLimits]) -> Steps[list[DictRow]]:
+    """Hand over the chosen jobs still waiting, marked limited, with the
+    rate tickets they take under ``limits``, in one transaction; their rows."""
+    rows = yield from _rows("migrate_chosen", {"ids": list(ids)})
+    tickets = flow.tickets_for(limits, rows)
+    if tickets:
+        yield from _issue_tickets(tickets)
+    return rows
+
+
+@operation
+def held_jobs(blocked: Sequence[tuple[str, str | None, bool]]) -> Steps[dict[str, int]]:
+    """Due jobs held back per queue, given the (queue, partition, whole
+    queue) keys a limit blocks."""
+    rows = yield Query("held_jobs", {"queues": [b[0] for b in blocked], "partitions": [b[1] for b in blocked],
+                                     "whole": [b[2] for b in blocked]})
+    return {row["queue_name"]: row["n"] for row in rows}
+
+
+# -- the worker ---------------------------------------------------------------------
 
 
 @operation
@@ -636,11 +762,14 @@ class Round(NamedTuple):
 
 @operation
 def claim_and_record(claims: Sequence[tuple[uuid.UUID, int]], outcomes: Sequence[Outcome],
-                     worker_id: uuid.UUID, queues: list[str]) -> Steps[Round]:
+                     worker_id: uuid.UUID, queues: list[str],
+                     starts: Sequence[tuple[uuid.UUID, datetime]] = ()) -> Steps[Round]:
     """A worker's round in one statement and one commit: record
-    ``outcomes`` and claim the jobs named by ``claims`` (popped messages:
-    job id and attempt) in the served ``queues``."""
+    ``outcomes``, claim the jobs named by ``claims`` (popped messages: job
+    id and attempt) in the served ``queues``, and end the rate tickets of
+    the flow-controlled jobs in ``starts`` at their handler's start."""
     rows = yield Query("worker_round", {
+        "start_ids": [s[0] for s in starts], "start_ats": [s[1] for s in starts],
         "ids": [o.ctx.id for o in outcomes], "attempts": [o.ctx.attempt for o in outcomes],
         "statuses": [o.status for o in outcomes], "log_statuses": [o.log_status for o in outcomes],
         "run_ats": [o.run_at for o in outcomes], "errors": [o.error for o in outcomes],
@@ -651,7 +780,7 @@ def claim_and_record(claims: Sequence[tuple[uuid.UUID, int]], outcomes: Sequence
     for row in rows:
         if row["kind"] == "claimed":
             claimed.append(row)
-        else:
+        elif row["kind"] == "finished":
             recorded.add(row["id"])
     return Round(claimed, recorded)
 

@@ -30,7 +30,7 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -127,6 +127,8 @@ class Worker:
         self.started = asyncio.Event()
         self._outcomes: list[_Outcome] = []
         self._to_claim: list[tuple[uuid.UUID, int]] = []
+        self._limited: set[uuid.UUID] = set()  # claimed flow-controlled jobs whose handler has not started
+        self._starts: list[tuple[uuid.UUID, datetime]] = []  # their starts, for the next round (rate tickets)
         self._db_wanted = asyncio.Event()  # outcomes or messages are waiting for the database task
         self._round_done = asyncio.Event()
         self._slot_freed = asyncio.Event()
@@ -247,7 +249,7 @@ class Worker:
         """Record outcomes and claim popped messages, all that are waiting
         per round, until the worker has stopped and nothing is left."""
         while True:
-            if not self._to_claim and not self._outcomes:
+            if not self._to_claim and not self._outcomes and not self._starts:
                 if self.slots.stopping and not self.slots.held:
                     return
                 self._db_wanted.clear()
@@ -255,11 +257,14 @@ class Worker:
                 continue
             messages, self._to_claim = self._to_claim, []
             outcomes, self._outcomes = self._outcomes, []
+            starts, self._starts = self._starts, []
             sent = time.monotonic()
             try:
                 # While stopping, popped messages may be dropped (the migrator
-                # hands them over again); outcomes are never dropped.
-                result = await self._db(functools.partial(self._round, messages=messages, outcomes=outcomes),
+                # hands them over again); outcomes are never dropped. Starts
+                # left unrecorded only keep rate tickets open a while longer.
+                result = await self._db(functools.partial(self._round, messages=messages, outcomes=outcomes,
+                                                          starts=starts),
                                         give_up=functools.partial(_dropping_claims, stop, bool(outcomes)))
             except PG_DATA as exc:
                 result = await self._one_by_one(stop, messages, outcomes, exc)
@@ -276,11 +281,12 @@ class Worker:
                 self._in_background(self._finished(outcomes, applied))
 
     async def _round(self, conn: psycopg.AsyncConnection[Any], messages: list[tuple[uuid.UUID, int]],
-                     outcomes: list[_Outcome]) -> tuple[list[Any], set[uuid.UUID]]:
+                     outcomes: list[_Outcome], starts: Sequence[tuple[uuid.UUID, datetime]] = ()
+                     ) -> tuple[list[Any], set[uuid.UUID]]:
         """One statement, one round trip and one commit: the outcomes' write
-        and the messages' claim. Returns the claimed rows and the ids of the
-        outcomes applied."""
-        return await store.claim_and_record.run_async(conn, messages, outcomes, self.id, self._queues)
+        and the messages' claim (and the starts of flow-controlled jobs).
+        Returns the claimed rows and the ids of the outcomes applied."""
+        return await store.claim_and_record.run_async(conn, messages, outcomes, self.id, self._queues, starts)
 
     async def _one_by_one(self, stop: asyncio.Event, messages: list[tuple[uuid.UUID, int]], outcomes: list[_Outcome],
                        exc: Exception) -> tuple[list[Any], set[uuid.UUID]]:
@@ -353,6 +359,8 @@ class Worker:
             if not self.slots.claimed(Claim(ctx, job_type, suspect=row["rescue_count"] > 0), sent):
                 paused.append(ctx.id)  # its queue was paused while the claim was in flight
                 continue
+            if row["limited"]:
+                self._limited.add(ctx.id)
             marks.append(dispatch.Mark(ctx.id, JobStatus.RUNNING, ctx.attempt, self._worker_name))
         self._launch()
         self._in_background(self._mirror(marks))
@@ -382,6 +390,10 @@ class Worker:
         # ahead starts later. From here on (the handler's view, the outcome,
         # the job's log) it is dated from this start, on PostgreSQL's clock.
         ctx.started_at += timedelta(seconds=clock - running.claimed)
+        if ctx.id in self._limited:  # a rate counts this start: say when it was
+            self._limited.discard(ctx.id)
+            self._starts.append((ctx.id, ctx.started_at))
+            self._db_wanted.set()
         result: Any = None
         error: BaseException | None = None
         if isinstance(ctx.raw_payload, UnreadablePayload):  # it can never run: no retry
@@ -602,6 +614,7 @@ class Worker:
     async def _give_back(self, ids: list[uuid.UUID]) -> None:
         """Queue again jobs claimed here that will not start (their queue was
         paused); their attempt does not count."""
+        self._limited.difference_update(ids)
 
         async def release(conn: psycopg.AsyncConnection[Any]) -> None:
             await store.release_jobs.run_async(conn, ids, self.id)

@@ -8,17 +8,19 @@
 -- %(dispatch)s, a job that is due now in an active queue is stored as
 -- already handed to Redis: the producer pushes its message right after the
 -- commit, and the migrator's check for lost messages covers a producer that
--- dies in between.
-INSERT INTO jobs (id, queue_name, priority, payload, max_attempts, run_at, unique_key, status)
+-- dies in between. A flow-controlled queue's jobs (pmq_limits has a row
+-- for the queue) always go through the migrator, which enforces the limits.
+INSERT INTO jobs (id, queue_name, priority, payload, max_attempts, run_at, unique_key, partition_key, status)
 SELECT i.id, i.queue_name, i.priority, i.payload, i.max_attempts,
-       coalesce(i.run_at, now()), i.unique_key,
+       coalesce(i.run_at, now()), i.unique_key, i.partition_key,
        CASE WHEN %(dispatch)s AND coalesce(i.run_at, now()) <= now()
                  AND (SELECT is_active FROM job_queues WHERE name = i.queue_name)
+                 AND NOT EXISTS (SELECT 1 FROM pmq_limits WHERE queue_name = i.queue_name)
             THEN 'migrated_to_redis' ELSE 'queued' END
   FROM unnest(%(ids)s::uuid[], %(queues)s::varchar[], %(priorities)s::int[],
               %(payloads)s::jsonb[], %(max_attempts)s::int[],
-              %(run_ats)s::timestamptz[], %(unique_keys)s::text[])
-       AS i(id, queue_name, priority, payload, max_attempts, run_at, unique_key)
+              %(run_ats)s::timestamptz[], %(unique_keys)s::text[], %(partitions)s::text[])
+       AS i(id, queue_name, priority, payload, max_attempts, run_at, unique_key, partition_key)
 ON CONFLICT (queue_name, unique_key)
    WHERE unique_key IS NOT NULL
      AND status IN ('queued', 'migrated_to_redis', 'running', 'retry_scheduled')
@@ -28,11 +30,12 @@ RETURNING id, queue_name, status, priority, attempt_count, created_at;
 -- name: insert_job
 -- The same for one job, with plain parameters: the common case, and
 -- cheaper to send than arrays.
-INSERT INTO jobs (id, queue_name, priority, payload, max_attempts, run_at, unique_key, status)
+INSERT INTO jobs (id, queue_name, priority, payload, max_attempts, run_at, unique_key, partition_key, status)
 VALUES (%(id)s::uuid, %(queue)s::varchar, %(priority)s::int, %(payload)s::jsonb, %(max_attempts)s::int,
-        coalesce(%(run_at)s::timestamptz, now()), %(unique_key)s::text,
+        coalesce(%(run_at)s::timestamptz, now()), %(unique_key)s::text, %(partition)s::text,
         CASE WHEN %(dispatch)s::boolean AND coalesce(%(run_at)s::timestamptz, now()) <= now()
                   AND (SELECT is_active FROM job_queues WHERE name = %(queue)s::varchar)
+                  AND NOT EXISTS (SELECT 1 FROM pmq_limits WHERE queue_name = %(queue)s::varchar)
              THEN 'migrated_to_redis' ELSE 'queued' END)
 ON CONFLICT (queue_name, unique_key)
    WHERE unique_key IS NOT NULL
@@ -46,7 +49,7 @@ SELECT unique_key, id FROM jobs
    AND status IN ('queued', 'migrated_to_redis', 'running', 'retry_scheduled');
 
 -- name: copy_jobs
-COPY jobs (id, queue_name, priority, payload, max_attempts, run_at) FROM STDIN;
+COPY jobs (id, queue_name, priority, payload, max_attempts, run_at, partition_key) FROM STDIN;
 
 -- name: queue_defaults
 SELECT name, default_priority, max_attempts, is_active FROM job_queues;
@@ -112,6 +115,14 @@ UPDATE jobs SET status = 'migrated_to_redis', updated_at = now()
  WHERE id = %(id)s AND status IN ('queued', 'retry_scheduled') AND run_at <= now()
 RETURNING id, queue_name, priority, attempt_count, created_at;
 
+-- name: migrate_chosen
+-- Hand to Redis the jobs of flow-controlled queues that fair_due_ids
+-- chose, those still waiting: marked limited, so that the worker that
+-- records their outcome wakes the migrator (a freed slot).
+UPDATE jobs SET status = 'migrated_to_redis', limited = true, updated_at = now()
+ WHERE id = ANY(%(ids)s::uuid[]) AND status IN ('queued', 'retry_scheduled') AND run_at <= now()
+RETURNING id, queue_name, partition_key, priority, attempt_count, created_at;
+
 -- name: bury_job
 -- End dead a job that pmq could not move, claim or record because of a
 -- value stored in or computed for it: a retry would fail the same way, and
@@ -168,7 +179,8 @@ SELECT least(
 -- index, thousands of entries not yet vacuumed.
 --
 -- Rows: one per claimed job (kind 'claimed'), then one per recorded
--- outcome (kind 'finished', only id set).
+-- outcome (kind 'finished', only id set), and one 'woke' row when the
+-- migrator was woken.
 WITH r AS (
     SELECT * FROM unnest(%(ids)s::uuid[], %(attempts)s::int[], %(statuses)s::varchar[],
                          %(log_statuses)s::varchar[], %(run_ats)s::timestamptz[],
@@ -186,7 +198,11 @@ WITH r AS (
       FROM r
      WHERE j.id = r.id AND (j.status || '') = 'running' AND j.attempt_count = r.attempt
        AND j.worker_id = %(worker_id)s
-    RETURNING j.id
+    RETURNING j.id, j.limited
+), woke AS (
+    -- A flow-controlled job ended: its slot is free, so wake the migrator
+    -- (delivered at this round's commit). Other queues' rounds send nothing.
+    SELECT pg_notify('pmq_jobs_v1', '') FROM (SELECT 1 FROM done WHERE done.limited LIMIT 1) ended
 ), logged AS (
     INSERT INTO job_logs (job_id, status, log_message, attempt_number, started_at, finished_at, duration)
     SELECT r.id, r.log_status, r.error, r.attempt, r.started_at, r.finished_at,
@@ -206,14 +222,24 @@ WITH r AS (
        AND j.queue_name = ANY(%(queues)s::varchar[])
        AND q.name = j.queue_name AND q.is_active
     RETURNING j.id, j.queue_name, j.payload, j.attempt_count, j.max_attempts,
-              j.priority, j.run_at, j.created_at, j.started_at, j.rescue_count
+              j.priority, j.run_at, j.created_at, j.started_at, j.rescue_count, j.limited
+), ticketed AS (
+    -- Flow-controlled jobs whose handler started since the last round: their
+    -- rate tickets end at that start (a ticket issued later belongs to a
+    -- newer hand-over of the job, and is left alone). Other rounds pass none.
+    UPDATE pmq_rate_tickets t SET ended_at = s.started_at
+      FROM unnest(%(start_ids)s::uuid[], %(start_ats)s::timestamptz[]) AS s(id, started_at)
+     WHERE t.job_id = s.id AND t.ended_at IS NULL AND t.issued_at <= s.started_at
 )
 SELECT 'claimed' AS kind, id, queue_name, payload, attempt_count, max_attempts,
-       priority, run_at, created_at, started_at, rescue_count
+       priority, run_at, created_at, started_at, rescue_count, limited
   FROM claimed
 UNION ALL
-SELECT 'finished', job_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
-  FROM logged;
+SELECT 'finished', job_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+  FROM logged
+UNION ALL
+SELECT 'woke', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+  FROM woke;
 
 -- name: worker_session
 -- The worker's connection plans its statements once. PostgreSQL kept
@@ -626,3 +652,150 @@ SELECT m.minute, coalesce(e.succeeded, 0) AS succeeded, coalesce(e.retried, 0) A
 -- name: cron_ticks
 -- The last tick enqueued for each cron job type.
 SELECT queue_name, last_tick FROM pmq_cron_ticks;
+
+-- Flow control (see docs/flow-control.md and migration 0008) ---------------
+
+-- name: limit_rows
+SELECT queue_name, scope, partition_key, origin, concurrency, rate, period, updated_at
+  FROM pmq_limits
+ WHERE %(queues)s::varchar[] IS NULL OR queue_name = ANY(%(queues)s::varchar[])
+ ORDER BY queue_name, scope, partition_key, origin;
+
+-- name: forget_declared_limits
+-- A job type's declaration changed: drop the declared rows it no longer has.
+DELETE FROM pmq_limits
+ WHERE queue_name = %(queue)s AND origin = 'declared' AND NOT (scope = ANY(%(scopes)s::text[]));
+
+-- name: put_limits
+-- Store limits (a job type's declaration, or an operator's), replacing the
+-- row of the same scope and origin.
+INSERT INTO pmq_limits (queue_name, scope, partition_key, origin, concurrency, rate, period)
+SELECT * FROM unnest(%(queues)s::varchar[], %(scopes)s::text[], %(partitions)s::text[], %(origins)s::text[],
+                     %(concurrencies)s::int[], %(rates)s::int[], %(periods)s::int[])
+ON CONFLICT (queue_name, scope, partition_key, origin) DO UPDATE
+   SET concurrency = EXCLUDED.concurrency, rate = EXCLUDED.rate, period = EXCLUDED.period,
+       updated_at = now()
+ WHERE (pmq_limits.concurrency, pmq_limits.rate, pmq_limits.period)
+       IS DISTINCT FROM (EXCLUDED.concurrency, EXCLUDED.rate, EXCLUDED.period);
+
+-- name: delete_limits
+-- An operator's unlimit: the rows of one queue, of one scope and partition
+-- or all, of one origin or both.
+DELETE FROM pmq_limits
+ WHERE queue_name = %(queue)s
+   AND (%(scope)s::text IS NULL OR (scope = %(scope)s AND partition_key = %(partition)s))
+   AND (%(origin)s::text IS NULL OR origin = %(origin)s)
+RETURNING scope, partition_key, origin;
+
+-- name: waiting_partitions
+-- The partitions of each queue with waiting jobs, walked on
+-- jobs_waiting_partition_idx one key after the other (a loose index scan:
+-- one probe per partition, however many jobs each holds), at most
+-- %(limit)s per queue.
+WITH RECURSIVE walk AS (
+    SELECT q.queue_name, 1 AS n,
+           (SELECT min(j.partition_key) FROM jobs j
+             WHERE j.queue_name = q.queue_name AND j.status IN ('queued', 'retry_scheduled')
+               AND j.partition_key IS NOT NULL) AS partition_key
+      FROM unnest(%(queues)s::varchar[]) AS q(queue_name)
+    UNION ALL
+    SELECT w.queue_name, w.n + 1,
+           (SELECT min(j.partition_key) FROM jobs j
+             WHERE j.queue_name = w.queue_name AND j.status IN ('queued', 'retry_scheduled')
+               AND j.partition_key IS NOT NULL AND j.partition_key > w.partition_key)
+      FROM walk w
+     WHERE w.partition_key IS NOT NULL AND w.n < %(limit)s
+)
+SELECT queue_name, partition_key FROM walk WHERE partition_key IS NOT NULL;
+
+-- name: in_flight
+-- Jobs handed to Redis or running, per queue and partition: what counts
+-- against a concurrency cap. Read on the status index: at most the
+-- deployment's in-flight jobs.
+SELECT queue_name, partition_key, count(*) AS n
+  FROM jobs
+ WHERE status IN ('migrated_to_redis', 'running') AND queue_name = ANY(%(queues)s::varchar[])
+ GROUP BY queue_name, partition_key;
+
+-- name: close_tickets
+-- End the rate tickets whose job is neither waiting in Redis nor running:
+-- at its handler's start for a job whose attempt ended (the worker usually
+-- ended the ticket at that start already), else now (taken back unclaimed
+-- or from a lost worker, cancelled, deleted). A running job's ticket is
+-- ended by its worker when the handler starts.
+UPDATE pmq_rate_tickets t
+   SET ended_at = CASE WHEN j.started_at >= t.issued_at THEN least(j.started_at, now()) ELSE now() END
+  FROM pmq_rate_tickets o
+  LEFT JOIN jobs j ON j.id = o.job_id
+ WHERE t.id = o.id AND o.ended_at IS NULL AND t.ended_at IS NULL
+   AND (j.status IS NULL OR j.status NOT IN ('migrated_to_redis', 'running'));
+
+-- name: ticket_usage
+-- Tickets that count against each scope's rate now (open, or ended less
+-- than a period ago), how many are open, and when the first of the ended
+-- ones stops counting.
+SELECT t.queue_name, t.scope_key, count(*) AS n, count(*) FILTER (WHERE t.ended_at IS NULL) AS open,
+       min(t.ended_at + make_interval(secs => t.period)) AS frees_at
+  FROM unnest(%(queues)s::varchar[], %(scopes)s::text[]) AS s(queue_name, scope_key)
+  JOIN pmq_rate_tickets t ON t.queue_name = s.queue_name AND t.scope_key = s.scope_key
+ WHERE t.ended_at IS NULL OR t.ended_at > now() - make_interval(secs => t.period)
+ GROUP BY t.queue_name, t.scope_key;
+
+-- name: issue_tickets
+INSERT INTO pmq_rate_tickets (queue_name, scope_key, job_id, period)
+SELECT * FROM unnest(%(queues)s::varchar[], %(scopes)s::text[], %(job_ids)s::uuid[], %(periods)s::int[]);
+
+-- name: prune_tickets
+DELETE FROM pmq_rate_tickets WHERE ended_at < now() - make_interval(secs => period);
+
+-- name: fair_due_ids
+-- The due jobs of flow-controlled queues to hand over now: at most
+-- %(limits)s from each (queue, partition) asked (a NULL partition is the
+-- default one), then at most %(budgets)s per queue, taken in turns: within
+-- a band, every partition's first job, then every partition's second...
+WITH p AS (
+    SELECT * FROM unnest(%(queues)s::varchar[], %(partitions)s::text[], %(limits)s::int[])
+           AS p(queue_name, partition_key, lim)
+), b AS (
+    SELECT * FROM unnest(%(budget_queues)s::varchar[], %(budgets)s::int[]) AS b(queue_name, lim)
+), picked AS (
+    SELECT d.*, row_number() OVER (PARTITION BY d.queue_name, d.partition_key, d.band
+                                   ORDER BY d.priority, d.created_at) AS turn
+      FROM p CROSS JOIN LATERAL (
+        (SELECT j.id, j.queue_name, j.partition_key, j.priority, j.created_at,
+                CASE WHEN j.priority <= 50 THEN 0 WHEN j.priority <= 150 THEN 1 ELSE 2 END AS band
+           FROM jobs j
+          WHERE p.partition_key IS NOT NULL
+            AND j.queue_name = p.queue_name AND j.partition_key = p.partition_key
+            AND j.status IN ('queued', 'retry_scheduled') AND j.run_at <= now()
+          ORDER BY j.priority, j.created_at
+          LIMIT p.lim)
+        UNION ALL
+        (SELECT j.id, j.queue_name, j.partition_key, j.priority, j.created_at,
+                CASE WHEN j.priority <= 50 THEN 0 WHEN j.priority <= 150 THEN 1 ELSE 2 END AS band
+           FROM jobs j
+          WHERE p.partition_key IS NULL
+            AND j.queue_name = p.queue_name AND j.partition_key IS NULL
+            AND j.status IN ('queued', 'retry_scheduled') AND j.run_at <= now()
+          ORDER BY j.priority, j.created_at
+          LIMIT p.lim)) d
+)
+SELECT x.id, x.queue_name, x.partition_key
+  FROM (SELECT picked.*, row_number() OVER (PARTITION BY picked.queue_name
+                                            ORDER BY band, turn, priority, created_at) AS pos
+          FROM picked) x
+  JOIN b ON b.queue_name = x.queue_name
+ WHERE x.pos <= b.lim
+ ORDER BY x.queue_name, x.pos;
+
+-- name: held_jobs
+-- Due jobs waiting in PostgreSQL because a limit holds them back, per
+-- queue: of the whole queue where its own limit is reached, else of the
+-- partitions whose limit is (%(partitions)s NULL: the default one).
+SELECT h.queue_name, count(j.id) AS n
+  FROM unnest(%(queues)s::varchar[], %(partitions)s::text[], %(whole)s::boolean[])
+       AS h(queue_name, partition_key, whole)
+  JOIN jobs j ON j.queue_name = h.queue_name
+             AND (h.whole OR j.partition_key IS NOT DISTINCT FROM h.partition_key)
+ WHERE j.status IN ('queued', 'retry_scheduled') AND j.run_at <= now()
+ GROUP BY h.queue_name;
