@@ -395,12 +395,16 @@ class Admin:
                 overview, oldest, workers, report["migrator"] = facts
         except (*PG_DOWN, DatabaseUnavailableError) as exc:
             report["postgres"].update(ok=False, error=reason(exc, self.settings.database_url))
+        held: dict[str, int] = {}
         try:
             depths = dispatch.band_depths(self.redis, self.keys, [r["name"] for r in overview])
             report["redis_config"] = health.redis_warnings(self.redis)
+            held = self._held() if overview else {}
         except REDIS_DOWN as exc:
             report["redis"].update(ok=False, error=reason(exc, self.settings.redis_url))
             depths = {r["name"]: {} for r in overview}
+        except (*PG_DOWN, DatabaseUnavailableError):
+            pass  # PostgreSQL went away since it answered above: no held count this time
         queues = []
         for row in overview:
             name = row["name"]
@@ -410,6 +414,7 @@ class Admin:
                 "in_redis": row["in_redis"], "scheduled": row["scheduled"], "running": row["running"],
                 "dead": row["dead"], "bands": depths.get(name, {}), "oldest_age": oldest.get(name),
                 "workers": len(serving), "served": any(w["redis_error_age"] is None for w in serving),
+                "held": held.get(name, 0),  # of waiting: due, but held back by a limit (see queues())
             })
         report["queues"] = queues
         report["dead_letters"] = sum(e["dead"] for e in queues)

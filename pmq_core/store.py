@@ -290,10 +290,13 @@ def job_page(query: JobsQuery, before: tuple[datetime, uuid.UUID] | None, limit:
     """Up to ``limit`` jobs matching ``query``, newest change first, that
     come after ``before`` (the ``(updated_at, id)`` of the previous page's
     last job) in that order."""
-    rows = yield Query("queue_job_page" if query.queue is not None else "job_page", {
-        "statuses": [s.value for s in query.statuses], "queue": query.queue, "error": query.error,
-        "since": query.since, "until": query.until, "limit": limit,
-        "before_at": before[0] if before else None, "before_id": before[1] if before else None})
+    params = {"statuses": [s.value for s in query.statuses], "error": query.error, "since": query.since,
+              "until": query.until, "limit": limit, "before_at": before[0] if before else None,
+              "before_id": before[1] if before else None}
+    if query.queue is None:
+        rows = yield Query("job_page", params)
+    else:
+        rows = yield Query("queue_job_page", {**params, "queue": query.queue})
     return [Job.from_row(row) for row in rows]
 
 
