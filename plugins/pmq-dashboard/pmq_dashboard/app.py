@@ -120,7 +120,7 @@ class Dashboard:
         report = await self.read(lambda admin: admin.health())
         fragment = "hx-request" in request.headers
         return self.page(request, "_overview.html" if fragment else "overview.html", report=report,
-                         held=any("held_back" in q for q in report["queues"]))
+                         held=any("held" in q for q in report["queues"]))
 
     async def throughput(self, request: Request) -> Response:
         rows = await self.read(lambda admin: admin.throughput(CHART_MINUTES))

@@ -62,9 +62,12 @@ def chromium_path() -> str | None:
     return next((path for path in map(shutil.which, CHROMIUM_NAMES) if path), None)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Headless Chromium, one for the session (each test opens its own page)."""
+    """Headless Chromium, one per test module (each test opens its own
+    page). Not one per session: Playwright's sync API keeps an event loop
+    running in this thread while it is open, and later tests call
+    ``asyncio.run`` there."""
     path = chromium_path()
     if path is None:
         pytest.skip(f"no Chromium found (looked for {', '.join(CHROMIUM_NAMES)} on PATH, and PMQ_CHROMIUM): "

@@ -43,6 +43,7 @@ def test_depth_changes_live_and_a_dead_job_is_replayed_to_completion(pmq_runtime
     page.evaluate("window.sameDocument = true")
     normal = page.locator('tr[data-queue="photos"] td.band-normal')
     expect(normal).to_have_text("0")
+    expect(page.locator('tr[data-queue="photos"] td.held')).to_have_text("0")  # flow control's count
 
     for n in range(7):
         rt.enqueue("photos", {"photo": n})
