@@ -13,7 +13,10 @@ nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 
 PLUGINS = ["plugins/pmq-webhook", "plugins/pmq-email", "plugins/pmq-analytics", "plugins/pmq-prometheus",
-           "plugins/pmq-otel"]
+           "plugins/pmq-otel", "plugins/pmq-dashboard"]
+#: What the plugins' own tests need beyond pmq's test extra: the dashboard's
+#: browser driver (Playwright, run on the system's Chromium) and HTTP client.
+PLUGIN_TESTS = ["plugins/pmq-dashboard[test]"]
 
 
 def install_project(session: nox.Session, extras: str) -> None:
@@ -26,6 +29,8 @@ def install_project(session: nox.Session, extras: str) -> None:
 def tests(session: nox.Session) -> None:
     """The test suite (all but the chaos test), on real servers."""
     install_project(session, "embedded,test")
+    for plugin in PLUGIN_TESTS:
+        session.install("-e", plugin)
     session.run("pytest", "-m", "not chaos", *session.posargs)
 
 
@@ -74,6 +79,25 @@ def demo(session: nox.Session) -> None:
     """The demo, on embedded servers unless PMQ_* URLs are set."""
     install_project(session, "embedded")
     session.run("pmq", "demo")
+
+
+@nox.session
+def screenshots(session: nox.Session) -> None:
+    """The dashboard's screenshots in docs/, from the demo's workload on a
+    real deployment (embedded servers unless PMQ_* URLs are set), taken
+    in the system's Chromium."""
+    install_project(session, "embedded")
+    session.install("-e", "plugins/pmq-dashboard[test]")
+    session.run("python", "docs/screenshots.py")
+
+
+@nox.session(name="dashboard-bench")
+def dashboard_bench(session: nox.Session) -> None:
+    """The dashboard's pages timed at 1,000,000 jobs, in a database of its
+    own on the PMQ_DATABASE_URL server (see docs/dashboard.md)."""
+    install_project(session, "embedded")
+    session.install("-e", "plugins/pmq-dashboard[test]")
+    session.run("python", "bench/dashboard_pages.py", *session.posargs)
 
 
 @nox.session

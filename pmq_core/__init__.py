@@ -22,9 +22,10 @@ A plugin in full::
                         retry=RetryPolicy(max_attempts=3))]
 """
 
-from pmq_core.admin import Admin
+from pmq_core.admin import Admin, JobPage
 from pmq_core.client import AsyncClient, Client
 from pmq_core.config import Settings
+from pmq_core.demo import run as run_demo
 from pmq_core.errors import (
     ConfigurationError,
     DatabaseUnavailableError,
@@ -32,6 +33,7 @@ from pmq_core.errors import (
     HandlerCrashed,
     JobCancelled,
     JobNotFoundError,
+    PageCursorError,
     PayloadError,
     PluginError,
     PmqError,
@@ -62,11 +64,13 @@ __all__ = [
     "JobCancelled",
     "JobContext",
     "JobNotFoundError",
+    "JobPage",
     "JobStatus",
     "JobType",
     "Limit",
     "Limits",
     "Migration",
+    "PageCursorError",
     "PayloadError",
     "PluginError",
     "PmqError",
@@ -83,4 +87,5 @@ __all__ = [
     "load_plugin_settings",
     "load_queries",
     "migrations_in",
+    "run_demo",
 ]

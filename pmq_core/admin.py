@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -17,7 +18,7 @@ from psycopg.rows import DictRow
 from pmq_core import dispatch, flow, health, schema, store
 from pmq_core.config import Settings
 from pmq_core.db import PG_DOWN, REDIS_DOWN, pg_connect, reason, redis_client, resolve_servers, translated
-from pmq_core.errors import DatabaseUnavailableError, JobNotFoundError, UnknownQueueError, shown
+from pmq_core.errors import DatabaseUnavailableError, JobNotFoundError, PageCursorError, UnknownQueueError, shown
 from pmq_core.keys import Keys
 from pmq_core.migrator import DEAD_LETTERS_EVERY
 from pmq_core.models import Job, JobStatus, parse_job_id
@@ -39,6 +40,33 @@ DeadAction = Callable[[psycopg.Connection[Any], list[uuid.UUID] | None, str | No
 #: included) or to answer: a rediss:// URL pointing at a Redis without TLS
 #: would otherwise wait for the handshake forever.
 REDIS_TIMEOUT = 5.0
+#: Most jobs one page of :meth:`Admin.job_page` holds.
+MAX_PAGE = 500
+
+
+@attrs.frozen
+class JobPage:
+    """One page of an operator's listing of jobs, newest change first.
+    ``next`` is the cursor of the page after it (pass it back as
+    ``after``), None on the last page."""
+
+    jobs: list[Job]
+    next: str | None
+
+
+def _cursor(job: Job) -> str:
+    return f"{job.updated_at.isoformat()}~{job.id}"
+
+
+def _parse_cursor(text: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        at, _, job_id = text.partition("~")
+        when = datetime.fromisoformat(at)
+        if when.tzinfo is None:
+            raise ValueError("no time zone")
+        return when, uuid.UUID(job_id)
+    except ValueError:
+        raise PageCursorError(f"{shown(text)} is not a page cursor pmq gave out; start from the first page") from None
 
 
 class Admin:
@@ -51,8 +79,11 @@ class Admin:
     saying what was left undone in Redis and what makes up for it.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, plugins: Plugins | None = None) -> None:
         self.settings = resolve_servers(settings)
+        #: The plugins whose job types :meth:`job_types` and :meth:`cron`
+        #: describe; by default those the settings select.
+        self.plugins = plugins if plugins is not None else Plugins(self.settings.plugins)
         assert self.settings.database_url and self.settings.redis_url
         self.keys = Keys(self.settings.key_prefix)
         self._conn: psycopg.Connection[DictRow] | None = None
@@ -229,6 +260,28 @@ class Admin:
         with self._translated():
             return store.list_jobs(self.conn, queue, statuses, limit)
 
+    def job_page(self, *, queue: str | None = None, statuses: Sequence[JobStatus | str] = (),
+                 error: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                 after: str | None = None, limit: int = 50) -> JobPage:
+        """A page of jobs, newest change first: of one queue or all, in
+        ``statuses`` (none given: any), whose last error holds ``error``
+        (any case), last changed between ``since`` and ``until``. ``after``
+        is the ``next`` of the page before. Every page is read from the
+        (status, updated_at) index, however deep (docs/dashboard.md gives
+        the cost at 1,000,000 jobs)."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"a page holds 1 to {MAX_PAGE} jobs, not {limit}")
+        for bound in (since, until):
+            if bound is not None and bound.tzinfo is None:
+                raise ValueError("since and until need a time zone")
+        wanted = [JobStatus(s) for s in statuses] or list(JobStatus)
+        query = store.JobsQuery(statuses=wanted, queue=queue, error=error or None, since=since, until=until)
+        before = _parse_cursor(after) if after else None
+        with self._translated():
+            jobs = store.job_page(self.conn, query, before, limit + 1)
+        more = len(jobs) > limit
+        return JobPage(jobs[:limit], _cursor(jobs[limit - 1]) if more else None)
+
     def job(self, job_id: uuid.UUID | str) -> tuple[Job, list[dict[str, Any]]]:
         """A job and its attempt log."""
         job_id = parse_job_id(job_id)
@@ -262,6 +315,24 @@ class Admin:
         self._redis_part(tell, untold + "its status hash in Redis (a view for dashboards) may still show its "
                          "former state")
         return previous
+
+    def run_now(self, job_id: uuid.UUID | str) -> bool:
+        """Make a job that waits for a later time (scheduled, or backing off
+        before a retry) due now; the migrator hands it over at its next
+        round. False when the job does not wait for a later time."""
+        job_id = parse_job_id(job_id)
+        with self._translated():
+            if store.run_now(self.conn, job_id):
+                return True
+            if store.get_job(self.conn, job_id) is None:
+                raise JobNotFoundError(f"no job with id {job_id}")
+        return False
+
+    def running(self, limit: int = 500) -> list[dict[str, Any]]:
+        """Jobs workers hold (``id``, ``queue_name``, ``worker_id``,
+        ``attempt_count``, ``max_attempts``, ``started_at``), oldest start first."""
+        with self._translated():
+            return store.running_jobs(self.conn, limit)
 
     # -- dead letters ------------------------------------------------------------
 
@@ -324,12 +395,16 @@ class Admin:
                 overview, oldest, workers, report["migrator"] = facts
         except (*PG_DOWN, DatabaseUnavailableError) as exc:
             report["postgres"].update(ok=False, error=reason(exc, self.settings.database_url))
+        held: dict[str, int] = {}
         try:
             depths = dispatch.band_depths(self.redis, self.keys, [r["name"] for r in overview])
             report["redis_config"] = health.redis_warnings(self.redis)
+            held = self._held() if overview else {}
         except REDIS_DOWN as exc:
             report["redis"].update(ok=False, error=reason(exc, self.settings.redis_url))
             depths = {r["name"]: {} for r in overview}
+        except (*PG_DOWN, DatabaseUnavailableError):
+            pass  # PostgreSQL went away since it answered above: no held count this time
         queues = []
         for row in overview:
             name = row["name"]
@@ -339,6 +414,7 @@ class Admin:
                 "in_redis": row["in_redis"], "scheduled": row["scheduled"], "running": row["running"],
                 "dead": row["dead"], "bands": depths.get(name, {}), "oldest_age": oldest.get(name),
                 "workers": len(serving), "served": any(w["redis_error_age"] is None for w in serving),
+                "held": held.get(name, 0),  # of waiting: due, but held back by a limit (see queues())
             })
         report["queues"] = queues
         report["dead_letters"] = sum(e["dead"] for e in queues)
@@ -349,6 +425,7 @@ class Admin:
         report["workers"] = [{
             "id": str(w["id"]), "hostname": w["hostname"], "pid": w["pid"], "queues": w["queues"],
             "concurrency": w["concurrency"], "running": w["busy"], "claimed_ahead": w["claimed_ahead"],
+            "started_at": w["started_at"], "heartbeat_at": w["heartbeat_at"],
             "utilisation": w["busy"] / w["concurrency"],
             "redis_ok": w["redis_error_age"] is None, "redis_error": w["redis_error"],
             "redis_error_age": w["redis_error_age"],
@@ -356,6 +433,35 @@ class Admin:
         found = health.judge(report, stale_after=self.settings.rescue_after)
         report.update(problems=found.problems, warnings=found.warnings, status=found.verdict)
         return report
+
+    def throughput(self, minutes: int = 60) -> list[dict[str, Any]]:
+        """Attempts ended in each of the last ``minutes`` minutes, oldest
+        first: ``minute`` (its start), ``succeeded``, ``retried`` and
+        ``failed`` (from ``job_logs``; a minute without any is zeros)."""
+        if not 1 <= minutes <= 24 * 60:
+            raise ValueError(f"throughput covers 1 to 1440 minutes, not {minutes}")
+        with self._translated():
+            return store.throughput(self.conn, minutes)
+
+    def job_types(self) -> list[dict[str, Any]]:
+        """The job types of the plugins these settings select, as declared
+        (what `pmq plugins` lists for each: priority, band, timeout, retry,
+        payload class, cron), with their ``description``."""
+        declared = self.plugins.load().job_types.values()
+        return [{**jt.describe(), "description": jt.description} for jt in sorted(declared, key=lambda j: j.name)]
+
+    def cron(self) -> list[dict[str, Any]]:
+        """Each cron job type of the selected plugins: ``name``, ``cron``
+        (its expression), ``last_tick`` (the last tick enqueued, None before
+        the first) and ``next_tick``, as the leading migrator enqueues them."""
+        from croniter import croniter
+
+        with self._translated():
+            ticks = store.cron_ticks(self.conn)
+        now = datetime.now(UTC)
+        return [{"name": jt["name"], "cron": jt["cron"], "last_tick": ticks.get(jt["name"]),
+                 "next_tick": croniter(jt["cron"], now).get_next(datetime)}
+                for jt in self.job_types() if jt["cron"]]
 
     def stats(self, minutes: int = 1) -> dict[str, Any]:
         """Throughput, failures and processing times over the last minutes,

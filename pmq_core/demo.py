@@ -282,9 +282,13 @@ class _BackgroundWorker:
             self._thread.join()
 
 
-def run(settings: Settings, *, out: TextIO | None = None, deadline: float = DEADLINE) -> Summary:
+def run(settings: Settings, *, out: TextIO | None = None, deadline: float = DEADLINE,
+        linger: threading.Event | None = None) -> Summary:
     """Run the demo against ``settings``' servers (embedded ones when none
-    are configured) and return its summary; progress goes to ``out``."""
+    are configured) and return its summary; progress goes to ``out``. With
+    ``linger``, the demo's migrator and worker go on serving once its jobs
+    are done, until ``linger`` is set (a dashboard beside it then shows a
+    live deployment, and jobs replayed from it run)."""
     from pmq_core import runner
 
     out = out or sys.stdout
@@ -310,6 +314,11 @@ def run(settings: Settings, *, out: TextIO | None = None, deadline: float = DEAD
         worker.start()
         _follow(tally, out, started + deadline, worker_died=lambda: worker.error is not None)
         seconds = time.monotonic() - started
+        if linger is not None:
+            out.write("the demo's worker and migrator go on serving\n")
+            out.flush()
+            while not linger.wait(0.5) and worker.error is None:
+                pass
     finally:
         worker.stop()
         migrator_stop.set()

@@ -51,6 +51,11 @@ class JobNotFoundError(PmqError, LookupError):
     """No job has that id."""
 
 
+class PageCursorError(PmqError, ValueError):
+    """That page cursor is not one pmq gave out: start again from the
+    first page."""
+
+
 class DatabaseUnavailableError(PmqError, ConnectionError):
     """PostgreSQL could not be reached, or went away: retry later or check
     PMQ_DATABASE_URL. The message ends "nothing was written" when the

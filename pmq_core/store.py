@@ -278,6 +278,45 @@ def cancel_job(job_id: uuid.UUID) -> Steps[JobStatus | None]:
     return JobStatus(rows[0]["previous_status"]) if rows else None
 
 
+class JobsQuery(NamedTuple):
+    """What an operator's listing of jobs asks for (see :func:`job_page`)."""
+
+    statuses: Sequence[JobStatus]
+    queue: str | None = None
+    error: str | None = None  # text the last error holds, any case
+    since: datetime | None = None  # changed at or after
+    until: datetime | None = None  # changed at or before
+
+
+@operation
+def job_page(query: JobsQuery, before: tuple[datetime, uuid.UUID] | None, limit: int) -> Steps[list[Job]]:
+    """Up to ``limit`` jobs matching ``query``, newest change first, that
+    come after ``before`` (the ``(updated_at, id)`` of the previous page's
+    last job) in that order."""
+    params = {"statuses": [s.value for s in query.statuses], "error": query.error, "since": query.since,
+              "until": query.until, "limit": limit, "before_at": before[0] if before else None,
+              "before_id": before[1] if before else None}
+    if query.queue is None:
+        rows = yield Query("job_page", params)
+    else:
+        rows = yield Query("queue_job_page", {**params, "queue": query.queue})
+    return [Job.from_row(row) for row in rows]
+
+
+@operation
+def run_now(job_id: uuid.UUID) -> Steps[bool]:
+    """Make a job waiting for a later time due now; False when it is not
+    waiting for one (running, finished, already due, or no such job)."""
+    rows = yield Query("run_now", {"id": job_id})
+    return bool(rows)
+
+
+@operation
+def running_jobs(limit: int) -> Steps[list[DictRow]]:
+    """Jobs held by workers (``worker_id`` says whose), oldest start first."""
+    return (yield from _rows("running_jobs", {"limit": limit}))
+
+
 @operation
 def queue_names() -> Steps[set[str]]:
     return (yield from _queue_names())
@@ -373,6 +412,20 @@ def activity(minutes: int, live_after: float) -> Steps[Activity]:
     created = yield Query("recent_created", {"minutes": minutes})
     workers = yield from _live_workers(live_after)
     return Activity(attempts[0], created[0]["created"] or 0, workers)
+
+
+@operation
+def throughput(minutes: int) -> Steps[list[DictRow]]:
+    """Attempts ended per minute over the last ``minutes`` (``minute``,
+    ``succeeded``, ``retried``, ``failed``), oldest minute first, zeros included."""
+    return (yield from _rows("throughput", {"minutes": minutes}))
+
+
+@operation
+def cron_ticks() -> Steps[dict[str, datetime]]:
+    """The last tick enqueued per cron job type (queue name)."""
+    rows = yield Query("cron_ticks")
+    return {row["queue_name"]: row["last_tick"] for row in rows}
 
 
 def _live_workers(after: float) -> Steps[list[DictRow]]:

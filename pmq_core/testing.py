@@ -191,7 +191,7 @@ class Runtime:
     def admin(self) -> Admin:
         """An :class:`~pmq_core.admin.Admin` on the test's servers (use it
         in a ``with`` block, which closes its connections)."""
-        return Admin(self.settings)
+        return Admin(self.settings, plugins=self.plugins)
 
     def start_worker(self, queues: list[str] | None = None, concurrency: int | None = None) -> Worker:
         """Start a worker in a thread of its own (its own event loop)."""

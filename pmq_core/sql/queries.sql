@@ -384,12 +384,10 @@ SELECT id, queue_name, status, priority, payload, attempt_count, max_attempts,
 
 -- name: list_jobs
 -- The most recently changed jobs, optionally of one queue. One backward
--- scan of the (status, updated_at) index per status asked for, each
--- stopping after %(limit)s rows, then a sort of at most 7 x %(limit)s rows:
--- no index of its own (every index of jobs costs each status change a
--- write), and never a read of the whole table. A queue filter is applied to
--- the rows each scan reads, so a queue that is rare among a status's recent
--- jobs makes that scan read further.
+-- scan of the (status, updated_at) index per status asked for (of the
+-- (queue_name, status, updated_at) index of migration 0011 for one queue),
+-- each stopping after %(limit)s rows, then a sort of at most 7 x %(limit)s
+-- rows: never a read of the whole table.
 SELECT j.* FROM unnest(%(statuses)s::varchar[]) AS s(status)
  CROSS JOIN LATERAL (
     SELECT id, queue_name, status, priority, payload, attempt_count, max_attempts,
@@ -567,6 +565,96 @@ CREATE DATABASE {name} TEMPLATE {template} STRATEGY FILE_COPY;
 
 -- name: drop_database
 DROP DATABASE IF EXISTS {name} WITH (FORCE);
+
+-- name: job_page
+-- One page of jobs for an operator's listing, newest change first, read as
+-- list_jobs is: a backward scan of the (status, updated_at) index per
+-- status asked for, each stopping after %(limit)s rows. The time bounds
+-- and the page's cursor (the last row of the page before, as
+-- (updated_at, id)) are one range on updated_at, written so that the index
+-- serves it whichever are given; text in the error is a filter on the rows
+-- each scan reads, so a rare match makes that scan read further.
+-- docs/dashboard.md gives the cost of each page at 1,000,000 jobs.
+SELECT j.* FROM unnest(%(statuses)s::varchar[]) AS s(status)
+ CROSS JOIN LATERAL (
+    SELECT id, queue_name, status, priority, payload, attempt_count, max_attempts,
+           run_at, started_at, completed_at, failed_at, last_error_message,
+           created_at, updated_at, worker_id, unique_key
+      FROM jobs
+     WHERE jobs.status = s.status
+       AND updated_at >= coalesce(%(since)s::timestamptz, '-infinity')
+       AND updated_at <= least(coalesce(%(until)s::timestamptz, 'infinity'),
+                               coalesce(%(before_at)s::timestamptz, 'infinity'))
+       AND (%(before_at)s::timestamptz IS NULL OR (updated_at, id) < (%(before_at)s, %(before_id)s::uuid))
+       AND (%(error)s::text IS NULL OR strpos(lower(last_error_message), lower(%(error)s)) > 0)
+     ORDER BY updated_at DESC, id DESC
+     LIMIT %(limit)s) j
+ ORDER BY j.updated_at DESC, j.id DESC
+ LIMIT %(limit)s;
+
+-- name: queue_job_page
+-- job_page for one queue, on the (queue_name, status, updated_at) index of
+-- migration 0011 (the same text with the queue as an index condition: a
+-- condition "queue IS NULL OR ..." would keep a generic plan off that
+-- index).
+SELECT j.* FROM unnest(%(statuses)s::varchar[]) AS s(status)
+ CROSS JOIN LATERAL (
+    SELECT id, queue_name, status, priority, payload, attempt_count, max_attempts,
+           run_at, started_at, completed_at, failed_at, last_error_message,
+           created_at, updated_at, worker_id, unique_key
+      FROM jobs
+     WHERE jobs.queue_name = %(queue)s AND jobs.status = s.status
+       AND updated_at >= coalesce(%(since)s::timestamptz, '-infinity')
+       AND updated_at <= least(coalesce(%(until)s::timestamptz, 'infinity'),
+                               coalesce(%(before_at)s::timestamptz, 'infinity'))
+       AND (%(before_at)s::timestamptz IS NULL OR (updated_at, id) < (%(before_at)s, %(before_id)s::uuid))
+       AND (%(error)s::text IS NULL OR strpos(lower(last_error_message), lower(%(error)s)) > 0)
+     ORDER BY updated_at DESC, id DESC
+     LIMIT %(limit)s) j
+ ORDER BY j.updated_at DESC, j.id DESC
+ LIMIT %(limit)s;
+
+-- name: run_now
+-- Make a job that waits for a later time (scheduled, or a retry's backoff)
+-- due now; the migrator hands it over at its next round.
+UPDATE jobs SET run_at = now(), updated_at = now()
+ WHERE id = %(id)s AND status IN ('queued', 'retry_scheduled') AND run_at > now()
+RETURNING id;
+
+-- name: running_jobs
+-- Jobs held by workers, oldest start first (the running-jobs index).
+SELECT id, queue_name, worker_id, attempt_count, max_attempts, started_at
+  FROM jobs WHERE status = 'running'
+ ORDER BY started_at
+ LIMIT %(limit)s;
+
+-- name: throughput
+-- Attempts that ended in each of the last %(minutes)s minutes, by outcome,
+-- a row per minute (zeros included). The job_logs index on started_at
+-- bounds the read; an attempt is counted in the minute it finished, and one
+-- that ran longer than the window plus an hour before finishing in it is
+-- left out (timeouts end attempts long before that).
+WITH window_start AS (
+    SELECT date_trunc('minute', now()) - make_interval(mins => %(minutes)s - 1) AS at
+), ended AS (
+    SELECT date_trunc('minute', l.finished_at) AS minute,
+           count(*) FILTER (WHERE l.status = 'success') AS succeeded,
+           count(*) FILTER (WHERE l.status = 'retry') AS retried,
+           count(*) FILTER (WHERE l.status = 'failed') AS failed
+      FROM job_logs l, window_start w
+     WHERE l.started_at >= w.at - interval '1 hour' AND l.finished_at >= w.at
+     GROUP BY 1
+)
+SELECT m.minute, coalesce(e.succeeded, 0) AS succeeded, coalesce(e.retried, 0) AS retried,
+       coalesce(e.failed, 0) AS failed
+  FROM window_start w
+ CROSS JOIN generate_series(w.at, date_trunc('minute', now()), interval '1 minute') AS m(minute)
+  LEFT JOIN ended e ON e.minute = m.minute
+ ORDER BY m.minute;
+
+-- name: cron_ticks
+-- The last tick enqueued for each cron job type.
+SELECT queue_name, last_tick FROM pmq_cron_ticks;
 
 -- Flow control (see docs/flow-control.md and migration 0008) ---------------
 
