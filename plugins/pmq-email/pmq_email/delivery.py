@@ -91,8 +91,9 @@ def deliver_email(job: JobContext, config: EmailConfig, db: Database) -> dict[st
     key = uuid.UUID(payload.sending_job)
     with db.connection() as conn:
         row = conn.execute(q("delivery_by_job"), {"job_id": key}).fetchone()
-        suppressed = row is not None and conn.execute(q("is_suppressed"), {"address": row["recipient"]}).fetchone()
-    if suppressed:  # it bounced for good since the message was queued
+        suppressed = row is not None and conn.execute(q("is_suppressed"), {"address": row["recipient"]}
+                                                      ).fetchone() is not None
+    if row is not None and suppressed:  # it bounced for good since the message was queued
         if _claim(db, job, key, "suppressed") is None:
             return _not_claimed(job, db, key)
         log.info("email-delivery %s: %s is on the suppression list; skipped", job.id, row["recipient"])
