@@ -20,13 +20,25 @@ from email_testkit import (
     delivered,
     delivery_row,
     free_port,
+    job_type,
     run_delivery,
     run_job,
     with_smtp,
 )
 from pmq_email import EmailConfig, EmailPlugin, EmailSettings, SmtpServer
 
-from pmq_core import ConfigurationError, Fail, JobStatus, PayloadError, Retry, load_plugin_settings, redaction
+from pmq_core import (
+    ConfigurationError,
+    Fail,
+    JobStatus,
+    Limit,
+    Limits,
+    PayloadError,
+    Rate,
+    Retry,
+    load_plugin_settings,
+    redaction,
+)
 from pmq_core.plugin_settings import read
 
 WELCOME = {"to": "ada@example.org", "template": "welcome", "values": {"name": "Ada", "account": "acme"}}
@@ -172,6 +184,19 @@ def test_an_address_suppressed_after_queueing_is_not_sent_to(email_db, email_plu
     assert delivery(email_db.settings, job_id)[0] == "suppressed" and sink.messages == []
 
 
+def test_a_delivery_the_previous_version_left_deferred_is_handed_to_email_delivery(email_db, email_plugin,
+                                                                                    smtp_sink):
+    sink, _ = smtp_sink
+    job_id = uuid.uuid4()
+    with psycopg.connect(email_db.settings.database_url) as conn:  # version 1 sent in email-sending, and got a 451
+        conn.execute("INSERT INTO pmq_email_deliveries (job_id, message_id, recipient, template, status, attempt) "
+                     "VALUES (%s, %s, 'ada@example.org', 'welcome', 'deferred', 1)", (job_id, f"<{job_id}@{DOMAIN}>"))
+    queued = run_job(email_plugin, email_db.resources, "email-sending", WELCOME, job_id=job_id, attempt=2)
+    assert queued["status"] == "queued" and queued["delivery_job_id"]
+    assert run_delivery(email_plugin, email_db.resources, email_db.settings, job_id)["status"] == "sent"
+    assert len(sink.messages) == 1
+
+
 def test_only_the_delivery_job_email_sending_recorded_may_send(email_db, email_plugin, smtp_sink):
     sink, _ = smtp_sink
     job_id = uuid.uuid4()
@@ -253,13 +278,16 @@ def test_configuration_from_the_plugin_settings(tmp_path):
     (tmp_path / "pmq.toml").write_text('[email]\nsender = "Team <team@example.net>"\ntemplates = "/srv/templates"\n',
                                        encoding="utf-8")
     environ = {"PMQ_EMAIL_SMTP_URL": "smtp://u%40x:p%3Ass@mail.example.net:2525?starttls=1",
-               "PMQ_EMAIL_TEMPLATES": "/srv/mail-templates"}
+               "PMQ_EMAIL_TEMPLATES": "/srv/mail-templates", "PMQ_EMAIL_DOMAIN_RATE": "600 / minute"}
     config = EmailConfig.from_settings(load_plugin_settings("email", EmailSettings, tmp_path, environ))
     assert (config.smtp.host, config.smtp.port, config.smtp.username, config.smtp.password) == (
         "mail.example.net", 2525, "u@x", "p:ss")
     assert config.smtp.starttls and not config.smtp.implicit_tls
     assert config.templates == Path("/srv/mail-templates") and config.message_domain() == "example.net"
     assert "p:ss" not in repr(config)
+    assert config.domain_rate == Rate(600, 60) and EmailConfig().domain_rate == Rate(10, 1)
+    delivery_type = job_type(EmailPlugin(config), "email-delivery")
+    assert delivery_type.limits == Limits(each_partition=Limit(rate=Rate(600, 60)))
     assert SmtpServer.from_url("smtps://mail.example.net").port == 465
     for bad, problem in [("http://x", "smtp://"), ("smtp://x?tls=1", "unknown option"),
                          ("smtp://x?starttls=maybe", "yes/no"), ("smtp://x:port", "smtp_url")]:
@@ -280,4 +308,6 @@ def test_a_bad_smtp_url_is_refused_with_the_other_bad_settings_and_its_password_
     message = str(caught.value)
     assert "smtp_url: unknown option(s) tls; known: starttls, timeout @ email" in message
     assert "expected a number, got 'soon' @ other.timeout" in message and "pw-71c3a" not in message
+    with pytest.raises(ConfigurationError, match=r"rate 'fast' is not N/PERIOD.* @ email"):
+        read({"email": EmailSettings}, tmp_path, {"PMQ_EMAIL_DOMAIN_RATE": "fast"})
     assert redaction.scrub("login failed for u:pw-71c3a") == "login failed for u:***"
