@@ -1,6 +1,9 @@
 """pmq-email: PenguinMails' email job types for pmq.
 
-- ``email-sending``: render a template and send it through SMTP, at most once;
+- ``email-sending``: render a template, as its mailbox's daily limit allows,
+  and hand it to ``email-delivery``;
+- ``email-delivery``: send it through SMTP, at most once, as its recipient
+  domain's rate allows;
 - ``email-processing``: record an inbound message, and pass delivery status
   notifications to ``bounce:process``;
 - ``bounce:process``: record bounces, suppress hard-bounced addresses;
@@ -10,8 +13,8 @@ See README.md for configuration and payloads.
 """
 
 from pmq_email.config import EmailConfig, EmailSettings, SmtpServer
-from pmq_email.payloads import InboundMessage, SendEmail, WarmupStep
+from pmq_email.payloads import DeliverEmail, InboundMessage, SendEmail, WarmupStep
 from pmq_email.plugin import EmailPlugin, plugin
 
-__all__ = ["EmailConfig", "EmailPlugin", "EmailSettings", "InboundMessage", "SendEmail", "SmtpServer", "WarmupStep",
-           "plugin"]
+__all__ = ["DeliverEmail", "EmailConfig", "EmailPlugin", "EmailSettings", "InboundMessage", "SendEmail", "SmtpServer",
+           "WarmupStep", "plugin"]

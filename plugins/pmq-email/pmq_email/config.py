@@ -16,11 +16,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import attrs
 
-from pmq_core import ConfigurationError
+from pmq_core import ConfigurationError, Rate
 
 #: The section of the plugin's settings.
 SECTION = "email"
 SMTP_URL = "smtp_url"
+#: The rate of deliveries to each recipient domain unless configured.
+DOMAIN_RATE = "10/s"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -84,6 +86,11 @@ def _smtp_url(instance: Any, attribute: Any, url: str | None) -> None:
             raise ValueError(str(exc)) from None
 
 
+def _rate(instance: Any, attribute: Any, text: str) -> None:
+    """Refuse a rate that cannot be read, when the settings are read."""
+    Rate.parse(text)
+
+
 @attrs.frozen(kw_only=True)
 class EmailSettings:
     """pmq-email's settings, as declared to pmq (``PMQ_EMAIL_<NAME>``)."""
@@ -101,6 +108,9 @@ class EmailSettings:
     required to process inbound mail and bounces."""
     message_id_domain: str | None = None
     """Right-hand side of generated Message-IDs (default: the sender's domain)."""
+    domain_rate: str = attrs.field(default=DOMAIN_RATE, validator=_rate)
+    """Most SMTP deliveries started to one recipient domain, as ``N/PERIOD``
+    (``10/s``, ``600/m``): the per-partition rate email-delivery declares."""
 
 
 @attrs.frozen(kw_only=True)
@@ -116,12 +126,15 @@ class EmailConfig:
     """Directory under which inbound messages' storage keys are resolved."""
     message_id_domain: str | None = None
     """Right-hand side of generated Message-IDs (default: the sender's domain)."""
+    domain_rate: Rate = Rate.parse(DOMAIN_RATE)
+    """Most SMTP deliveries started to one recipient domain."""
 
     @classmethod
     def from_settings(cls, settings: EmailSettings) -> EmailConfig:
         smtp = SmtpServer.from_url(settings.smtp_url) if settings.smtp_url else SmtpServer()
         return cls(smtp=smtp, sender=settings.sender, templates=settings.templates,
-                   inbound_dir=settings.inbound_dir, message_id_domain=settings.message_id_domain)
+                   inbound_dir=settings.inbound_dir, message_id_domain=settings.message_id_domain,
+                   domain_rate=Rate.parse(settings.domain_rate))
 
     def require_sender(self) -> str:
         if not self.sender:
@@ -140,6 +153,11 @@ class EmailConfig:
             raise ConfigurationError("pmq-email cannot read inbound mail: set PMQ_EMAIL_INBOUND_DIR "
                                      "(email.inbound_dir) to its directory")
         return self.inbound_dir
+
+    def default_account(self) -> str | None:
+        """The mailbox that sends mail whose payload names none: the bare
+        address of the configured sender."""
+        return parseaddr(self.sender)[1] or None if self.sender else None
 
     def message_domain(self) -> str:
         if self.message_id_domain:

@@ -16,11 +16,23 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from pmq_core import JobContext, JobType, Migration, RetryPolicy, Settings, hookimpl, load_plugin_settings
-from pmq_email import bounces, inbound, sending, warmup
-from pmq_email.config import SECTION, EmailConfig, EmailSettings
+from pmq_core import (
+    ConfigurationError,
+    JobContext,
+    JobType,
+    Limit,
+    Limits,
+    Migration,
+    Rate,
+    RetryPolicy,
+    Settings,
+    hookimpl,
+    load_plugin_settings,
+)
+from pmq_email import bounces, delivery, inbound, partitions, sending, warmup
+from pmq_email.config import DOMAIN_RATE, SECTION, EmailConfig, EmailSettings
 from pmq_email.database import Database
-from pmq_email.payloads import InboundMessage, SendEmail, WarmupStep
+from pmq_email.payloads import DeliverEmail, InboundMessage, SendEmail, WarmupStep
 from pmq_email.queries import migrations
 
 #: The name of pmq-email's database (a :class:`Database`) in ``job.resources``.
@@ -54,6 +66,9 @@ class EmailPlugin:
     def send_email(self, job: JobContext) -> dict[str, Any]:
         return sending.send_email(job, self.config, job.resources[DATABASE])
 
+    def deliver_email(self, job: JobContext) -> dict[str, Any]:
+        return delivery.deliver_email(job, self.config, job.resources[DATABASE])
+
     def process_inbound(self, job: JobContext) -> dict[str, Any]:
         return inbound.process_inbound(job, self.config, job.resources[DATABASE])
 
@@ -63,13 +78,36 @@ class EmailPlugin:
     def warmup_step(self, job: JobContext) -> dict[str, Any]:
         return warmup.run_step(job, job.resources[DATABASE])
 
+    # -- flow control ----------------------------------------------------------
+
+    def sending_mailbox(self, payload: dict[str, Any]) -> str | None:
+        """email-sending's partition: the mailbox the payload names, else the
+        configured sender's (as this process's settings say); the default
+        partition when neither is known."""
+        account = payload.get("account") or self.config.default_account()
+        return partitions.mailbox(account) if account else None
+
+    def domain_rate(self) -> Rate:
+        """The rate email-delivery declares for each recipient domain. While
+        the settings cannot be read, the default: a worker refuses such
+        settings, naming every bad value, before it runs anything."""
+        try:
+            return self.config.domain_rate
+        except ConfigurationError:
+            return Rate.parse(DOMAIN_RATE)
+
     # -- hooks -----------------------------------------------------------------
 
     @hookimpl
     def pmq_register_job_types(self) -> list[JobType]:
         return [
-            JobType(name="email-sending", handler=self.send_email, payload=SendEmail, priority=100, timeout=30,
-                    retry=RetryPolicy(max_attempts=6), description="Render a template and send it by SMTP, once."),
+            JobType(name=sending.SENDING_QUEUE, handler=self.send_email, payload=SendEmail, priority=100,
+                    timeout=30, retry=RetryPolicy(max_attempts=6), partition=self.sending_mailbox, limits=Limits(),
+                    description="Render a template as its mailbox's daily limit allows; hand it to email-delivery."),
+            JobType(name=delivery.DELIVERY_QUEUE, handler=self.deliver_email, payload=DeliverEmail, priority=100,
+                    timeout=30, retry=RetryPolicy(max_attempts=6),
+                    limits=Limits(each_partition=Limit(rate=self.domain_rate())),
+                    description="Send a rendered message by SMTP, once, as its recipient domain's rate allows."),
             JobType(name="email-processing", handler=self.process_inbound, payload=InboundMessage, priority=75,
                     timeout=60, description="Record an inbound message; hand bounce reports to bounce:process."),
             JobType(name=inbound.BOUNCE_QUEUE, handler=self.process_bounce, payload=InboundMessage, priority=75,

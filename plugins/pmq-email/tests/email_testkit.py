@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import psycopg
 from pmq_email import EmailConfig, EmailPlugin
+from psycopg.rows import dict_row
 
-from pmq_core import JobContext
+from pmq_core import Job, JobContext
+from pmq_core.testing import Runtime, wait_until
 
 DATA = Path(__file__).parent / "data"
 SENDER = "PenguinMails <hello@penguinmails.test>"
@@ -74,3 +77,28 @@ def run_job(plugin: EmailPlugin, resources: Mapping[str, Any], name: str, payloa
 
 def with_smtp(config: EmailConfig, **changes: Any) -> EmailConfig:
     return attrs.evolve(config, smtp=attrs.evolve(config.smtp, **changes))
+
+
+def delivery_row(settings: Any, sending_job: uuid.UUID) -> dict[str, Any] | None:
+    """The delivery an email-sending job recorded (None: none yet)."""
+    with psycopg.connect(settings.database_url, row_factory=dict_row) as conn:
+        return conn.execute("SELECT * FROM pmq_email_deliveries WHERE job_id = %s", (sending_job,)).fetchone()
+
+
+def run_delivery(plugin: EmailPlugin, resources: Mapping[str, Any], settings: Any, sending_job: uuid.UUID, *,
+                 attempt: int = 1) -> Any:
+    """Run, inline, the email-delivery job that email-sending job
+    ``sending_job`` enqueued (as attempt ``attempt``)."""
+    row = delivery_row(settings, sending_job)
+    assert row is not None and row["delivery_job_id"] is not None, row
+    return run_job(plugin, resources, "email-delivery", {"sending_job": str(sending_job)},
+                   job_id=row["delivery_job_id"], attempt=attempt)
+
+
+def delivered(rt: Runtime, sending_job: uuid.UUID, timeout: float = 15.0) -> Job:
+    """Wait for an email-sending job and then for the email-delivery job it
+    enqueued; the delivery job, finished."""
+    rt.wait(sending_job, timeout=timeout)
+    row = wait_until(lambda: delivery_row(rt.settings, sending_job), lambda r: r and r["delivery_job_id"], timeout,
+                     f"email-sending job {sending_job} recorded no delivery job")
+    return rt.wait(row["delivery_job_id"], timeout=timeout)

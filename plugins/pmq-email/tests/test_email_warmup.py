@@ -11,7 +11,7 @@ from email_testkit import run_job
 from pmq_email.payloads import WarmupStep
 from pmq_email.warmup import volume
 
-from pmq_core import JobStatus, PayloadError, testing
+from pmq_core import Admin, JobStatus, PayloadError, Rate, testing
 
 PLAN = {"account": "sales@acme.example", "start": 10, "target": 100, "growth": 2.0}
 
@@ -41,6 +41,20 @@ def test_a_step_records_its_day_and_schedules_the_next(email_db, email_plugin):
     assert steps(email_db.settings) == [(2, 40, True)]
 
 
+def mailbox_limits(settings):
+    with Admin(settings) as admin:
+        return {row.partition: row.limit.rate for row in admin.limits("email-sending") if row.partition}
+
+
+def test_each_step_sets_the_mailboxs_daily_limit_and_the_last_leaves_the_target(email_db, email_plugin):
+    run_job(email_plugin, email_db.resources, "warmup:process", {**PLAN, "day": 2})
+    assert mailbox_limits(email_db.settings) == {"mailbox:sales@acme.example": Rate(40, 86400)}
+    last = run_job(email_plugin, email_db.resources, "warmup:process", {**PLAN, "day": 4})
+    assert last["complete"] and mailbox_limits(email_db.settings) == {"mailbox:sales@acme.example": Rate(100, 86400)}
+    run_job(email_plugin, email_db.resources, "warmup:process", {**PLAN, "day": 2}, attempt=2)  # replayed
+    assert mailbox_limits(email_db.settings) == {"mailbox:sales@acme.example": Rate(100, 86400)}
+
+
 def test_the_plan_runs_to_completion(pmq_runtime, email_plugin):
     rt = pmq_runtime(email_plugin)
     rt.enqueue("warmup:process", {**PLAN, "every_seconds": 0})
@@ -51,3 +65,7 @@ def test_the_plan_runs_to_completion(pmq_runtime, email_plugin):
 def test_a_plan_that_cannot_finish_is_refused(email_db):
     with pytest.raises(PayloadError, match="warmup:process"):
         email_db.runtime.enqueue("warmup:process", {**PLAN, "growth": 1.0})
+    with pytest.raises(PayloadError, match="must be at most 2147483647"):
+        email_db.runtime.enqueue("warmup:process", {**PLAN, "target": 2**31})
+    with pytest.raises(PayloadError, match="account must be a bare email address"):
+        email_db.runtime.enqueue("warmup:process", {**PLAN, "account": "sales team"})

@@ -4,15 +4,31 @@
 -- name: is_suppressed
 SELECT 1 FROM pmq_email_suppressions WHERE address = lower(%(address)s);
 
--- name: claim_delivery
--- Record an attempt. An existing row is taken over only when an earlier
--- attempt was deferred (nothing was sent); otherwise nothing is returned.
-INSERT INTO pmq_email_deliveries (job_id, message_id, recipient, template, status, attempt)
-VALUES (%(job_id)s, %(message_id)s, %(recipient)s, %(template)s, %(status)s, %(attempt)s)
+-- name: record_delivery
+-- email-sending records its rendered message (or that it was suppressed).
+-- An existing row is taken over only when version 1 of this plugin left it
+-- deferred with no email-delivery job (nothing was sent); otherwise nothing
+-- is returned, and the caller reads what the earlier attempt recorded.
+INSERT INTO pmq_email_deliveries (job_id, message_id, recipient, template, status, attempt, account, content)
+VALUES (%(job_id)s, %(message_id)s, %(recipient)s, %(template)s, %(status)s, %(attempt)s, %(account)s,
+        %(content)s)
 ON CONFLICT (job_id) DO UPDATE
-   SET status = EXCLUDED.status, attempt = EXCLUDED.attempt, updated_at = now()
- WHERE pmq_email_deliveries.status = 'deferred'
+   SET status = EXCLUDED.status, attempt = EXCLUDED.attempt, account = EXCLUDED.account,
+       content = EXCLUDED.content, updated_at = now()
+ WHERE pmq_email_deliveries.status = 'deferred' AND pmq_email_deliveries.delivery_job_id IS NULL
 RETURNING job_id;
+
+-- name: set_delivery_job
+UPDATE pmq_email_deliveries SET delivery_job_id = %(delivery_job_id)s WHERE job_id = %(job_id)s;
+
+-- name: claim_delivery
+-- email-delivery records an attempt, as the delivery's own job, when no
+-- earlier attempt can have sent it (queued, or deferred by a 4xx reply);
+-- otherwise nothing is returned.
+UPDATE pmq_email_deliveries
+   SET status = %(status)s, attempt = %(attempt)s, updated_at = now()
+ WHERE job_id = %(job_id)s AND delivery_job_id = %(delivery_job_id)s AND status IN ('queued', 'deferred')
+RETURNING *;
 
 -- name: delivery_by_job
 SELECT * FROM pmq_email_deliveries WHERE job_id = %(job_id)s;
@@ -72,3 +88,6 @@ SELECT * FROM pmq_email_warmup_steps WHERE account = %(account)s AND day = %(day
 -- name: set_warmup_next
 UPDATE pmq_email_warmup_steps SET next_job_id = %(next_job_id)s
  WHERE account = %(account)s AND day = %(day)s;
+
+-- name: warmup_latest_day
+SELECT max(day) AS day FROM pmq_email_warmup_steps WHERE account = %(account)s;
