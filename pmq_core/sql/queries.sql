@@ -385,7 +385,7 @@ SELECT id, queue_name, status, priority, payload, attempt_count, max_attempts,
 -- name: list_jobs
 -- The most recently changed jobs, optionally of one queue. One backward
 -- scan of the (status, updated_at) index per status asked for (of the
--- (queue_name, status, updated_at) index of migration 0011 for one queue),
+-- (queue_name, status, updated_at) index of migration 0010 for one queue),
 -- each stopping after %(limit)s rows, then a sort of at most 7 x %(limit)s
 -- rows: never a read of the whole table.
 SELECT j.* FROM unnest(%(statuses)s::varchar[]) AS s(status)
@@ -594,7 +594,7 @@ SELECT j.* FROM unnest(%(statuses)s::varchar[]) AS s(status)
 
 -- name: queue_job_page
 -- job_page for one queue, on the (queue_name, status, updated_at) index of
--- migration 0011 (the same text with the queue as an index condition: a
+-- migration 0010 (the same text with the queue as an index condition: a
 -- condition "queue IS NULL OR ..." would keep a generic plan off that
 -- index).
 SELECT j.* FROM unnest(%(statuses)s::varchar[]) AS s(status)
