@@ -1,4 +1,4 @@
--- pmq core schema, version 11.
+-- pmq core schema, version 10.
 --
 -- An operator's list of one queue's jobs, newest change first, by state
 -- (the dashboard's queue page, Admin.job_page with a queue). The
