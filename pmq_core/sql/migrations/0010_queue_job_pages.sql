@@ -9,4 +9,5 @@
 -- machine (27-38 s per 40,000 single-row status updates, with or without
 -- it). Building it takes a write lock on jobs for as long as the build:
 -- about 15 s per million jobs on a busy two-core machine.
-CREATE INDEX jobs_queue_status_updated_idx ON jobs (queue_name, status, updated_at);
+-- IF NOT EXISTS: development databases ran this step under another number.
+CREATE INDEX IF NOT EXISTS jobs_queue_status_updated_idx ON jobs (queue_name, status, updated_at);
