@@ -61,7 +61,7 @@ class Admin:
     def redis(self) -> redis.Redis:
         if self._redis is None:
             assert self.settings.redis_url
-            self._redis = redis_client(self.settings.redis_url, timeout=REDIS_TIMEOUT)
+            self._redis = redis_client(self.settings.redis_url, timeout=REDIS_TIMEOUT, mode=self.settings.redis_mode)
         return self._redis
 
     def close(self) -> None:
@@ -164,16 +164,18 @@ class Admin:
         returns is discarded)."""
         job_id = parse_job_id(job_id)
         with self._translated():
-            previous = store.cancel_job(self.conn, job_id)
-            if previous is None:
+            cancelled = store.cancel_job(self.conn, job_id)
+            if cancelled is None:
                 if store.get_job(self.conn, job_id) is None:
                     raise JobNotFoundError(f"no job with id {job_id}")
                 return None
+        previous, queue = cancelled
 
         def tell() -> None:
             if previous == "running":
                 self.redis.publish(self.keys.cancel_channel, str(job_id))
-            dispatch.Scripts.on(self.redis).mark(*dispatch.mark_args(self.keys, [dispatch.Mark(job_id, "cancelled")]))
+            (call,) = dispatch.mark_calls(self.keys, [dispatch.Mark(job_id, queue, "cancelled")])
+            dispatch.Scripts.on(self.redis).mark(*call)
 
         untold = ("the worker running it may not have been told to stop: its handler may run on until it "
                   "returns or times out, and its outcome is discarded; " if previous == "running" else "")
@@ -203,8 +205,9 @@ class Admin:
             rows = action(self.conn, id_list, queue)
 
         def unlist() -> None:
-            dispatch.Scripts.on(self.redis).dead_remove(
-                *dispatch.dead_args(self.keys, [(row["queue_name"], row["id"]) for row in rows]))
+            dead_remove = dispatch.Scripts.on(self.redis).dead_remove
+            for call in dispatch.dead_calls(self.keys, [(row["queue_name"], row["id"]) for row in rows]):
+                dead_remove(*call)
 
         if rows:
             self._redis_part(unlist, "the dead-letter lists in Redis may still name these jobs; the leading migrator "

@@ -96,7 +96,7 @@ class Migrator:
     def _session(self, stop: threading.Event, backoff: Backoff) -> None:
         assert self.settings.database_url and self.settings.redis_url
         with pg_connect(self.settings.database_url) as lock_conn, pg_connect(self.settings.database_url) as conn:
-            rds = redis_client(self.settings.redis_url)
+            rds = redis_client(self.settings.redis_url, mode=self.settings.redis_mode)
             try:
                 rds.ping()
                 backoff.reset()
@@ -209,7 +209,9 @@ class Migrator:
         self._backlog = (self._backlog - set(budgets)) | filled
         if not rows:
             return 0, False
-        dispatch.Scripts.on(rds).push(*dispatch.push_args(self.keys, rows))
+        push = dispatch.Scripts.on(rds).push
+        for call in dispatch.push_calls(self.keys, rows):
+            push(*call)
         self.migrated += len(rows)
         return len(rows), bool(filled)
 
@@ -298,10 +300,12 @@ class Migrator:
         log.warning("rescued %d job(s) from dead workers", len(rows))
         dead = [row for row in rows if row["status"] == "failed"]
         scripts = dispatch.Scripts.on(rds)
-        scripts.mark(*dispatch.mark_args(
-            self.keys, [dispatch.Mark(row["id"], row["status"], error=row["last_error_message"]) for row in rows]))
-        if dead:
-            scripts.dead_push(*dispatch.dead_args(self.keys, [(row["queue_name"], row["id"]) for row in dead]))
+        marks = [dispatch.Mark(row["id"], row["queue_name"], row["status"], error=row["last_error_message"])
+                 for row in rows]
+        for call in dispatch.mark_calls(self.keys, marks):
+            scripts.mark(*call)
+        for call in dispatch.dead_calls(self.keys, [(row["queue_name"], row["id"]) for row in dead]):
+            scripts.dead_push(*call)
         for row in dead:
             self.plugins.hooks.job_dead(job=self._context(row), error=WorkerLost(row["last_error_message"]))
         return len(rows)
