@@ -26,9 +26,11 @@ SCHEMA_MISSING = (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn)
 #: Errors that mean "the server is unreachable or went away": worth a reconnect.
 PG_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
 #: A Cluster's errors while a primary fails over (no node serves the slot
-#: for a moment) and a primary turned replica's refusal to write count too.
+#: for a moment, or none of the known nodes answers: redis-py's
+#: RedisClusterException) and a primary turned replica's refusal to write
+#: count too.
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.exceptions.ClusterError,
-              redis.exceptions.TryAgainError, redis.exceptions.SlotNotCoveredError, redis.ReadOnlyError)
+              redis.exceptions.TryAgainError, redis.exceptions.RedisClusterException, redis.ReadOnlyError)
 #: Errors that one row's values can cause (a value out of range, a
 #: constraint, text PostgreSQL cannot store): retrying the same batch would
 #: fail the same way, so the loops set the row aside instead.

@@ -82,21 +82,29 @@ class Migrator:
 
     def run(self, stop: threading.Event) -> None:
         """Lead or stand by until ``stop`` is set, reconnecting after server
-        failures with exponential backoff."""
-        backoff = Backoff()
-        while not stop.is_set():
-            try:
-                self._session(stop, backoff)
-            except (*PG_DOWN, *REDIS_DOWN, DatabaseUnavailableError) as exc:
-                self.is_leader.clear()
-                delay = backoff.next()
-                log.warning("migrator lost a server (%s); reconnecting in %.1fs", _brief(exc), delay)
-                stop.wait(delay)
+        failures with exponential backoff.
 
-    def _session(self, stop: threading.Event, backoff: Backoff) -> None:
-        assert self.settings.database_url and self.settings.redis_url
+        One Redis client serves every session: it reconnects by itself, and
+        a cluster client keeps the nodes it has discovered, so that it finds
+        the cluster again when the node its URL names is the one down."""
+        assert self.settings.redis_url
+        backoff = Backoff()
+        rds = redis_client(self.settings.redis_url, mode=self.settings.redis_mode)
+        try:
+            while not stop.is_set():
+                try:
+                    self._session(stop, backoff, rds)
+                except (*PG_DOWN, *REDIS_DOWN, DatabaseUnavailableError) as exc:
+                    self.is_leader.clear()
+                    delay = backoff.next()
+                    log.warning("migrator lost a server (%s); reconnecting in %.1fs", _brief(exc), delay)
+                    stop.wait(delay)
+        finally:
+            rds.close()
+
+    def _session(self, stop: threading.Event, backoff: Backoff, rds: redis.Redis) -> None:
+        assert self.settings.database_url
         with pg_connect(self.settings.database_url) as lock_conn, pg_connect(self.settings.database_url) as conn:
-            rds = redis_client(self.settings.redis_url, mode=self.settings.redis_mode)
             try:
                 rds.ping()
                 backoff.reset()
@@ -136,7 +144,6 @@ class Migrator:
             finally:
                 self.is_leader.clear()
                 self._lock_pid = None
-                rds.close()
 
     # -- one round -----------------------------------------------------------
 

@@ -20,6 +20,11 @@ slot; usually one queue) apart, with a standing ``BLMPOP`` per group:
   share of the worker's free slots, so that a busy queue cannot take them
   all while another queue's messages wait.
 
+Each group pops through a cluster client of its own, so that no two pops
+share one: redis-py's asyncio cluster client, shared by concurrent blocking
+commands, could drop a reply (and with it a popped message) while it
+rediscovers the cluster.
+
 Popping per group may hold up to one message per group beyond the
 worker's free slots (each pop takes at least one); those jobs are claimed
 ahead, as with prefetch.
@@ -32,6 +37,8 @@ from typing import Any
 
 from redis.crc import key_slot
 
+from pmq_core.config import Settings
+from pmq_core.db import aredis_client
 from pmq_core.keys import BANDS, Keys
 
 
@@ -50,24 +57,37 @@ def pop_groups(keys: Keys, queues: list[str], cluster: bool) -> list[list[str]]:
 
 class Popper:
     """Pops messages for one worker from its groups of lists (see
-    :func:`pop_groups`), blocking up to ``timeout`` seconds when none wait."""
+    :func:`pop_groups`), each group through its client, blocking up to
+    ``timeout`` seconds when none wait."""
 
-    def __init__(self, client: Any, groups: list[list[str]], timeout: float) -> None:
-        self.client = client
+    def __init__(self, clients: list[Any], groups: list[list[str]], timeout: float) -> None:
+        self.clients = clients
         self.groups = groups
         self.timeout = timeout
         self._standing: dict[int, asyncio.Task[list[bytes]]] = {}  # group index -> its pop in flight
+
+    @classmethod
+    async def open(cls, settings: Settings, client: Any, groups: list[list[str]], timeout: float) -> Popper:
+        """A popper using ``client`` for a single group, else a cluster
+        client per group, each connected to the cluster now."""
+        if len(groups) == 1:
+            return cls([client], groups, timeout)
+        assert settings.redis_url
+        clients = [aredis_client(settings.redis_url, mode=settings.redis_mode) for _group in groups]
+        for own in clients:
+            await own.initialize()
+        return cls(clients, groups, timeout)
 
     async def pop(self, free: int) -> list[bytes]:
         """Up to ``free`` messages (one per group more, on a cluster); none
         when the wait ran out. Raises the Redis error of a pop when no
         other pop brought messages."""
         if len(self.groups) == 1:
-            return await self._pop(self.groups[0], free)
+            return await self._pop(0, free)
         share = max(1, free // len(self.groups))
-        for index, group in enumerate(self.groups):
+        for index in range(len(self.groups)):
             if index not in self._standing:
-                self._standing[index] = asyncio.create_task(self._pop(group, share))
+                self._standing[index] = asyncio.create_task(self._pop(index, share))
         await asyncio.wait(self._standing.values(), return_when=asyncio.FIRST_COMPLETED)
         return self._collect()
 
@@ -80,6 +100,10 @@ class Popper:
             return self._collect()
         except Exception:  # stopping: a failed pop took nothing
             return []
+        finally:
+            if len(self.clients) > 1:  # the clients of its own
+                for client in self.clients:
+                    await client.aclose()
 
     def _collect(self) -> list[bytes]:
         messages: list[bytes] = []
@@ -96,6 +120,7 @@ class Popper:
             raise error
         return messages
 
-    async def _pop(self, group: list[str], count: int) -> list[bytes]:
-        popped = await self.client.blmpop(self.timeout, len(group), *group, direction="LEFT", count=count)
+    async def _pop(self, index: int, count: int) -> list[bytes]:
+        group = self.groups[index]
+        popped = await self.clients[index].blmpop(self.timeout, len(group), *group, direction="LEFT", count=count)
         return list(popped[1]) if popped else []

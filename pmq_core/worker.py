@@ -153,8 +153,9 @@ class Worker:
         assert self.settings.database_url and self.settings.redis_url
         self.resources = open_resources(self.plugins, self.settings, self.id)
         self.redis = aredis_client(self.settings.redis_url, mode=self.settings.redis_mode)
+        await self.redis.initialize()  # a cluster client learns the slots before concurrent use
         self.scripts = dispatch.Scripts.on(self.redis)
-        self.popper = Popper(self.redis, self.pop_groups, self.pop_timeout)
+        self.popper = await Popper.open(self.settings, self.redis, self.pop_groups, self.pop_timeout)
         # One thread per slot is enough: a sync handler's thread holds its
         # slot until it ends, however long it outlives its job.
         self.executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="pmq-job")
