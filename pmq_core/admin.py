@@ -53,8 +53,8 @@ class Admin:
     @property
     def conn(self) -> psycopg.Connection[DictRow]:
         if self._conn is None or self._conn.closed:
-            assert self.settings.database_url
-            self._conn = pg_connect(self.settings.database_url)
+            assert self.settings.session_database_url
+            self._conn = pg_connect(self.settings.session_database_url)  # upgrades take a session lock
         return self._conn
 
     @property

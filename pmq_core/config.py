@@ -128,7 +128,8 @@ def _rescue_window(settings: Any, rescue_after: float) -> None:
                          f"({settings.heartbeat_interval:g}s)")
 
 
-_SCHEMES = {"database_url": ("postgresql", "postgres"), "redis_url": ("redis", "rediss", "unix", SENTINEL_SCHEME)}
+_SCHEMES = {"database_url": ("postgresql", "postgres"), "database_direct_url": ("postgresql", "postgres"),
+            "redis_url": ("redis", "rediss", "unix", SENTINEL_SCHEME)}
 _PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
@@ -151,14 +152,14 @@ def _server_url(instance: Any, attribute: attrs.Attribute[Any], url: str | None)
 def _url_problem(name: str, url: str) -> str | None:
     schemes = _SCHEMES[name]
     scheme, found, rest = url.partition("://")
-    if not found and name == "database_url":  # a libpq key=value string: libpq's own rules
+    if not found and name != "redis_url":  # a libpq key=value string: libpq's own rules
         return _library_problem(name, url)
     if any(not (" " < c <= "~") for c in url):
         return "holds a space, a control or a non-ASCII character: percent-encode it (a space is %20)"
     if _PERCENT.search(url):
         return "holds a '%' that is not followed by two hex digits: write a literal '%' as %25"
     if scheme.lower() not in schemes:
-        other = " or a libpq key=value connection string" if name == "database_url" else ""
+        other = " or a libpq key=value connection string" if name != "redis_url" else ""
         return f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}{other}"
     if rest.count("@") > 1:
         return "holds more than one '@': percent-encode an '@' in the user name or password as %40"
@@ -199,7 +200,16 @@ class Settings:
 
     database_url: str | None = attrs.field(default=None, repr=lambda url: repr(redact_url(url)), validator=_server_url)
     """PostgreSQL URL (or libpq key=value string). Unset (with redis_url unset
-    too): embedded servers."""
+    too): embedded servers. Several hosts (``host=a,b
+    target_session_attrs=read-write``) follow a failover to the new primary."""
+    database_direct_url: str | None = attrs.field(default=None, repr=lambda url: repr(redact_url(url)),
+                                                  validator=_server_url)
+    """A URL of the same database that bypasses a transaction-pooling proxy
+    (PgBouncer's ``pool_mode = transaction``) in ``database_url``, for what
+    needs a session of its own: the migrator's leadership lock and its
+    LISTEN, and the schema's upgrade lock. Set, it also tells pmq that
+    ``database_url`` is pooled: pmq then prepares no statement and sets no
+    session parameter there. Unset: ``database_url`` serves for both."""
     redis_url: str | None = attrs.field(default=None, repr=lambda url: repr(redact_url(url)), validator=_server_url)
     """Redis URL. Unset (with database_url unset too): embedded servers. With
     ``redis_mode = "cluster"``, any one node of the cluster; with
@@ -269,6 +279,16 @@ class Settings:
     """Age after which failed (dead) jobs are deleted."""
     retention_logs_days: int = attrs.field(default=90, validator=_positive)
     """Age after which job_logs rows are deleted."""
+
+    @property
+    def session_database_url(self) -> str | None:
+        """The URL for connections that need a session: the direct one if set."""
+        return self.database_direct_url or self.database_url
+
+    @property
+    def database_pooled(self) -> bool:
+        """Whether ``database_url`` goes through a transaction pooler."""
+        return self.database_direct_url is not None
 
     @property
     def embedded(self) -> bool:

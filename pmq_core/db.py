@@ -36,6 +36,10 @@ REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError,
 #: fail the same way, so the loops set the row aside instead.
 PG_DATA = (psycopg.DataError, psycopg.IntegrityError, ValueError)
 
+#: psycopg's default: a statement run this many times on a connection is
+#: prepared on the server (never through a transaction pooler).
+PREPARE_THRESHOLD = 5
+
 #: The adapters of every connection pmq opens: psycopg's, with a JSON loader
 #: that turns a stored value Python cannot decode into a marker (see
 #: payloads.UnreadablePayload) instead of failing the whole read. Kept apart
@@ -45,11 +49,15 @@ ADAPTERS = AdaptersMap(psycopg.adapters)
 set_json_loads(payloads.loads, ADAPTERS)
 
 
-def pg_connect(url: str, *, autocommit: bool = True, timeout: float = 10.0) -> psycopg.Connection[DictRow]:
-    """A dict-row connection, or DatabaseUnavailableError naming the server."""
+def pg_connect(url: str, *, autocommit: bool = True, timeout: float = 10.0,
+               pooled: bool = False) -> psycopg.Connection[DictRow]:
+    """A dict-row connection, or DatabaseUnavailableError naming the server.
+    ``pooled``: through a transaction pooler, where a statement prepared on
+    one server connection is missing on the next, so none is prepared."""
     try:
         return psycopg.connect(url, autocommit=autocommit, row_factory=dict_row, context=ADAPTERS,
-                               connect_timeout=max(1, int(timeout)), application_name="pmq")
+                               connect_timeout=max(1, int(timeout)), application_name="pmq",
+                               prepare_threshold=None if pooled else PREPARE_THRESHOLD)
     except PG_DOWN as exc:
         raise DatabaseUnavailableError(
             f"cannot connect to PostgreSQL at {redact_url(url)}: {reason(exc, url)}"
@@ -58,12 +66,13 @@ def pg_connect(url: str, *, autocommit: bool = True, timeout: float = 10.0) -> p
         raise DatabaseUnavailableError(f"invalid PostgreSQL URL {redact_url(url)}: {reason(exc, url)}") from None
 
 
-async def apg_connect(url: str, *, autocommit: bool = True,
-                      timeout: float = 10.0) -> psycopg.AsyncConnection[DictRow]:
+async def apg_connect(url: str, *, autocommit: bool = True, timeout: float = 10.0,
+                      pooled: bool = False) -> psycopg.AsyncConnection[DictRow]:
     try:
         return await psycopg.AsyncConnection.connect(
             url, autocommit=autocommit, row_factory=dict_row, context=ADAPTERS,
-            connect_timeout=max(1, int(timeout)), application_name="pmq")
+            connect_timeout=max(1, int(timeout)), application_name="pmq",
+            prepare_threshold=None if pooled else PREPARE_THRESHOLD)
     except PG_DOWN as exc:
         raise DatabaseUnavailableError(
             f"cannot connect to PostgreSQL at {redact_url(url)}: {reason(exc, url)}"
@@ -121,6 +130,11 @@ def _sentinel_options(timeout: float | None) -> dict[str, Any]:
     is soon skipped for the next."""
     brief = {"socket_timeout": timeout or 1, "socket_connect_timeout": timeout or 1}
     return {**brief, "sentinel_kwargs": brief}
+
+
+def prepare_threshold(settings: Settings) -> int | None:
+    """psycopg's ``prepare_threshold`` for connections to ``database_url``."""
+    return None if settings.database_pooled else PREPARE_THRESHOLD
 
 
 @contextlib.contextmanager

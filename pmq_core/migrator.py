@@ -103,8 +103,10 @@ class Migrator:
             rds.close()
 
     def _session(self, stop: threading.Event, backoff: Backoff, rds: redis.Redis) -> None:
-        assert self.settings.database_url
-        with pg_connect(self.settings.database_url) as lock_conn, pg_connect(self.settings.database_url) as conn:
+        assert self.settings.database_url and self.settings.session_database_url
+        # The lock and LISTEN need a session: the direct URL if the other is pooled.
+        with (pg_connect(self.settings.session_database_url) as lock_conn,
+              pg_connect(self.settings.database_url, pooled=self.settings.database_pooled) as conn):
             try:
                 rds.ping()
                 backoff.reset()

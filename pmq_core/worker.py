@@ -644,8 +644,10 @@ class Worker:
             conn = self._conn
             try:
                 if conn is None or conn.closed:
-                    conn = self._conn = await apg_connect(self.settings.database_url)
-                    await store.start_session.run_async(conn)
+                    conn = self._conn = await apg_connect(self.settings.database_url,
+                                                          pooled=self.settings.database_pooled)
+                    if not self.settings.database_pooled:  # a session parameter would leak to other clients
+                        await store.start_session.run_async(conn)
                 result = await op(conn)
                 self._backoff.reset()
                 return result

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.scale.servers import Cluster, SentinelGroup
+from tests.scale.servers import Cluster, PgBouncer, SentinelGroup
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -37,6 +37,22 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 def sentinels(tmp_path: Path) -> Iterator[SentinelGroup]:
     """A primary, its replica and three Sentinels, of this test alone."""
     started = SentinelGroup(tmp_path / "sentinel")
+    try:
+        started.start()
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture
+def pgbouncer(pmq_settings) -> Iterator[PgBouncer]:
+    """A PgBouncer in transaction mode of this test alone, in front of the
+    test's PostgreSQL."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    target = conninfo_to_dict(pmq_settings.database_url)
+    started = PgBouncer(str(target.get("host") or "127.0.0.1"), int(target.get("port") or 5432),
+                        str(target.get("user") or "postgres"))
     try:
         started.start()
         yield started

@@ -6,13 +6,16 @@ these servers, never the machine's own."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
 from redis.crc import key_slot
@@ -240,6 +243,62 @@ class SentinelGroup:
     def stop(self) -> None:
         for server in (*self.sentinels, self.primary, self.replica):
             server.kill()
+
+
+class PgBouncer:
+    """Debian's pgbouncer in transaction pooling mode, on a port of its own,
+    in front of the PostgreSQL at ``host:port`` (trust authentication, as
+    on the development machines). Few server connections, so that one
+    client's statements land on different server connections.
+
+    PgBouncer refuses to run as root: as root it runs as the ``postgres``
+    user, from a folder that user can read."""
+
+    def __init__(self, host: str, port: int, user: str, pool_size: int = 3) -> None:
+        binary = shutil.which("pgbouncer") or shutil.which("pgbouncer", path="/usr/sbin")
+        if binary is None:
+            pytest.skip("pgbouncer is not installed (apt-get install pgbouncer)")
+        self.binary = binary
+        self.port = free_ports(1)[0]
+        self.folder = Path(tempfile.mkdtemp(prefix="pmq-pgbouncer-"))
+        self.user = user
+        self.pool_size = pool_size
+        (self.folder / "users.txt").write_text(f'"{user}" ""\n')
+        (self.folder / "pgbouncer.ini").write_text(
+            f"[databases]\n* = host={host} port={port}\n"
+            f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+            f"auth_type = trust\nauth_file = {self.folder / 'users.txt'}\npool_mode = transaction\n"
+            f"default_pool_size = {pool_size}\nmax_client_conn = 500\n"
+            f"ignore_startup_parameters = extra_float_digits\n"
+            f"logfile = {self.folder / 'pgbouncer.log'}\n")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def url(self, database: str) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        command = [self.binary, str(self.folder / "pgbouncer.ini")]
+        if os.geteuid() == 0:
+            self.folder.chmod(0o777)
+            command[1:1] = ["-u", "postgres"]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        wait_until(self._answers, bool, 10, f"pgbouncer on port {self.port} did not answer")
+
+    def _answers(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            stderr = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+            raise AssertionError(f"pgbouncer exited: {stderr.strip()[-500:]}")
+        try:
+            with psycopg.connect(self.url("postgres"), connect_timeout=2):
+                return True
+        except psycopg.OperationalError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def elapsed_since(start: float) -> float:
