@@ -133,6 +133,7 @@ class Worker:
         self._round_done = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self._mirror_order = asyncio.Lock()
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._backoff = Backoff()
         self.redis_link = RedisLink(POP_TIMEOUT)
@@ -374,12 +375,15 @@ class Worker:
             claim.task = asyncio.create_task(self._execute(claim))
 
     async def _mirror(self, marks: list[dispatch.Mark]) -> None:
-        """Send status-hash updates; Redis being down costs only the mirror."""
-        try:
-            for call in dispatch.mark_calls(self.keys, marks):
-                await self.scripts.mark(*call)
-        except REDIS_DOWN:
-            pass
+        """Send status-hash updates, in the order they were made (a quick
+        job's ``running`` sent after its ``completed`` would stay, with no
+        expiry); Redis being down costs only the mirror."""
+        async with self._mirror_order:  # taken before any await: FIFO, in the order the tasks were created
+            try:
+                for call in dispatch.mark_calls(self.keys, marks):
+                    await self.scripts.mark(*call)
+            except REDIS_DOWN:
+                pass
 
     # -- running one job ---------------------------------------------------------
 
