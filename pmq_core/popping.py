@@ -67,16 +67,13 @@ class Popper:
         self._standing: dict[int, asyncio.Task[list[bytes]]] = {}  # group index -> its pop in flight
 
     @classmethod
-    async def open(cls, settings: Settings, client: Any, groups: list[list[str]], timeout: float) -> Popper:
+    def open(cls, settings: Settings, client: Any, groups: list[list[str]], timeout: float) -> Popper:
         """A popper using ``client`` for a single group, else a cluster
-        client per group, each connected to the cluster now."""
+        client per group (each used by one pop at a time)."""
         if len(groups) == 1:
             return cls([client], groups, timeout)
         assert settings.redis_url
-        clients = [aredis_client(settings.redis_url, mode=settings.redis_mode) for _group in groups]
-        for own in clients:
-            await own.initialize()
-        return cls(clients, groups, timeout)
+        return cls([aredis_client(settings.redis_url, mode=settings.redis_mode) for _group in groups], groups, timeout)
 
     async def pop(self, free: int) -> list[bytes]:
         """Up to ``free`` messages (one per group more, on a cluster); none

@@ -154,9 +154,12 @@ class Worker:
         assert self.settings.database_url and self.settings.redis_url
         self.resources = open_resources(self.plugins, self.settings, self.id)
         self.redis = aredis_client(self.settings.redis_url, mode=self.settings.redis_mode)
-        await self.redis.initialize()  # a cluster client learns the slots before concurrent use
+        try:
+            await self.redis.initialize()  # a cluster client learns the slots before concurrent use
+        except REDIS_DOWN:
+            pass  # then at its first command; the fetch loop waits for Redis
         self.scripts = dispatch.Scripts.on(self.redis)
-        self.popper = await Popper.open(self.settings, self.redis, self.pop_groups, self.pop_timeout)
+        self.popper = Popper.open(self.settings, self.redis, self.pop_groups, self.pop_timeout)
         # One thread per slot is enough: a sync handler's thread holds its
         # slot until it ends, however long it outlives its job.
         self.executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="pmq-job")
