@@ -1,10 +1,15 @@
-"""A network partition between hosts: the migrator and two workers run as
+"""A network partition between hosts: migrators and workers run as
 separate hosts (Linux network namespaces on this machine, made by the test,
-with PostgreSQL and Redis on a server host of their own). One worker host
-is cut off from both servers for longer than the rescue window while it
-runs jobs, then healed. Its jobs must be rescued and run elsewhere, its
-outcomes from the runs the partition overtook must not be recorded over
-the jobs' new attempts, and no job may be lost.
+with PostgreSQL and Redis on a server host of their own).
+
+One worker host is cut off from both servers for longer than the rescue
+window while it runs jobs, then healed. Its jobs must be rescued and run
+elsewhere, its outcomes from the runs the partition overtook must not be
+recorded over the jobs' new attempts, and no job may be lost.
+
+The leading migrator's host is cut off: once PostgreSQL's keepalives end
+its session (and its lock), the standby on another host leads; healed, the
+old leader stands by. There is never more than one leader.
 
 Needs root and network namespaces; where they are not allowed the test
 skips and says why.
@@ -39,6 +44,9 @@ ROOT = Path(__file__).resolve().parents[2]
 WORKERS = ("w1", "w2")
 CUT = "w1"
 RESCUE_AFTER = 3.0
+#: Seconds of silence after which PostgreSQL probes a client's connection
+#: (then twice, a second apart, before it drops it).
+KEEPALIVE_IDLE = 2
 #: Jobs, and how long each runs: long enough that the cut-off host is
 #: running some when it is cut. Rescued jobs come back as suspects, which a
 #: worker runs one at a time: the hosts claim nothing ahead (prefetch 0),
@@ -53,7 +61,7 @@ def hosts() -> Iterator[Hosts]:
     reason = namespaces_allowed()
     if reason:
         pytest.skip(reason)
-    made = Hosts(["mig", *WORKERS])
+    made = Hosts(["mig", "mig2", *WORKERS])
     try:
         made.create()
         yield made
@@ -74,7 +82,10 @@ def servers(hosts: Hosts) -> Iterator[Settings]:
                     "--no-locale", "-E", "UTF8"], check=True, capture_output=True)
     with (data / "pg_hba.conf").open("a") as hba:
         hba.write(f"host all all {hosts.subnet}.0/24 trust\n")
-    options = f"-p 5432 -c listen_addresses={hosts.server_address} -c unix_socket_directories='' -c fsync=off"
+    # Keepalives end a cut-off client's session (and the locks it holds) in
+    # about 4 s instead of Linux's two hours.
+    options = (f"-p 5432 -c listen_addresses={hosts.server_address} -c unix_socket_directories='' -c fsync=off "
+               f"-c tcp_keepalives_idle={KEEPALIVE_IDLE} -c tcp_keepalives_interval=1 -c tcp_keepalives_count=2")
     redis_log = folder / "redis.log"
     redis_server = subprocess.Popen(hosts.command("srv", server_binary(),
                                                   "--bind", hosts.server_address, "--port", "6379", "--save", "",
@@ -182,3 +193,47 @@ def test_a_cut_off_worker_loses_its_jobs_to_others_and_records_nothing_stale(
     print(f"\npartition: {len(held)} job(s) held by the cut-off host were rescued and completed elsewhere; "
           f"{len(overtaken)} of them also ran to the end on it, and its outcomes were refused; cut off for "
           f"{cut_for}s, it ran jobs again {recovered}s after the heal")
+
+
+
+def leader_pid(settings: Settings) -> int | None:
+    """The pid of the migrator process holding the leader's lock, as
+    `pmq health` sees it."""
+    with Admin(settings) as admin:
+        leader = admin.health()["migrator"]
+    return leader["pid"] if leader else None
+
+
+def test_a_cut_off_leader_loses_the_lead_to_a_standby_elsewhere_and_stands_by_when_healed(
+        hosts, servers, host_processes, tmp_path):
+    settings = servers
+    plugins = Plugins(None, [Nap()], entry_points=False)
+    with Admin(settings) as admin:
+        admin.upgrade(plugins)
+        admin.register_job_types(plugins)
+    files = {"window": tmp_path / "window", "runs": tmp_path / "runs"}
+    for name, role in (("mig", "migrator"), ("w2", "worker")):
+        host_processes[name] = start_host(hosts, name, role, settings, files, tmp_path / f"{name}.log")
+    first = host_processes["mig"].pid
+    wait_until(lambda: leader_pid(settings), lambda pid: pid == first, 30, "the first migrator did not lead")
+    host_processes["mig2"] = start_host(hosts, "mig2", "migrator", settings, files, tmp_path / "mig2.log")
+    standby = host_processes["mig2"].pid
+    with Client(settings, plugins=plugins) as client:
+        # Scheduled jobs: only a leading migrator hands them to Redis.
+        before = client.enqueue_many(QUEUE, [{} for _ in range(5)], delay=0.2)
+        wait_until(lambda: {client.get_job(i).status.value for i in before}, lambda s: s == {"completed"}, 30,
+                   "jobs did not run before the partition")
+        hosts.cut("mig")
+        cut_at = time.monotonic()
+        wait_until(lambda: leader_pid(settings), lambda pid: pid == standby, 60, "the standby did not take the lead")
+        took_over = round(time.monotonic() - cut_at, 1)
+        during = client.enqueue_many(QUEUE, [{} for _ in range(5)], delay=0.2)
+        wait_until(lambda: {client.get_job(i).status.value for i in during}, lambda s: s == {"completed"}, 30,
+                   "jobs did not run under the new leader")
+        hosts.heal("mig")
+        after = client.enqueue_many(QUEUE, [{} for _ in range(5)], delay=0.2)
+        wait_until(lambda: {client.get_job(i).status.value for i in after}, lambda s: s == {"completed"}, 30,
+                   "jobs did not run after the heal")
+    assert leader_pid(settings) == standby  # the healed one stands by
+    assert host_processes["mig"].poll() is None  # and is still there to take over in turn
+    print(f"\nmigrator partition: the standby led {took_over}s after the leader's host was cut off")
