@@ -57,18 +57,12 @@ def one_queue(n: int) -> list[dict[str, Any]]:
     return [{**row, "queue_name": "q"} for row in rows(n)]
 
 
-def only_call(calls: list[dispatch.Call], fixed: int) -> dispatch.Call:
-    """The one call made for jobs of one queue (an empty batch: a call with nothing per job)."""
-    assert len(calls) <= 1
-    return calls[0] if calls else ([], [None] * fixed)
-
-
+#: The calls built for ``n`` jobs of one queue, by script.
 BUILT = {
-    "push": lambda n: only_call(dispatch.push_calls(KEYS, one_queue(n)), 1),
-    "mark": lambda n: only_call(dispatch.mark_calls(KEYS, [dispatch.Mark(uuid.uuid4(), "q", "running")
-                                                           for _ in range(n)]), 2),
-    "dead_push": lambda n: only_call(dispatch.dead_calls(KEYS, [("q", uuid.uuid4()) for _ in range(n)]), 0),
-    "dead_remove": lambda n: only_call(dispatch.dead_calls(KEYS, [("q", uuid.uuid4()) for _ in range(n)]), 0),
+    "push": lambda n: dispatch.push_calls(KEYS, one_queue(n)),
+    "mark": lambda n: dispatch.mark_calls(KEYS, [dispatch.Mark(uuid.uuid4(), "q", "running") for _ in range(n)]),
+    "dead_push": lambda n: dispatch.dead_calls(KEYS, [("q", uuid.uuid4()) for _ in range(n)]),
+    "dead_remove": lambda n: dispatch.dead_calls(KEYS, [("q", uuid.uuid4()) for _ in range(n)]),
 }
 
 
@@ -91,8 +85,9 @@ def test_the_arguments_built_for_a_script_have_the_shape_its_header_names(name):
     source = lua_files()[name]
     (fixed_keys, keys_per_job), (fixed_args, args_per_job) = layout(source, "KEYS"), layout(source, "ARGV")
     assert keys_per_job and args_per_job
-    for n in (0, 1, JOBS):
-        script_keys, args = BUILT[name](n)
+    assert BUILT[name](0) == []  # no job, no call
+    for n in (1, JOBS):
+        ((script_keys, args),) = BUILT[name](n)  # jobs of one queue: one call
         assert (len(script_keys), len(args)) == (fixed_keys + n * keys_per_job, fixed_args + n * args_per_job)
         assert all(key.startswith("p:") for key in script_keys)
 
