@@ -53,8 +53,8 @@ class Admin:
     @property
     def conn(self) -> psycopg.Connection[DictRow]:
         if self._conn is None or self._conn.closed:
-            assert self.settings.session_database_url
-            self._conn = pg_connect(self.settings.session_database_url)  # upgrades take a session lock
+            assert self.settings.database_url
+            self._conn = pg_connect(self.settings.database_url, pooled=self.settings.database_pooled)
         return self._conn
 
     @property
@@ -93,8 +93,9 @@ class Admin:
     def upgrade(self, plugins: Plugins | None = None) -> list[schema.Migration]:
         """Apply pending migrations, the plugins' included."""
         extra = plugins.hooks.register_migrations() if plugins is not None else []
-        with self._translated():
-            return schema.upgrade(self.conn, extra)
+        assert self.settings.session_database_url
+        with self._translated(), pg_connect(self.settings.session_database_url) as conn:
+            return schema.upgrade(conn, extra)  # its lock needs a session: the direct URL if the other is pooled
 
     def register_job_types(self, plugins: Plugins) -> list[str]:
         """Make each loaded job type's queue exist, with its defaults."""
