@@ -42,6 +42,23 @@ REDIS_MODES = ("standalone", "cluster", "sentinel")
 SENTINEL_SCHEME = "redis+sentinel"
 
 
+def split_hosts(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """A Redis URL naming several hosts (``redis://[user:password@]h1:p1,h2:p2/0``,
+    nodes of one cluster) as the URL of its first host alone, and the
+    others' (host, port); ValueError when one is not ``host:port``."""
+    scheme, separator, rest = url.partition("://")
+    userinfo, at, rest = rest.rpartition("@")
+    hosts, slash, path = rest.partition("/")
+    first, *others = hosts.split(",")
+    nodes = []
+    for host in others:
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit():
+            raise ValueError(f"each further cluster node must be host:port, not {shown(host)}")
+        nodes.append((name.strip("[]"), int(port)))
+    return f"{scheme}{separator}{userinfo}{at}{first}{slash}{path}", nodes
+
+
 @attrs.frozen
 class SentinelAddress:
     """What a ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]``
@@ -100,6 +117,13 @@ def _redis_mode(settings: Any, _attribute: attrs.Attribute[Any], mode: str) -> N
         wanted = (f"a {SENTINEL_SCHEME}://host:port[,host:port...]/<service> URL" if mode == "sentinel"
                   else "a redis://, rediss:// or unix:// URL (of any one node, for a cluster)")
         raise ValueError(f"redis_mode {mode} needs {wanted} in redis_url")
+    if mode == "sentinel":
+        return
+    first, others = split_hosts(url)
+    if others and mode != "cluster":
+        raise ValueError("redis_url names several hosts: only redis_mode cluster takes several (its nodes)")
+    if mode == "cluster" and parse_url(first).get("db", 0) != 0:  # type: ignore[no-untyped-call]
+        raise ValueError("a Redis Cluster has database 0 only: end redis_url with /0 or no database")
 
 
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -183,7 +207,7 @@ def _library_problem(name: str, url: str) -> str | None:
             SentinelAddress.parse(url)
             return None
         if name == "redis_url":
-            parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            parse_url(split_hosts(url)[0])  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             return None
         ports = conninfo_to_dict(url).get("port") or ""
     except (ValueError, psycopg.ProgrammingError) as exc:
@@ -212,7 +236,8 @@ class Settings:
     session parameter there. Unset: ``database_url`` serves for both."""
     redis_url: str | None = attrs.field(default=None, repr=lambda url: repr(redact_url(url)), validator=_server_url)
     """Redis URL. Unset (with database_url unset too): embedded servers. With
-    ``redis_mode = "cluster"``, any one node of the cluster; with
+    ``redis_mode = "cluster"``, one or more nodes of the cluster
+    (``redis://[:password@]host:port[,host:port...]/0``); with
     ``"sentinel"``, ``redis+sentinel://[:password@]host:port[,host:port...]/<service>[/<db>]``:
     the Sentinels and the name of the primary they watch."""
     redis_mode: str = attrs.field(default="standalone", validator=_redis_mode)

@@ -10,13 +10,14 @@ from typing import Any
 import attrs
 import psycopg
 import redis
+import redis.cluster
 import redis.sentinel
 from psycopg.adapt import AdaptersMap
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_loads
 
 from pmq_core import payloads
-from pmq_core.config import SentinelAddress, Settings
+from pmq_core.config import SentinelAddress, Settings, split_hosts
 from pmq_core.errors import ConfigurationError, DatabaseUnavailableError, RedisUnavailableError, SchemaError
 from pmq_core.redaction import passwords_in, redact_url, scrub
 
@@ -87,7 +88,9 @@ def redis_client(url: str, *, timeout: float | None = None, mode: str = "standal
     options = _redis_options(timeout)
     try:
         if mode == "cluster":
-            return redis.RedisCluster.from_url(url, **options)  # type: ignore[return-value]
+            first, others = split_hosts(url)
+            nodes = [redis.cluster.ClusterNode(host, port) for host, port in others]  # type: ignore[no-untyped-call]
+            return redis.RedisCluster.from_url(first, startup_nodes=nodes, **options)  # type: ignore[return-value]
         if mode == "sentinel":
             address = SentinelAddress.parse(url)
             sentinel = redis.sentinel.Sentinel(address.sentinels, **_sentinel_options(timeout))  # type: ignore[no-untyped-call]
@@ -102,12 +105,16 @@ def redis_client(url: str, *, timeout: float | None = None, mode: str = "standal
 def aredis_client(url: str, *, timeout: float | None = None, mode: str = "standalone") -> redis.asyncio.Redis:
     """:func:`redis_client` for asyncio."""
     import redis.asyncio
+    import redis.asyncio.cluster
     import redis.asyncio.sentinel
 
     options = _redis_options(timeout)
     try:
         if mode == "cluster":
-            return redis.asyncio.RedisCluster.from_url(url, **options)  # type: ignore[return-value]
+            first, others = split_hosts(url)
+            nodes = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in others]
+            return redis.asyncio.RedisCluster.from_url(  # type: ignore[return-value]
+                first, startup_nodes=nodes, **options)
         if mode == "sentinel":
             address = SentinelAddress.parse(url)
             sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]

@@ -112,7 +112,12 @@ class Cluster:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+        """A URL naming every primary (as first started), the first first."""
+        return self.url_starting_with(self.nodes[0])
+
+    def url_starting_with(self, first: Server) -> str:
+        others = [node for node in self.nodes[:self.primaries] if node is not first]
+        return "redis://" + ",".join(f"127.0.0.1:{node.port}" for node in [first, *others]) + "/0"
 
     def start(self) -> None:
         for node in self.nodes:
@@ -159,7 +164,8 @@ class Cluster:
 
     def primary_of(self, key: str) -> Server:
         """The node that serves ``key``'s slot now."""
-        with redis.RedisCluster.from_url(self.url) as client:
+        live = next(node for node in self.nodes if node.alive)
+        with redis.RedisCluster(host="127.0.0.1", port=live.port) as client:
             node = client.get_node_from_key(key)
         return next(server for server in self.nodes if server.port == node.port)
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 import threading
 import time
 
+import attrs
 import pytest
 import redis
 from redis.crc import key_slot
 
 from pmq_core import JobStatus
+from pmq_core.admin import Admin
 from pmq_core.keys import Keys
 from pmq_core.testing import wait_until
 from tests.plugin_samples import Recorder, make_plugin
@@ -31,7 +33,7 @@ def on_cluster(pmq_runtime, cluster: Cluster, plugin, **options):
 
 
 def cluster_client(cluster: Cluster) -> redis.RedisCluster:
-    return redis.RedisCluster.from_url(cluster.url)
+    return redis.RedisCluster(host="127.0.0.1", port=cluster.nodes[0].port)
 
 
 def test_the_queues_used_here_live_on_different_primaries(cluster):
@@ -104,6 +106,9 @@ def test_a_primary_killed_under_load_fails_over_and_every_job_completes(pmq_runt
     victim.kill()
     assert cluster.wait_promoted(band, victim).alive
     failed_over = elapsed_since(killed)
+    # A process started now finds the cluster though the first node its URL names is dead.
+    with Admin(attrs.evolve(rt.settings, redis_url=cluster.url_starting_with(victim))) as admin:
+        assert admin.health()["redis"]["ok"]
     wait_until(lambda: echoed(recorder), lambda n: n > echoed_before + 50, 60,
                "jobs of the killed primary's queue did not flow again")
     flowing = elapsed_since(killed)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pmq_core import ConfigurationError, Settings
-from pmq_core.config import SentinelAddress
+from pmq_core.config import SentinelAddress, split_hosts
 
 DATABASE = "postgresql://pmq@db:5432/app"
 
@@ -18,9 +18,13 @@ def load(tmp_path: Path, **environ: str) -> Settings:
     return Settings.load(tmp_path, environ={"PMQ_DATABASE_URL": DATABASE, **environ})
 
 
-def test_standalone_is_the_default_and_a_cluster_takes_one_nodes_url(tmp_path: Path):
+def test_standalone_is_the_default_and_a_cluster_takes_one_or_more_nodes(tmp_path: Path):
     assert load(tmp_path, PMQ_REDIS_URL="redis://r:6379/0").redis_mode == "standalone"
     assert load(tmp_path, PMQ_REDIS_URL="redis://node-1:7000/0", PMQ_REDIS_MODE="cluster").redis_mode == "cluster"
+    several = "rediss://:s3cret@node-1:7000,node-2:7001,[::1]:7002/0"
+    assert load(tmp_path, PMQ_REDIS_URL=several, PMQ_REDIS_MODE="cluster").redis_url == several
+    assert split_hosts(several) == ("rediss://:s3cret@node-1:7000/0", [("node-2", 7001), ("::1", 7002)])
+    assert split_hosts("unix:///run/redis.sock?db=1") == ("unix:///run/redis.sock?db=1", [])
 
 
 def test_a_sentinel_url_names_the_sentinels_the_service_and_the_database(tmp_path: Path):
@@ -39,6 +43,9 @@ def test_a_sentinel_url_names_the_sentinels_the_service_and_the_database(tmp_pat
     ({"PMQ_REDIS_URL": "redis+sentinel://s:1", "PMQ_REDIS_MODE": "sentinel"}, "the path must name the service"),
     ({"PMQ_REDIS_URL": "redis+sentinel://s/m", "PMQ_REDIS_MODE": "sentinel"}, "each Sentinel must be host:port"),
     ({"PMQ_REDIS_URL": "redis+sentinel://s:1/m/x", "PMQ_REDIS_MODE": "sentinel"}, "must be a number"),
+    ({"PMQ_REDIS_URL": "redis://a:1,b:2/0"}, "only redis_mode cluster takes several"),
+    ({"PMQ_REDIS_URL": "redis://a:1,b/0", "PMQ_REDIS_MODE": "cluster"}, "each further cluster node must be host:port"),
+    ({"PMQ_REDIS_URL": "redis://a:1/2", "PMQ_REDIS_MODE": "cluster"}, "a Redis Cluster has database 0 only"),
 ])
 def test_a_topology_that_does_not_fit_its_url_is_one_line_naming_the_problem(tmp_path: Path, environ, message):
     with pytest.raises(ConfigurationError, match=message) as raised:
