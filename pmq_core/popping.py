@@ -25,9 +25,10 @@ share one: redis-py's asyncio cluster client, shared by concurrent blocking
 commands, could drop a reply (and with it a popped message) while it
 rediscovers the cluster.
 
-Popping per group may hold up to one message per group beyond the
-worker's free slots (each pop takes at least one); those jobs are claimed
-ahead, as with prefetch.
+Each pop is sized by the free slots when it is sent, and pops answer at
+different times: a worker may so pop more than its free slots (at most its
+room once more, plus one per group, since each pop takes at least one).
+The jobs beyond are claimed ahead, as with prefetch.
 """
 
 from __future__ import annotations
@@ -76,8 +77,8 @@ class Popper:
         return cls([aredis_client(settings.redis_url, mode=settings.redis_mode) for _group in groups], groups, timeout)
 
     async def pop(self, free: int) -> list[bytes]:
-        """Up to ``free`` messages (one per group more, on a cluster); none
-        when the wait ran out. Raises the Redis error of a pop when no
+        """Up to ``free`` messages (on a cluster, more when pops sent earlier
+        answer too: see the module's docstring); none when the wait ran out. Raises the Redis error of a pop when no
         other pop brought messages."""
         if len(self.groups) == 1:
             return await self._pop(0, free)
