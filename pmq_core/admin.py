@@ -95,14 +95,14 @@ class Admin:
     def conn(self) -> psycopg.Connection[DictRow]:
         if self._conn is None or self._conn.closed:
             assert self.settings.database_url
-            self._conn = pg_connect(self.settings.database_url)
+            self._conn = pg_connect(self.settings.database_url, pooled=self.settings.database_pooled)
         return self._conn
 
     @property
     def redis(self) -> redis.Redis:
         if self._redis is None:
             assert self.settings.redis_url
-            self._redis = redis_client(self.settings.redis_url, timeout=REDIS_TIMEOUT)
+            self._redis = redis_client(self.settings.redis_url, timeout=REDIS_TIMEOUT, mode=self.settings.redis_mode)
         return self._redis
 
     def close(self) -> None:
@@ -134,8 +134,9 @@ class Admin:
     def upgrade(self, plugins: Plugins | None = None) -> list[schema.Migration]:
         """Apply pending migrations, the plugins' included."""
         extra = plugins.hooks.register_migrations() if plugins is not None else []
-        with self._translated():
-            return schema.upgrade(self.conn, extra)
+        assert self.settings.session_database_url
+        with self._translated(), pg_connect(self.settings.session_database_url) as conn:
+            return schema.upgrade(conn, extra)  # its lock needs a session: the direct URL if the other is pooled
 
     def register_job_types(self, plugins: Plugins) -> list[str]:
         """Make each loaded job type's queue exist, with its defaults."""
@@ -299,16 +300,18 @@ class Admin:
         returns is discarded)."""
         job_id = parse_job_id(job_id)
         with self._translated():
-            previous = store.cancel_job(self.conn, job_id)
-            if previous is None:
+            cancelled = store.cancel_job(self.conn, job_id)
+            if cancelled is None:
                 if store.get_job(self.conn, job_id) is None:
                     raise JobNotFoundError(f"no job with id {job_id}")
                 return None
+        previous, queue = cancelled
 
         def tell() -> None:
             if previous == "running":
                 self.redis.publish(self.keys.cancel_channel, str(job_id))
-            dispatch.Scripts.on(self.redis).mark(*dispatch.mark_args(self.keys, [dispatch.Mark(job_id, "cancelled")]))
+            (call,) = dispatch.mark_calls(self.keys, [dispatch.Mark(job_id, queue, "cancelled")])
+            dispatch.Scripts.on(self.redis).mark(*call)
 
         untold = ("the worker running it may not have been told to stop: its handler may run on until it "
                   "returns or times out, and its outcome is discarded; " if previous == "running" else "")
@@ -356,8 +359,9 @@ class Admin:
             rows = action(self.conn, id_list, queue)
 
         def unlist() -> None:
-            dispatch.Scripts.on(self.redis).dead_remove(
-                *dispatch.dead_args(self.keys, [(row["queue_name"], row["id"]) for row in rows]))
+            dead_remove = dispatch.Scripts.on(self.redis).dead_remove
+            for call in dispatch.dead_calls(self.keys, [(row["queue_name"], row["id"]) for row in rows]):
+                dead_remove(*call)
 
         if rows:
             self._redis_part(unlist, "the dead-letter lists in Redis may still name these jobs; the leading migrator "

@@ -27,7 +27,7 @@ from psycopg_pool import AsyncConnectionPool, ConnectionPool
 from pmq_core import headers as job_headers
 from pmq_core import payloads, store
 from pmq_core.config import Settings
-from pmq_core.db import ADAPTERS, apg_connect, pg_connect, resolve_servers, translated
+from pmq_core.db import ADAPTERS, apg_connect, pg_connect, prepare_threshold, resolve_servers, translated
 from pmq_core.errors import DatabaseUnavailableError, JobNotFoundError, PayloadError, UnknownQueueError, shown
 from pmq_core.flow import check_partition
 from pmq_core.handover import AsyncHandover, ThreadHandover
@@ -252,10 +252,11 @@ class Client(_ClientBase):
             settings = self._resolved()
             assert settings.database_url
             with _unwritten():
-                pg_connect(settings.database_url, timeout=POOL_WAIT).close()
+                pg_connect(settings.database_url, timeout=POOL_WAIT, pooled=settings.database_pooled).close()
             pool = ConnectionPool(settings.database_url, min_size=1, max_size=8, open=False, timeout=POOL_WAIT,
                                   kwargs={"autocommit": True, "row_factory": dict_row, "context": ADAPTERS,
-                                          "application_name": "pmq-client"})
+                                          "application_name": "pmq-client",
+                                          "prepare_threshold": prepare_threshold(settings)})
             with translated(settings.database_url):
                 pool.open(wait=True, timeout=POOL_WAIT)
             self._pool = pool
@@ -365,10 +366,12 @@ class AsyncClient(_ClientBase):
             settings = self._resolved()
             assert settings.database_url
             with _unwritten():
-                await (await apg_connect(settings.database_url, timeout=POOL_WAIT)).close()
+                await (await apg_connect(settings.database_url, timeout=POOL_WAIT,
+                                         pooled=settings.database_pooled)).close()
             pool = AsyncConnectionPool(settings.database_url, min_size=1, max_size=8, open=False, timeout=POOL_WAIT,
                                        kwargs={"autocommit": True, "row_factory": dict_row, "context": ADAPTERS,
-                                               "application_name": "pmq-client"})
+                                               "application_name": "pmq-client",
+                                               "prepare_threshold": prepare_threshold(settings)})
             with translated(settings.database_url):
                 await pool.open(wait=True, timeout=POOL_WAIT)
             self._pool = pool

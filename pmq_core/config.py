@@ -21,7 +21,7 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import attrs
 import cattrs
@@ -36,12 +36,94 @@ from pmq_core.redaction import passwords_in, redact_url, scrub
 ENV_PREFIX = "PMQ_"
 T = TypeVar("T")
 
+#: The Redis topologies pmq runs on (the ``redis_mode`` setting).
+REDIS_MODES = ("standalone", "cluster", "sentinel")
+#: The scheme of a ``redis_url`` that names Sentinels rather than a Redis.
+SENTINEL_SCHEME = "redis+sentinel"
+
+
+def split_hosts(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """A Redis URL naming several hosts (``redis://[user:password@]h1:p1,h2:p2/0``,
+    nodes of one cluster) as the URL of its first host alone, and the
+    others' (host, port); ValueError when one is not ``host:port``."""
+    scheme, separator, rest = url.partition("://")
+    userinfo, at, rest = rest.rpartition("@")
+    hosts, slash, path = rest.partition("/")
+    first, *others = hosts.split(",")
+    nodes = []
+    for host in others:
+        name, _, port = host.rpartition(":")
+        if not name or not port.isdigit():
+            raise ValueError(f"each further cluster node must be host:port, not {shown(host)}")
+        nodes.append((name.strip("[]"), int(port)))
+    return f"{scheme}{separator}{userinfo}{at}{first}{slash}{path}", nodes
+
+
+@attrs.frozen
+class SentinelAddress:
+    """What a ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]``
+    URL names: the Sentinels to ask, the service (the primary's name in
+    their configuration), and the database and credentials to use on it."""
+
+    sentinels: list[tuple[str, int]]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> SentinelAddress:
+        """The address, or ValueError saying what is missing."""
+        scheme, _, rest = url.partition("://")
+        if scheme.lower() != SENTINEL_SCHEME:
+            raise ValueError(f"a Sentinel URL starts with {SENTINEL_SCHEME}://")
+        userinfo, _, rest = rest.rpartition("@")
+        hosts, _, path = rest.partition("/")
+        sentinels = []
+        for host in hosts.split(","):
+            name, _, port = host.rpartition(":")
+            if not name or not port.isdigit():
+                raise ValueError(f"each Sentinel must be host:port, not {shown(host)}")
+            sentinels.append((name.strip("[]"), int(port)))
+        service, _, db = path.partition("/")
+        if not service:
+            raise ValueError("the path must name the service: redis+sentinel://host:26379/<service>[/<db>]")
+        if db and not db.isdigit():
+            raise ValueError(f"the database after the service must be a number, not {shown(db)}")
+        username, _, password = userinfo.partition(":")
+        return cls(sentinels, unquote(service), int(db or 0), unquote(username) or None,
+                   unquote(password) or None)
+
 
 def _default_data_dir() -> Path:
     """Where embedded servers keep their data: ``$XDG_DATA_HOME/pmq`` or
     ``~/.local/share/pmq``."""
     base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
     return Path(base) / "pmq"
+
+
+def _redis_mode(settings: Any, _attribute: attrs.Attribute[Any], mode: str) -> None:
+    """A known mode, and a URL of the form it needs: Sentinels for sentinel,
+    one Redis (any node of the cluster) otherwise."""
+    if mode not in REDIS_MODES:
+        raise ValueError(f"redis_mode must be one of {', '.join(REDIS_MODES)}, not {shown(mode)}")
+    url = settings.redis_url
+    if url is None:
+        if mode != "standalone":
+            raise ValueError(f"redis_mode {mode} needs redis_url: embedded servers are a single Redis")
+        return
+    names_sentinels = url.lower().startswith(SENTINEL_SCHEME + "://")
+    if (mode == "sentinel") != names_sentinels:
+        wanted = (f"a {SENTINEL_SCHEME}://host:port[,host:port...]/<service> URL" if mode == "sentinel"
+                  else "a redis://, rediss:// or unix:// URL (of any one node, for a cluster)")
+        raise ValueError(f"redis_mode {mode} needs {wanted} in redis_url")
+    if mode == "sentinel":
+        return
+    first, others = split_hosts(url)
+    if others and mode != "cluster":
+        raise ValueError("redis_url names several hosts: only redis_mode cluster takes several (its nodes)")
+    if mode == "cluster" and parse_url(first).get("db", 0) != 0:  # type: ignore[no-untyped-call]
+        raise ValueError("a Redis Cluster has database 0 only: end redis_url with /0 or no database")
 
 
 def _positive(instance: Any, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -70,7 +152,8 @@ def _rescue_window(settings: Any, rescue_after: float) -> None:
                          f"({settings.heartbeat_interval:g}s)")
 
 
-_SCHEMES = {"database_url": ("postgresql", "postgres"), "redis_url": ("redis", "rediss", "unix")}
+_SCHEMES = {"database_url": ("postgresql", "postgres"), "database_direct_url": ("postgresql", "postgres"),
+            "redis_url": ("redis", "rediss", "unix", SENTINEL_SCHEME)}
 _PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
@@ -93,14 +176,14 @@ def _server_url(instance: Any, attribute: attrs.Attribute[Any], url: str | None)
 def _url_problem(name: str, url: str) -> str | None:
     schemes = _SCHEMES[name]
     scheme, found, rest = url.partition("://")
-    if not found and name == "database_url":  # a libpq key=value string: libpq's own rules
+    if not found and name != "redis_url":  # a libpq key=value string: libpq's own rules
         return _library_problem(name, url)
     if any(not (" " < c <= "~") for c in url):
         return "holds a space, a control or a non-ASCII character: percent-encode it (a space is %20)"
     if _PERCENT.search(url):
         return "holds a '%' that is not followed by two hex digits: write a literal '%' as %25"
     if scheme.lower() not in schemes:
-        other = " or a libpq key=value connection string" if name == "database_url" else ""
+        other = " or a libpq key=value connection string" if name != "redis_url" else ""
         return f"must be a URL starting with {' or '.join(s + '://' for s in schemes)}{other}"
     if rest.count("@") > 1:
         return "holds more than one '@': percent-encode an '@' in the user name or password as %40"
@@ -110,7 +193,7 @@ def _url_problem(name: str, url: str) -> str | None:
         parts = urlsplit(url)
     except ValueError:
         return "cannot be parsed: check the brackets around an IPv6 address"
-    if "@" in rest and "@" not in parts.netloc:
+    if "@" in rest and "@" not in parts.netloc and scheme.lower() != SENTINEL_SCHEME:
         return ("holds an '@' after the host: percent-encode a '/', '?' or '@' in the password "
                 "(as %2F, %3F, %40)")
     return _library_problem(name, url)
@@ -120,8 +203,11 @@ def _library_problem(name: str, url: str) -> str | None:
     """What the server's own client library finds wrong in ``url``, with its
     passwords scrubbed from the library's words."""
     try:
+        if name == "redis_url" and url.lower().startswith(SENTINEL_SCHEME):
+            SentinelAddress.parse(url)
+            return None
         if name == "redis_url":
-            parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            parse_url(split_hosts(url)[0])  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
             return None
         ports = conninfo_to_dict(url).get("port") or ""
     except (ValueError, psycopg.ProgrammingError) as exc:
@@ -138,9 +224,27 @@ class Settings:
 
     database_url: str | None = attrs.field(default=None, repr=lambda url: repr(redact_url(url)), validator=_server_url)
     """PostgreSQL URL (or libpq key=value string). Unset (with redis_url unset
-    too): embedded servers."""
+    too): embedded servers. Several hosts (``host=a,b
+    target_session_attrs=read-write``) follow a failover to the new primary."""
+    database_direct_url: str | None = attrs.field(default=None, repr=lambda url: repr(redact_url(url)),
+                                                  validator=_server_url)
+    """A URL of the same database that bypasses a transaction-pooling proxy
+    (PgBouncer's ``pool_mode = transaction``) in ``database_url``, for what
+    needs a session of its own: the migrator's leadership lock and its
+    LISTEN, and the schema's upgrade lock. Set, it also tells pmq that
+    ``database_url`` is pooled: pmq then prepares no statement and sets no
+    session parameter there. Unset: ``database_url`` serves for both."""
     redis_url: str | None = attrs.field(default=None, repr=lambda url: repr(redact_url(url)), validator=_server_url)
-    """Redis URL. Unset (with database_url unset too): embedded servers."""
+    """Redis URL. Unset (with database_url unset too): embedded servers. With
+    ``redis_mode = "cluster"``, one or more nodes of the cluster
+    (``redis://[:password@]host:port[,host:port...]/0``); with
+    ``"sentinel"``, ``redis+sentinel://[:password@]host:port[,host:port...]/<service>[/<db>]``:
+    the Sentinels and the name of the primary they watch."""
+    redis_mode: str = attrs.field(default="standalone", validator=_redis_mode)
+    """The Redis topology: ``standalone`` (one Redis, or a proxy in front of
+    several), ``cluster`` (Redis Cluster, through redis-py's cluster client)
+    or ``sentinel`` (a primary whose replicas Sentinel promotes, through
+    redis-py's Sentinel client). See the deployment guide."""
     plugins: tuple[str, ...] | None = None
     """Entry-point names of the plugins to load; None loads every installed
     one. An empty list (``PMQ_PLUGINS=``, ``plugins = ""`` or ``[]``) means
@@ -200,6 +304,16 @@ class Settings:
     """Age after which failed (dead) jobs are deleted."""
     retention_logs_days: int = attrs.field(default=90, validator=_positive)
     """Age after which job_logs rows are deleted."""
+
+    @property
+    def session_database_url(self) -> str | None:
+        """The URL for connections that need a session: the direct one if set."""
+        return self.database_direct_url or self.database_url
+
+    @property
+    def database_pooled(self) -> bool:
+        """Whether ``database_url`` goes through a transaction pooler."""
+        return self.database_direct_url is not None
 
     @property
     def embedded(self) -> bool:

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import attrs
 import psycopg
 import redis
+import redis.cluster
+import redis.sentinel
 from psycopg.adapt import AdaptersMap
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_loads
 
 from pmq_core import payloads
-from pmq_core.config import Settings
+from pmq_core.config import SentinelAddress, Settings, split_hosts
 from pmq_core.errors import ConfigurationError, DatabaseUnavailableError, RedisUnavailableError, SchemaError
 from pmq_core.redaction import passwords_in, redact_url, scrub
 
@@ -23,11 +26,20 @@ from pmq_core.redaction import passwords_in, redact_url, scrub
 SCHEMA_MISSING = (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn)
 #: Errors that mean "the server is unreachable or went away": worth a reconnect.
 PG_DOWN = (psycopg.OperationalError, psycopg.InterfaceError)
-REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+#: A Cluster's errors while a primary fails over (no node serves the slot
+#: for a moment, or none of the known nodes answers: redis-py's
+#: RedisClusterException) and a primary turned replica's refusal to write
+#: count too.
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.exceptions.ClusterError,
+              redis.exceptions.TryAgainError, redis.exceptions.RedisClusterException, redis.ReadOnlyError)
 #: Errors that one row's values can cause (a value out of range, a
 #: constraint, text PostgreSQL cannot store): retrying the same batch would
 #: fail the same way, so the loops set the row aside instead.
 PG_DATA = (psycopg.DataError, psycopg.IntegrityError, ValueError)
+
+#: psycopg's default: a statement run this many times on a connection is
+#: prepared on the server (never through a transaction pooler).
+PREPARE_THRESHOLD = 5
 
 #: The adapters of every connection pmq opens: psycopg's, with a JSON loader
 #: that turns a stored value Python cannot decode into a marker (see
@@ -38,11 +50,15 @@ ADAPTERS = AdaptersMap(psycopg.adapters)
 set_json_loads(payloads.loads, ADAPTERS)
 
 
-def pg_connect(url: str, *, autocommit: bool = True, timeout: float = 10.0) -> psycopg.Connection[DictRow]:
-    """A dict-row connection, or DatabaseUnavailableError naming the server."""
+def pg_connect(url: str, *, autocommit: bool = True, timeout: float = 10.0,
+               pooled: bool = False) -> psycopg.Connection[DictRow]:
+    """A dict-row connection, or DatabaseUnavailableError naming the server.
+    ``pooled``: through a transaction pooler, where a statement prepared on
+    one server connection is missing on the next, so none is prepared."""
     try:
         return psycopg.connect(url, autocommit=autocommit, row_factory=dict_row, context=ADAPTERS,
-                               connect_timeout=max(1, int(timeout)), application_name="pmq")
+                               connect_timeout=max(1, int(timeout)), application_name="pmq",
+                               prepare_threshold=None if pooled else PREPARE_THRESHOLD)
     except PG_DOWN as exc:
         raise DatabaseUnavailableError(
             f"cannot connect to PostgreSQL at {redact_url(url)}: {reason(exc, url)}"
@@ -51,36 +67,81 @@ def pg_connect(url: str, *, autocommit: bool = True, timeout: float = 10.0) -> p
         raise DatabaseUnavailableError(f"invalid PostgreSQL URL {redact_url(url)}: {reason(exc, url)}") from None
 
 
-async def apg_connect(url: str, *, autocommit: bool = True,
-                      timeout: float = 10.0) -> psycopg.AsyncConnection[DictRow]:
+async def apg_connect(url: str, *, autocommit: bool = True, timeout: float = 10.0,
+                      pooled: bool = False) -> psycopg.AsyncConnection[DictRow]:
     try:
         return await psycopg.AsyncConnection.connect(
             url, autocommit=autocommit, row_factory=dict_row, context=ADAPTERS,
-            connect_timeout=max(1, int(timeout)), application_name="pmq")
+            connect_timeout=max(1, int(timeout)), application_name="pmq",
+            prepare_threshold=None if pooled else PREPARE_THRESHOLD)
     except PG_DOWN as exc:
         raise DatabaseUnavailableError(
             f"cannot connect to PostgreSQL at {redact_url(url)}: {reason(exc, url)}"
         ) from None
 
 
-def redis_client(url: str, *, timeout: float | None = None) -> redis.Redis:
-    """A Redis client; ``timeout`` bounds each connect and reply (default:
-    5 s to connect, replies unbounded, as blocking pops need)."""
+def redis_client(url: str, *, timeout: float | None = None, mode: str = "standalone") -> redis.Redis:
+    """A Redis client for the topology ``mode`` names (see the setting
+    ``redis_mode``): redis-py's own cluster and Sentinel clients route
+    commands and follow failovers. ``timeout`` bounds each connect and reply
+    (default: 5 s to connect, replies unbounded, as blocking pops need)."""
+    options = _redis_options(timeout)
     try:
-        return redis.Redis.from_url(url, socket_connect_timeout=timeout or 5, socket_timeout=timeout,
-                                    health_check_interval=30)
+        if mode == "cluster":
+            first, others = split_hosts(url)
+            nodes = [redis.cluster.ClusterNode(host, port) for host, port in others]  # type: ignore[no-untyped-call]
+            return redis.RedisCluster.from_url(first, startup_nodes=nodes, **options)  # type: ignore[return-value]
+        if mode == "sentinel":
+            address = SentinelAddress.parse(url)
+            sentinel = redis.sentinel.Sentinel(address.sentinels, **_sentinel_options(timeout))  # type: ignore[no-untyped-call]
+            primary: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+                address.service, db=address.db, username=address.username, password=address.password, **options)
+            return primary
+        return redis.Redis.from_url(url, **options)
     except ValueError as exc:
         raise RedisUnavailableError(f"invalid Redis URL {redact_url(url)}: {reason(exc, url)}") from None
 
 
-def aredis_client(url: str, *, timeout: float | None = None) -> redis.asyncio.Redis:
+def aredis_client(url: str, *, timeout: float | None = None, mode: str = "standalone") -> redis.asyncio.Redis:
+    """:func:`redis_client` for asyncio."""
     import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.asyncio.sentinel
 
+    options = _redis_options(timeout)
     try:
-        return redis.asyncio.Redis.from_url(url, socket_connect_timeout=timeout or 5, socket_timeout=timeout,
-                                            health_check_interval=30)
+        if mode == "cluster":
+            first, others = split_hosts(url)
+            nodes = [redis.asyncio.cluster.ClusterNode(host, port) for host, port in others]
+            return redis.asyncio.RedisCluster.from_url(  # type: ignore[return-value]
+                first, startup_nodes=nodes, **options)
+        if mode == "sentinel":
+            address = SentinelAddress.parse(url)
+            sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+                address.sentinels, **_sentinel_options(timeout))
+            primary: redis.asyncio.Redis = sentinel.master_for(
+                address.service, db=address.db, username=address.username, password=address.password, **options)
+            return primary
+        return redis.asyncio.Redis.from_url(url, **options)
     except ValueError as exc:
         raise RedisUnavailableError(f"invalid Redis URL {redact_url(url)}: {reason(exc, url)}") from None
+
+
+def _redis_options(timeout: float | None) -> dict[str, Any]:
+    return {"socket_connect_timeout": timeout or 5, "socket_timeout": timeout, "health_check_interval": 30}
+
+
+def _sentinel_options(timeout: float | None) -> dict[str, Any]:
+    """How to ask the Sentinels (without credentials: the URL's are the
+    primary's) for the primary: with short timeouts, so that a dead Sentinel
+    is soon skipped for the next."""
+    brief = {"socket_timeout": timeout or 1, "socket_connect_timeout": timeout or 1}
+    return {**brief, "sentinel_kwargs": brief}
+
+
+def prepare_threshold(settings: Settings) -> int | None:
+    """psycopg's ``prepare_threshold`` for connections to ``database_url``."""
+    return None if settings.database_pooled else PREPARE_THRESHOLD
 
 
 @contextlib.contextmanager

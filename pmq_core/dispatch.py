@@ -3,19 +3,21 @@ and the dead-letter lists.
 
 Redis holds nothing PostgreSQL does not: losing it loses no job, only time
 (the migrator notices and hands the jobs over again). Every write is one
-call of a Lua script (``lua/*.lua``) per batch of jobs: one round trip and
-one command. This module binds the scripts and builds their arguments; the
-key names and the message format are in :mod:`pmq_core.keys`.
+call of a Lua script (``lua/*.lua``) per queue in a batch of jobs: a script
+takes the keys of one queue only, all in that queue's hash slot, so that it
+runs on a Redis Cluster as on a single Redis. This module binds the scripts
+and builds their calls; the key names and the message format are in
+:mod:`pmq_core.keys`.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import redis
@@ -26,6 +28,10 @@ from pmq_core.keys import BANDS, FINISHED_JOB_TTL, Keys, message, parse_message
 #: Where the Lua scripts are, in the package: one file per script, whose
 #: header names its KEYS and ARGV.
 LUA_DIR = "lua"
+
+T = TypeVar("T")
+#: The KEYS and ARGV of one script call.
+Call = tuple[list[str], list[Any]]
 
 
 @cache
@@ -61,44 +67,59 @@ class Mark:
     """A status-hash update for one job."""
 
     job_id: Any
+    queue: str
     status: str
     attempt: int | None = None
     worker: str | None = None
     error: str | None = None
 
 
-def push_args(keys: Keys, rows: Iterable[dict[str, Any]]) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV for ``push.lua``: ``rows`` (id, queue_name, priority,
-    attempt_count, created_at) in priority order within each band."""
-    script_keys: list[str] = []
-    args: list[Any] = [time.time()]
-    for row in sorted(rows, key=lambda r: (r["priority"], r["created_at"])):
-        job_id = str(row["id"])
-        script_keys += (keys.band(row["queue_name"], band_of(row["priority"])), keys.job(job_id))
-        args += (message(job_id, row["attempt_count"]), row["queue_name"], row["priority"], row["attempt_count"])
-    return script_keys, args
+def by_queue(items: Iterable[T], queue_of: Callable[[T], str]) -> list[list[T]]:
+    """``items`` split by queue, each queue's in their given order: the
+    hash-slot rule (see :mod:`pmq_core.keys`) allows one script call per
+    queue, never one across queues."""
+    groups: dict[str, list[T]] = {}
+    for item in items:
+        groups.setdefault(queue_of(item), []).append(item)
+    return list(groups.values())
 
 
-def mark_args(keys: Keys, marks: Iterable[Mark]) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV for ``mark.lua``."""
-    script_keys: list[str] = []
-    args: list[Any] = [time.time(), FINISHED_JOB_TTL]
-    for mark in marks:
-        script_keys.append(keys.job(mark.job_id))
-        args += (mark.status, "" if mark.attempt is None else mark.attempt, mark.worker or "", mark.error or "")
-    return script_keys, args
+def push_calls(keys: Keys, rows: Iterable[dict[str, Any]]) -> list[Call]:
+    """The calls of ``push.lua``, one per queue: ``rows`` (id, queue_name,
+    priority, attempt_count, created_at) in priority order within each band."""
+    now = time.time()
+    calls: list[Call] = []
+    for group in by_queue(sorted(rows, key=lambda r: (r["priority"], r["created_at"])), lambda r: r["queue_name"]):
+        script_keys: list[str] = []
+        args: list[Any] = [now]
+        for row in group:
+            job_id, queue = str(row["id"]), row["queue_name"]
+            script_keys += (keys.band(queue, band_of(row["priority"])), keys.job(queue, job_id))
+            args += (message(job_id, row["attempt_count"]), queue, row["priority"], row["attempt_count"])
+        calls.append((script_keys, args))
+    return calls
 
 
-def dead_args(keys: Keys, jobs: Iterable[tuple[str, uuid.UUID | str]]) -> tuple[list[str], list[str]]:
-    """KEYS and ARGV for ``dead_push.lua`` and ``dead_remove.lua``: ``jobs``
-    are (queue, job id) pairs. These two scripts are the only writers of the
-    dead-letter lists."""
-    script_keys: list[str] = []
-    args: list[str] = []
-    for queue, job_id in jobs:
-        script_keys.append(keys.dead(queue))
-        args.append(str(job_id))
-    return script_keys, args
+def mark_calls(keys: Keys, marks: Iterable[Mark]) -> list[Call]:
+    """The calls of ``mark.lua``, one per queue."""
+    now = time.time()
+    calls: list[Call] = []
+    for group in by_queue(marks, lambda mark: mark.queue):
+        script_keys: list[str] = []
+        args: list[Any] = [now, FINISHED_JOB_TTL]
+        for mark in group:
+            script_keys.append(keys.job(mark.queue, mark.job_id))
+            args += (mark.status, "" if mark.attempt is None else mark.attempt, mark.worker or "", mark.error or "")
+        calls.append((script_keys, args))
+    return calls
+
+
+def dead_calls(keys: Keys, jobs: Iterable[tuple[str, uuid.UUID | str]]) -> list[Call]:
+    """The calls of ``dead_push.lua`` and ``dead_remove.lua``, one per
+    queue: ``jobs`` are (queue, job id) pairs. These two scripts are the
+    only writers of the dead-letter lists."""
+    return [([keys.dead(queue) for queue, _id in group], [str(job_id) for _queue, job_id in group])
+            for group in by_queue(jobs, lambda job: job[0])]
 
 
 def queued_message_ids(client: redis.Redis, keys: Keys, queues: Iterable[str]) -> set[str]:

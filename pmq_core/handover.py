@@ -115,9 +115,10 @@ class ThreadHandover(_Base):
                 continue
             try:
                 if scripts is None:
-                    client = redis_client(self.settings.redis_url or "", timeout=TIMEOUT)
+                    client = redis_client(self.settings.redis_url or "", timeout=TIMEOUT, mode=self.settings.redis_mode)
                     scripts = dispatch.Scripts.on(client)
-                scripts.push(*dispatch.push_args(self.keys, batch))
+                for call in dispatch.push_calls(self.keys, batch):
+                    scripts.push(*call)
             except Exception as exc:  # whatever failed, the migrator hands these jobs over
                 self._failed(len(batch), exc)
         if client is not None:
@@ -151,8 +152,10 @@ class AsyncHandover(_Base):
     async def _push(self, rows: Rows) -> None:
         try:
             if self._scripts is None:
-                self._client = aredis_client(self.settings.redis_url or "", timeout=TIMEOUT)
+                self._client = aredis_client(self.settings.redis_url or "", timeout=TIMEOUT,
+                                             mode=self.settings.redis_mode)
                 self._scripts = dispatch.Scripts.on(self._client)
-            await self._scripts.push(*dispatch.push_args(self.keys, rows))
+            for call in dispatch.push_calls(self.keys, rows):
+                await self._scripts.push(*call)
         except Exception as exc:  # whatever failed, the migrator hands these jobs over
             self._failed(len(rows), exc)

@@ -97,7 +97,7 @@ class Heartbeat(threading.Thread):
     def _connection(self) -> psycopg.Connection[Any]:
         assert self.settings.database_url
         if self._conn is None or self._conn.closed:
-            self._conn = pg_connect(self.settings.database_url, timeout=5)
+            self._conn = pg_connect(self.settings.database_url, timeout=5, pooled=self.settings.database_pooled)
         return self._conn
 
     def register(self) -> None:

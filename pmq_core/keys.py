@@ -2,9 +2,10 @@
 on-Redis format is visible at a glance.
 
 All keys start with the configured prefix (default ``pmq:``), so that several
-deployments can share one Redis. A queue's name sits in braces (``{name}``)
-in its keys: they set it apart from the prefix and the band suffix, and are
-the hash tag that puts one queue's keys in one Redis Cluster slot.
+deployments can share one Redis. Every key of a queue, its jobs' status
+hashes included, holds the queue's name in braces (``{name}``): they set it
+apart from the prefix and the suffix, and are the hash tag that puts all of
+one queue's keys in one Redis Cluster slot.
 
 ======================  =====================================================
 ``P{q}:high``           list of messages, priority <= 50
@@ -14,7 +15,7 @@ the hash tag that puts one queue's keys in one Redis Cluster slot.
                         dies, removed when it is replayed or purged (for
                         tools that read Redis; pmq reads PostgreSQL).
                         Retention does not trim it yet.
-``Pjob:<id>``           hash mirroring a live job's status, for real-time
+``P{q}:job:<id>``      hash mirroring a live job's status, for real-time
                         views; expires an hour after the job finishes
 ``Pcancel``             pub/sub channel: ids of running jobs to stop
 ``Ppause``              pub/sub channel: names of queues just paused, whose
@@ -27,13 +28,11 @@ the hash tag that puts one queue's keys in one Redis Cluster slot.
 A message is ``<job id>:<attempt count>``: a hint that the job is ready, never
 trusted on its own (workers claim it in PostgreSQL first).
 
-pmq needs one Redis primary: a standalone Redis (or Valkey), or one kept
-available by Sentinel-managed failover behind a URL that reaches the current
-primary (pmq connects to that one URL; it does not ask Sentinel itself).
-Redis Cluster is not supported yet, the hash tag notwithstanding: the push
-script writes band lists of several queues and ``job:<id>`` hashes (no tag)
-in one call, and a worker's ``BLMPOP`` spans every queue it serves, so both
-would fail with ``CROSSSLOT`` on a cluster.
+The hash-slot rule, which makes pmq run on a Redis Cluster: a script or a
+multi-key command only ever takes keys of one queue (see
+:func:`pmq_core.dispatch.by_queue`), and channels are not keys. A worker
+serving queues in several slots pops each slot's queues apart (see
+:mod:`pmq_core.popping`).
 """
 
 from __future__ import annotations
@@ -70,8 +69,8 @@ class Keys:
     def dead(self, queue: str) -> str:
         return f"{self.prefix}{{{queue}}}:dead"
 
-    def job(self, job_id: uuid.UUID | str) -> str:
-        return f"{self.prefix}job:{job_id}"
+    def job(self, queue: str, job_id: uuid.UUID | str) -> str:
+        return f"{self.prefix}{{{queue}}}:job:{job_id}"
 
 
 def message(job_id: uuid.UUID | str, attempt: int) -> str:

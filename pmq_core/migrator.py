@@ -92,21 +92,31 @@ class Migrator:
 
     def run(self, stop: threading.Event) -> None:
         """Lead or stand by until ``stop`` is set, reconnecting after server
-        failures with exponential backoff."""
-        backoff = Backoff()
-        while not stop.is_set():
-            try:
-                self._session(stop, backoff)
-            except (*PG_DOWN, *REDIS_DOWN, DatabaseUnavailableError) as exc:
-                self.is_leader.clear()
-                delay = backoff.next()
-                log.warning("migrator lost a server (%s); reconnecting in %.1fs", _brief(exc), delay)
-                stop.wait(delay)
+        failures with exponential backoff.
 
-    def _session(self, stop: threading.Event, backoff: Backoff) -> None:
-        assert self.settings.database_url and self.settings.redis_url
-        with pg_connect(self.settings.database_url) as lock_conn, pg_connect(self.settings.database_url) as conn:
-            rds = redis_client(self.settings.redis_url)
+        One Redis client serves every session: it reconnects by itself, and
+        a cluster client keeps the nodes it has discovered, so that it finds
+        the cluster again when the node its URL names is the one down."""
+        assert self.settings.redis_url
+        backoff = Backoff()
+        rds = redis_client(self.settings.redis_url, mode=self.settings.redis_mode)
+        try:
+            while not stop.is_set():
+                try:
+                    self._session(stop, backoff, rds)
+                except (*PG_DOWN, *REDIS_DOWN, DatabaseUnavailableError) as exc:
+                    self.is_leader.clear()
+                    delay = backoff.next()
+                    log.warning("migrator lost a server (%s); reconnecting in %.1fs", _brief(exc), delay)
+                    stop.wait(delay)
+        finally:
+            rds.close()
+
+    def _session(self, stop: threading.Event, backoff: Backoff, rds: redis.Redis) -> None:
+        assert self.settings.database_url and self.settings.session_database_url
+        # The lock and LISTEN need a session: the direct URL if the other is pooled.
+        with (pg_connect(self.settings.session_database_url) as lock_conn,
+              pg_connect(self.settings.database_url, pooled=self.settings.database_pooled) as conn):
             try:
                 rds.ping()
                 backoff.reset()
@@ -146,7 +156,6 @@ class Migrator:
             finally:
                 self.is_leader.clear()
                 self._lock_pid = None
-                rds.close()
 
     # -- one round -----------------------------------------------------------
 
@@ -238,7 +247,9 @@ class Migrator:
         self._backlog = (self._backlog - set(budgets)) | filled
         if not rows:
             return 0, False
-        dispatch.Scripts.on(rds).push(*dispatch.push_args(self.keys, rows))
+        push = dispatch.Scripts.on(rds).push
+        for call in dispatch.push_calls(self.keys, rows):
+            push(*call)
         self.migrated += len(rows)
         return len(rows), bool(filled)
 
@@ -295,7 +306,7 @@ class Migrator:
         encoded = {queue: json.dumps(keys) for queue, keys in blocked.items()}
         if encoded == self._held and time.monotonic() < self._held_rewrite:
             return
-        pipe = rds.pipeline(transaction=True)
+        pipe = rds.pipeline(transaction=False)  # one key: a reader sees it gone for a moment at most
         pipe.delete(self.keys.held)
         if encoded:
             pipe.hset(self.keys.held, mapping=encoded)  # type: ignore[arg-type]
@@ -388,10 +399,12 @@ class Migrator:
         log.warning("rescued %d job(s) from dead workers", len(rows))
         dead = [row for row in rows if row["status"] == "failed"]
         scripts = dispatch.Scripts.on(rds)
-        scripts.mark(*dispatch.mark_args(
-            self.keys, [dispatch.Mark(row["id"], row["status"], error=row["last_error_message"]) for row in rows]))
-        if dead:
-            scripts.dead_push(*dispatch.dead_args(self.keys, [(row["queue_name"], row["id"]) for row in dead]))
+        marks = [dispatch.Mark(row["id"], row["queue_name"], row["status"], error=row["last_error_message"])
+                 for row in rows]
+        for call in dispatch.mark_calls(self.keys, marks):
+            scripts.mark(*call)
+        for call in dispatch.dead_calls(self.keys, [(row["queue_name"], row["id"]) for row in dead]):
+            scripts.dead_push(*call)
         for row in dead:
             self.plugins.hooks.job_dead(job=self._context(row), error=WorkerLost(row["last_error_message"]))
         return len(rows)

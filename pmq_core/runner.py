@@ -118,7 +118,7 @@ def run_migrator(settings: Settings, plugins: Plugins | None = None) -> None:
 def _worker_process(settings: Settings, queues: list[str] | None, concurrency: int | None) -> None:
     """A worker process of :func:`run`. It starts afresh (spawned), so it
     sets up its own logging and hides the servers' passwords itself."""
-    redaction.remember([settings.database_url, settings.redis_url])
+    redaction.remember([settings.database_url, settings.database_direct_url, settings.redis_url])
     with redaction.scrubbed_output():
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(processName)s %(levelname)s %(message)s")
         redaction.guard_logging()

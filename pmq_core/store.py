@@ -271,11 +271,11 @@ def job_logs(job_id: uuid.UUID) -> Steps[list[DictRow]]:
 
 
 @operation
-def cancel_job(job_id: uuid.UUID) -> Steps[JobStatus | None]:
-    """Cancel the job if it has not finished; the status it had, or None
-    when nothing was cancelled (finished, or no such job)."""
+def cancel_job(job_id: uuid.UUID) -> Steps[tuple[JobStatus, str] | None]:
+    """Cancel the job if it has not finished; the status it had and its
+    queue, or None when nothing was cancelled (finished, or no such job)."""
     rows = yield Query("cancel_job", {"id": job_id})
-    return JobStatus(rows[0]["previous_status"]) if rows else None
+    return (JobStatus(rows[0]["previous_status"]), rows[0]["queue_name"]) if rows else None
 
 
 class JobsQuery(NamedTuple):

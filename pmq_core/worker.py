@@ -6,7 +6,8 @@ it; ``def`` handlers run in a thread pool. Three things keep the hot path
 short:
 
 - messages are popped in batches (as many as there are free slots) with one
-  ``BLMPOP`` across all served bands, most urgent first;
+  ``BLMPOP`` across all served bands, most urgent first (on a Redis Cluster,
+  one per hash slot: see :mod:`pmq_core.popping`);
 - one task talks to PostgreSQL for the worker. Each round it records every
   outcome that has piled up (the jobs' new state and their log rows) and
   claims every message popped meanwhile (a message is only a hint, and a
@@ -33,7 +34,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import attrs
 import psycopg
@@ -45,11 +46,12 @@ from pmq_core.errors import DatabaseUnavailableError, Fail, JobCancelled, Plugin
 from pmq_core.heartbeat import Heartbeat, RedisLink
 from pmq_core.isolation import Isolation
 from pmq_core.jobtypes import JobType
-from pmq_core.keys import BANDS, Keys, parse_message
+from pmq_core.keys import Keys, parse_message
 from pmq_core.limits import error_text, later
 from pmq_core.models import JobContext, JobStatus, LogStatus
 from pmq_core.payloads import UnreadablePayload
 from pmq_core.plugins import Plugins
+from pmq_core.popping import Popper, pop_groups
 from pmq_core.prefetch import Prefetch
 from pmq_core.reconnect import Backoff
 from pmq_core.resources import Resources, close_resources, open_resources
@@ -123,7 +125,7 @@ class Worker:
         self.id = uuid.uuid4()
         self._worker_name = str(self.id)
         self.keys = Keys(settings.key_prefix)
-        self.pop_keys = [self.keys.band(name, band) for band in BANDS for name in self.job_types]
+        self.pop_groups = pop_groups(self.keys, list(self.job_types), settings.redis_mode == "cluster")
         self.started = asyncio.Event()
         self._outcomes: list[_Outcome] = []
         self._to_claim: list[tuple[uuid.UUID, int]] = []
@@ -133,6 +135,7 @@ class Worker:
         self._round_done = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
+        self._mirror_order = asyncio.Lock()
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._backoff = Backoff()
         self.redis_link = RedisLink(POP_TIMEOUT)
@@ -152,8 +155,13 @@ class Worker:
             raise PluginError("no job types to serve: install or select a plugin that declares some")
         assert self.settings.database_url and self.settings.redis_url
         self.resources = open_resources(self.plugins, self.settings, self.id)
-        self.redis = aredis_client(self.settings.redis_url)
+        self.redis = aredis_client(self.settings.redis_url, mode=self.settings.redis_mode)
+        try:
+            await self.redis.initialize()  # a cluster client learns the slots before concurrent use
+        except REDIS_DOWN:
+            pass  # then at its first command; the fetch loop waits for Redis
         self.scripts = dispatch.Scripts.on(self.redis)
+        self.popper = Popper.open(self.settings, self.redis, self.pop_groups, self.pop_timeout)
         # One thread per slot is enough: a sync handler's thread holds its
         # slot until it ends, however long it outlives its job.
         self.executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix="pmq-job")
@@ -171,6 +179,7 @@ class Worker:
         try:
             await self._fetch_loop(stop, database)
         finally:
+            self._popped(await self.popper.close())
             while self.slots.unclaimed and not database.done():  # start what was popped before stopping
                 self._round_done.clear()
                 self._db_wanted.set()
@@ -223,8 +232,7 @@ class Worker:
                 continue
             self.redis_link.pop_started()
             try:
-                popped = await self.redis.blmpop(self.pop_timeout, len(self.pop_keys), *self.pop_keys,
-                                                 direction="LEFT", count=free)
+                raws = await self.popper.pop(free)
                 backoff.reset()
                 self.redis_link.reached()
             except REDIS_DOWN as exc:
@@ -235,15 +243,17 @@ class Worker:
                 continue
             finally:
                 self.redis_link.pop_ended()
-            if not popped:
-                continue
-            raws = cast(list[bytes], popped[1])
-            messages = [m for m in map(parse_message, raws) if m is not None]
-            if not messages:
-                continue
-            self._to_claim.extend(messages)
-            self.slots.popped(len(messages))
-            self._db_wanted.set()
+            self._popped(raws)
+
+    def _popped(self, raws: list[bytes]) -> None:
+        """Hand popped messages to the database task to claim (a malformed
+        one claims nothing: it is dropped here)."""
+        messages = [m for m in map(parse_message, raws) if m is not None]
+        if not messages:
+            return
+        self._to_claim.extend(messages)
+        self.slots.popped(len(messages))
+        self._db_wanted.set()
 
     async def _database_loop(self, stop: asyncio.Event) -> None:
         """Record outcomes and claim popped messages, all that are waiting
@@ -337,7 +347,8 @@ class Worker:
         """Push dead jobs onto their queues' dead-letter lists; Redis being
         down costs only the lists, which the leading migrator rebuilds."""
         try:
-            await self.scripts.dead_push(*dispatch.dead_args(self.keys, dead))
+            for call in dispatch.dead_calls(self.keys, dead):
+                await self.scripts.dead_push(*call)
         except REDIS_DOWN:
             pass
 
@@ -362,7 +373,7 @@ class Worker:
                 continue
             if row["limited"]:
                 self._limited.add(ctx.id)
-            marks.append(dispatch.Mark(ctx.id, JobStatus.RUNNING, ctx.attempt, self._worker_name))
+            marks.append(dispatch.Mark(ctx.id, ctx.queue, JobStatus.RUNNING, ctx.attempt, self._worker_name))
         self._launch()
         self._in_background(self._mirror(marks))
         if paused:
@@ -376,11 +387,15 @@ class Worker:
             claim.task = asyncio.create_task(self._execute(claim))
 
     async def _mirror(self, marks: list[dispatch.Mark]) -> None:
-        """Send status-hash updates; Redis being down costs only the mirror."""
-        try:
-            await self.scripts.mark(*dispatch.mark_args(self.keys, marks))
-        except REDIS_DOWN:
-            pass
+        """Send status-hash updates, in the order they were made (a quick
+        job's ``running`` sent after its ``completed`` would stay, with no
+        expiry); Redis being down costs only the mirror."""
+        async with self._mirror_order:  # taken before any await: FIFO, in the order the tasks were created
+            try:
+                for call in dispatch.mark_calls(self.keys, marks):
+                    await self.scripts.mark(*call)
+            except REDIS_DOWN:
+                pass
 
     # -- running one job ---------------------------------------------------------
 
@@ -525,7 +540,7 @@ class Worker:
         An outcome not applied belonged to an attempt that is no longer this
         worker's (the job was cancelled, or rescued from a worker thought dead)."""
         done = [o for o in batch if o.ctx.id in applied]
-        await self._mirror([dispatch.Mark(o.ctx.id, o.status, error=o.error) for o in done])
+        await self._mirror([dispatch.Mark(o.ctx.id, o.ctx.queue, o.status, error=o.error) for o in done])
         await self._died([(o.ctx, o.exc) for o in done if o.status is JobStatus.FAILED and o.exc is not None])
 
     async def _died(self, dead: list[tuple[JobContext, BaseException]]) -> None:
@@ -650,8 +665,10 @@ class Worker:
             conn = self._conn
             try:
                 if conn is None or conn.closed:
-                    conn = self._conn = await apg_connect(self.settings.database_url)
-                    await store.start_session.run_async(conn)
+                    conn = self._conn = await apg_connect(self.settings.database_url,
+                                                          pooled=self.settings.database_pooled)
+                    if not self.settings.database_pooled:  # a session parameter would leak to other clients
+                        await store.start_session.run_async(conn)
                 result = await op(conn)
                 self._backoff.reset()
                 return result

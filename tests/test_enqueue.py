@@ -71,7 +71,7 @@ def test_rolled_back_transaction_leaves_no_job_and_no_redis_entry(pmq_runtime):
     assert count_jobs(rt.settings.database_url) == 1
     rds = redis_client(rt.settings.redis_url)
     keys = Keys(rt.settings.key_prefix)
-    assert not rds.exists(keys.job(job_id))
+    assert not rds.exists(keys.job("aecho", job_id))
     assert [c[1] for c in recorder.calls] == [{"after": "rollback"}]
 
 
@@ -121,7 +121,7 @@ def test_a_due_job_is_handed_to_redis_without_the_migrator(pmq_runtime):
     wait_until(lambda: band_messages(rt, "echo", "high"), lambda ids: ids == [str(urgent)], 5, "no message")
     wait_until(lambda: band_messages(rt, "echo"), lambda ids: ids == [str(i) for i in many], 5, "no messages")
     rds = redis_client(rt.settings.redis_url)
-    assert rds.hget(Keys(rt.settings.key_prefix).job(urgent), "status") == b"migrated_to_redis"
+    assert rds.hget(Keys(rt.settings.key_prefix).job("echo", urgent), "status") == b"migrated_to_redis"
     rt.start_worker()
     assert {j.status for j in rt.wait_all([urgent, *many])} == {JobStatus.COMPLETED}
 

@@ -1,5 +1,8 @@
--- dead_push.lua: list a batch of dead jobs in their queues' dead-letter
--- lists, newest first, in one command.
+-- dead_push.lua: list a batch of dead jobs of one queue in its dead-letter
+-- list, newest first, in one command.
+--
+-- Every key is of one queue, so in one Redis Cluster hash slot: the caller
+-- makes one call per queue.
 --
 -- KEYS: per job: dead-letter list
 -- ARGV: per job: job id

@@ -4,6 +4,9 @@
 -- a job that has finished (completed, failed or cancelled) expires after
 -- the given number of seconds.
 --
+-- Every key is of one queue, so in one Redis Cluster hash slot: the caller
+-- makes one call per queue.
+--
 -- KEYS: per job: status hash
 -- ARGV: time, finished ttl; per job: status, attempt, worker, error
 --

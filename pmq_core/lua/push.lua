@@ -4,6 +4,9 @@
 -- band) and its status hash says migrated_to_redis. The caller orders the
 -- jobs by priority, then age, within each band.
 --
+-- Every key is of one queue, so in one Redis Cluster hash slot: the caller
+-- makes one call per queue.
+--
 -- KEYS: per job: band list, status hash
 -- ARGV: time; per job: message, queue, priority, attempt
 --

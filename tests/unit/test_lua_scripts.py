@@ -53,11 +53,16 @@ def rows(n: int) -> list[dict[str, Any]]:
              "created_at": start + timedelta(seconds=i)} for i in range(n)]
 
 
+def one_queue(n: int) -> list[dict[str, Any]]:
+    return [{**row, "queue_name": "q"} for row in rows(n)]
+
+
+#: The calls built for ``n`` jobs of one queue, by script.
 BUILT = {
-    "push": lambda n: dispatch.push_args(KEYS, rows(n)),
-    "mark": lambda n: dispatch.mark_args(KEYS, [dispatch.Mark(uuid.uuid4(), "running") for _ in range(n)]),
-    "dead_push": lambda n: dispatch.dead_args(KEYS, [("q", uuid.uuid4()) for _ in range(n)]),
-    "dead_remove": lambda n: dispatch.dead_args(KEYS, [("q", uuid.uuid4()) for _ in range(n)]),
+    "push": lambda n: dispatch.push_calls(KEYS, one_queue(n)),
+    "mark": lambda n: dispatch.mark_calls(KEYS, [dispatch.Mark(uuid.uuid4(), "q", "running") for _ in range(n)]),
+    "dead_push": lambda n: dispatch.dead_calls(KEYS, [("q", uuid.uuid4()) for _ in range(n)]),
+    "dead_remove": lambda n: dispatch.dead_calls(KEYS, [("q", uuid.uuid4()) for _ in range(n)]),
 }
 
 
@@ -80,31 +85,43 @@ def test_the_arguments_built_for_a_script_have_the_shape_its_header_names(name):
     source = lua_files()[name]
     (fixed_keys, keys_per_job), (fixed_args, args_per_job) = layout(source, "KEYS"), layout(source, "ARGV")
     assert keys_per_job and args_per_job
-    for n in (0, 1, JOBS):
-        script_keys, args = BUILT[name](n)
+    assert BUILT[name](0) == []  # no job, no call
+    for n in (1, JOBS):
+        ((script_keys, args),) = BUILT[name](n)  # jobs of one queue: one call
         assert (len(script_keys), len(args)) == (fixed_keys + n * keys_per_job, fixed_args + n * args_per_job)
         assert all(key.startswith("p:") for key in script_keys)
 
 
 def test_push_puts_each_message_in_its_band_most_urgent_and_oldest_first():
-    jobs = rows(3)
+    jobs = one_queue(3)
     jobs[0]["priority"] = jobs[1]["priority"] = 20
     jobs[2]["priority"] = 200
     jobs[0]["created_at"] += timedelta(hours=1)  # same priority, enqueued later: pushed after
-    script_keys, args = dispatch.push_args(KEYS, reversed(jobs))
+    ((script_keys, args),) = dispatch.push_calls(KEYS, reversed(jobs))
     order = [jobs[1], jobs[0], jobs[2]]
     assert script_keys == [key for job, band in zip(order, ["high", "high", "low"], strict=True)
-                           for key in (KEYS.band(job["queue_name"], band), KEYS.job(job["id"]))]
+                           for key in (KEYS.band("q", band), KEYS.job("q", job["id"]))]
     assert args[1::4] == [message(job["id"], job["attempt_count"]) for job in order]
 
 
+def test_a_batch_of_several_queues_is_pushed_one_call_per_queue_in_the_same_order():
+    jobs = rows(4)
+    for job, queue in zip(jobs, ["a", "b", "a", "b"], strict=True):
+        job["queue_name"] = queue
+    calls = dispatch.push_calls(KEYS, jobs)
+    assert [args[2::4] for _keys, args in calls] == [["b", "b"], ["a", "a"]]  # most urgent queue first
+    assert [args[1::4] for _keys, args in calls] == [
+        [message(jobs[i]["id"], jobs[i]["attempt_count"]) for i in (3, 1)],
+        [message(jobs[i]["id"], jobs[i]["attempt_count"]) for i in (2, 0)]]
+
+
 def test_mark_leaves_a_field_it_is_not_given_as_it_is():
-    _, args = dispatch.mark_args(KEYS, [dispatch.Mark("a", "failed", attempt=0, error="boom"),
-                                        dispatch.Mark("b", "running", worker="w1")])
+    ((_, args),) = dispatch.mark_calls(KEYS, [dispatch.Mark("a", "q", "failed", attempt=0, error="boom"),
+                                              dispatch.Mark("b", "q", "running", worker="w1")])
     assert args[2:] == ["failed", 0, "", "boom", "running", "", "w1", ""]
 
 
 def test_dead_letters_go_to_their_own_queues_list():
     job_id = uuid.uuid4()
-    assert dispatch.dead_args(KEYS, [("mail", job_id), ("hooks", "x")]) == (
-        [KEYS.dead("mail"), KEYS.dead("hooks")], [str(job_id), "x"])
+    assert dispatch.dead_calls(KEYS, [("mail", job_id), ("hooks", "x"), ("mail", "y")]) == [
+        ([KEYS.dead("mail")] * 2, [str(job_id), "y"]), ([KEYS.dead("hooks")], ["x"])]

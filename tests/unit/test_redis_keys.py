@@ -17,7 +17,7 @@ queue_names = st.from_regex(QUEUE_NAME, fullmatch=True)
 
 
 def every_key(keys: Keys, queue: str, job_id: uuid.UUID) -> list[str]:
-    return [*keys.bands(queue), keys.dead(queue), keys.job(job_id), keys.cancel_channel]
+    return [*keys.bands(queue), keys.dead(queue), keys.job(queue, job_id), keys.cancel_channel]
 
 
 @given(queue=queue_names, job_id=st.uuids())
@@ -28,7 +28,7 @@ def test_every_key_and_channel_is_under_the_prefix(queue, job_id):
 @given(queue=queue_names, job_id=st.uuids())
 def test_a_queues_keys_are_distinct_and_carry_its_name_as_hash_tag(queue, job_id):
     keys = Keys(PREFIX)
-    queue_keys = [*keys.bands(queue), keys.dead(queue)]
+    queue_keys = [*keys.bands(queue), keys.dead(queue), keys.job(queue, job_id)]
     assert len(set(every_key(keys, queue, job_id))) == 6
     assert all(key.startswith(f"{PREFIX}{{{queue}}}") for key in queue_keys)
 
@@ -38,14 +38,14 @@ def test_two_queues_never_share_a_key(first, second, job_id):
     """Braces cannot occur in a queue name, so the tag ends where the name does."""
     keys = Keys(PREFIX)
     if first != second:
-        assert not set(every_key(keys, first, job_id)[:4]) & set(every_key(keys, second, job_id)[:4])
+        assert not set(every_key(keys, first, job_id)[:5]) & set(every_key(keys, second, job_id)[:5])
 
 
 def test_the_bands_are_most_urgent_first_and_the_normal_one_has_no_suffix():
     assert BANDS == ("high", "normal", "low")
     assert Keys("p:").bands("mail") == ["p:{mail}:high", "p:{mail}", "p:{mail}:low"]
-    assert (Keys("p:").dead("mail"), Keys("p:").job("42"), Keys("p:").cancel_channel) == (
-        "p:{mail}:dead", "p:job:42", "p:cancel")
+    assert (Keys("p:").dead("mail"), Keys("p:").job("mail", "42"), Keys("p:").cancel_channel) == (
+        "p:{mail}:dead", "p:{mail}:job:42", "p:cancel")
 
 
 def test_priorities_fall_into_the_bands_in_order_at_the_documented_limits():
