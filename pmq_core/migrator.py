@@ -187,16 +187,23 @@ class Migrator:
             return 0.0 if full else 0.005
         if self._backlog:
             wait, self._refill_wait = self._refill_wait, min(2 * self._refill_wait, self.settings.poll_interval)
-            return wait
+            return self._until_a_rate_frees(wait)
         wait = min(self.settings.poll_interval, max(0.0, self._next_housekeeping - time.monotonic()))
         next_due = store.next_due_at(conn)
-        for at in (next_due, self._rate_wake):
-            if at is not None:
-                wait = min(wait, max(0.001, (at - datetime.now(UTC)).total_seconds()))
+        if next_due is not None:
+            wait = min(wait, max(0.001, (next_due - datetime.now(UTC)).total_seconds()))
+        return self._until_a_rate_frees(wait)
+
+    def _until_a_rate_frees(self, wait: float) -> float:
+        """``wait``, shortened to the moment a rate ticket stops counting:
+        a rate-limited queue's next job is handed over then, not at the
+        next poll (which cost a rate of 50/s a tenth of its starts)."""
+        if self._rate_wake is not None:
+            wait = min(wait, max(0.001, (self._rate_wake - datetime.now(UTC)).total_seconds()))
         if self._held and self._open_tickets:
             # A rate holds jobs back while tickets it counts are open: their
-            # claims come within milliseconds, and only once a claim is read
-            # does the time its ticket stops counting become known.
+            # handlers start within milliseconds, and only once a start is
+            # recorded does the time its ticket stops counting become known.
             wait = min(wait, REFILL_EVERY)
         return wait
 
