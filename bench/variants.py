@@ -10,7 +10,9 @@ Variants (each an environment the pmq adapter reads, see
   and read the gauges once per cache period, so they are not part of it);
 - ``limited-neighbour``: one more queue with a concurrency cap, so that every
   migrator pass takes the flow-control path beside the unlimited queue that
-  the drain measures.
+  the drain measures;
+- ``no-mirror``: the ``status_mirror`` setting off, so that no process
+  writes the jobs' status hashes to Redis.
 
 Usage::
 
@@ -43,6 +45,7 @@ VARIANTS: dict[str, dict[str, str]] = {
     "plain": {},
     "metrics": {"BENCH_PMQ_METRICS": "1", "PMQ_METRICS_ADDRESS": "127.0.0.1:0"},
     "limited-neighbour": {"BENCH_PMQ_LIMITED_NEIGHBOUR": "1"},
+    "no-mirror": {"PMQ_STATUS_MIRROR": "false"},
 }
 
 

@@ -85,7 +85,7 @@ class Admin:
         #: describe; by default those the settings select.
         self.plugins = plugins if plugins is not None else Plugins(self.settings.plugins)
         assert self.settings.database_url and self.settings.redis_url
-        self.keys = Keys(self.settings.key_prefix)
+        self.keys = Keys(self.settings.key_prefix, status_hashes=self.settings.status_mirror)
         self._conn: psycopg.Connection[DictRow] | None = None
         self._redis: redis.Redis | None = None
         #: What actions left undone in Redis (unreachable), and who makes up for it.
@@ -310,8 +310,8 @@ class Admin:
         def tell() -> None:
             if previous == "running":
                 self.redis.publish(self.keys.cancel_channel, str(job_id))
-            (call,) = dispatch.mark_calls(self.keys, [dispatch.Mark(job_id, queue, "cancelled")])
-            dispatch.Scripts.on(self.redis).mark(*call)
+            for call in dispatch.mark_calls(self.keys, [dispatch.Mark(job_id, queue, "cancelled")]):
+                dispatch.Scripts.on(self.redis).mark(*call)
 
         untold = ("the worker running it may not have been told to stop: its handler may run on until it "
                   "returns or times out, and its outcome is discarded; " if previous == "running" else "")

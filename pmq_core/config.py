@@ -293,6 +293,13 @@ class Settings:
     migrator hands over); a job whose message the producer could not push
     (Redis down, or the producer died right after the commit) is handed over
     by the migrator after redispatch_after."""
+    status_mirror: bool = True
+    """Keep a Redis hash per live job (``<prefix>{queue}:job:<id>``) with its
+    status, attempt and worker, for real-time views. pmq itself never reads
+    it (PostgreSQL is the record), and writing it is about a tenth of a
+    worker's CPU per job: turn it off where nothing reads it. Set it alike
+    on every process, producers included: a producer that hands jobs over
+    writes the first state of their hashes."""
     redispatch_after: float = attrs.field(default=5.0, validator=_positive)
     """Seconds a job may sit in migrated_to_redis before pmq checks that its
     Redis message still exists (and migrates it again if not)."""

@@ -86,22 +86,28 @@ def by_queue(items: Iterable[T], queue_of: Callable[[T], str]) -> list[list[T]]:
 
 def push_calls(keys: Keys, rows: Iterable[dict[str, Any]]) -> list[Call]:
     """The calls of ``push.lua``, one per queue: ``rows`` (id, queue_name,
-    priority, attempt_count, created_at) in priority order within each band."""
+    priority, attempt_count, created_at) in priority order within each band;
+    the jobs' status hashes only where the deployment keeps them."""
     now = time.time()
     calls: list[Call] = []
     for group in by_queue(sorted(rows, key=lambda r: (r["priority"], r["created_at"])), lambda r: r["queue_name"]):
         script_keys: list[str] = []
-        args: list[Any] = [now]
+        args: list[Any] = [now, 2 if keys.status_hashes else 1]
         for row in group:
             job_id, queue = str(row["id"]), row["queue_name"]
-            script_keys += (keys.band(queue, band_of(row["priority"])), keys.job(queue, job_id))
+            script_keys.append(keys.band(queue, band_of(row["priority"])))
+            if keys.status_hashes:
+                script_keys.append(keys.job(queue, job_id))
             args += (message(job_id, row["attempt_count"]), queue, row["priority"], row["attempt_count"])
         calls.append((script_keys, args))
     return calls
 
 
 def mark_calls(keys: Keys, marks: Iterable[Mark]) -> list[Call]:
-    """The calls of ``mark.lua``, one per queue."""
+    """The calls of ``mark.lua``, one per queue; none where the deployment
+    keeps no status hashes."""
+    if not keys.status_hashes:
+        return []
     now = time.time()
     calls: list[Call] = []
     for group in by_queue(marks, lambda mark: mark.queue):

@@ -49,7 +49,7 @@ def handed(rows: Rows) -> Rows:
 class _Base:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.keys = Keys(settings.key_prefix)
+        self.keys = Keys(settings.key_prefix, status_hashes=settings.status_mirror)
         self._paused_until = 0.0
 
     def active(self) -> bool:

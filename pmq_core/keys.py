@@ -16,7 +16,8 @@ one queue's keys in one Redis Cluster slot.
                         tools that read Redis; pmq reads PostgreSQL).
                         Retention does not trim it yet.
 ``P{q}:job:<id>``      hash mirroring a live job's status, for real-time
-                        views; expires an hour after the job finishes
+                        views; expires an hour after the job finishes (none
+                        with the ``status_mirror`` setting off)
 ``Pcancel``             pub/sub channel: ids of running jobs to stop
 ``Ppause``              pub/sub channel: names of queues just paused, whose
                         jobs claimed ahead workers give back
@@ -50,10 +51,13 @@ FINISHED_JOB_TTL = 3600
 
 
 class Keys:
-    """The Redis key names under one prefix."""
+    """The Redis key names under one prefix; ``status_hashes`` says whether
+    the deployment keeps the jobs' status hashes (the ``status_mirror``
+    setting)."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, *, status_hashes: bool = True) -> None:
         self.prefix = prefix
+        self.status_hashes = status_hashes
         self.cancel_channel = f"{prefix}cancel"
         self.pause_channel = f"{prefix}pause"
         self.held = f"{prefix}held"

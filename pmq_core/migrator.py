@@ -71,7 +71,7 @@ class Migrator:
     def __init__(self, settings: Settings, plugins: Plugins) -> None:
         self.settings = settings
         self.plugins = plugins
-        self.keys = Keys(settings.key_prefix)
+        self.keys = Keys(settings.key_prefix, status_hashes=settings.status_mirror)
         self.is_leader = threading.Event()
         self.migrated = 0
         self._next_housekeeping = 0.0

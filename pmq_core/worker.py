@@ -124,7 +124,7 @@ class Worker:
         self.slots = SlotBook(self.concurrency, self.prefetch)
         self.id = uuid.uuid4()
         self._worker_name = str(self.id)
-        self.keys = Keys(settings.key_prefix)
+        self.keys = Keys(settings.key_prefix, status_hashes=settings.status_mirror)
         self.pop_groups = pop_groups(self.keys, list(self.job_types), settings.redis_mode == "cluster")
         self.started = asyncio.Event()
         self._outcomes: list[_Outcome] = []
@@ -373,9 +373,11 @@ class Worker:
                 continue
             if row["limited"]:
                 self._limited.add(ctx.id)
-            marks.append(dispatch.Mark(ctx.id, ctx.queue, JobStatus.RUNNING, ctx.attempt, self._worker_name))
+            if self.keys.status_hashes:
+                marks.append(dispatch.Mark(ctx.id, ctx.queue, JobStatus.RUNNING, ctx.attempt, self._worker_name))
         self._launch()
-        self._in_background(self._mirror(marks))
+        if marks:
+            self._in_background(self._mirror(marks))
         if paused:
             self._in_background(self._give_back(paused))
             self._slot_freed.set()
@@ -540,7 +542,8 @@ class Worker:
         An outcome not applied belonged to an attempt that is no longer this
         worker's (the job was cancelled, or rescued from a worker thought dead)."""
         done = [o for o in batch if o.ctx.id in applied]
-        await self._mirror([dispatch.Mark(o.ctx.id, o.ctx.queue, o.status, error=o.error) for o in done])
+        if self.keys.status_hashes:
+            await self._mirror([dispatch.Mark(o.ctx.id, o.ctx.queue, o.status, error=o.error) for o in done])
         await self._died([(o.ctx, o.exc) for o in done if o.status is JobStatus.FAILED and o.exc is not None])
 
     async def _died(self, dead: list[tuple[JobContext, BaseException]]) -> None:

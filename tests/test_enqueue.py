@@ -172,6 +172,29 @@ def test_jobs_enqueued_while_redis_is_down_still_run(pmq_runtime):
     assert {j.status for j in rt.wait_all([first, second])} == {JobStatus.COMPLETED}
 
 
+@pytest.mark.parametrize("mirror", [True, False], ids=["status_mirror", "no_status_mirror"])
+def test_status_hashes_are_kept_only_with_the_status_mirror_on(pmq_runtime, mirror):
+    """Jobs run alike either way; with the mirror on each job's hash ends in
+    its final state with an expiry, with it off no hash is ever written
+    (handed over at enqueue, by the migrator, or cancelled)."""
+    rt = pmq_runtime(make_plugin(Recorder()), status_mirror=mirror)
+    handed_over = rt.enqueue("echo", {"n": 1})
+    migrated = rt.client.enqueue_many("echo", [{"n": i} for i in range(store.COPY_MIN_ROWS)])
+    cancelled = rt.enqueue("echo", {"n": 2}, delay=60)
+    with rt.admin() as admin:
+        admin.cancel(cancelled)
+    assert {j.status for j in rt.wait_all([handed_over, *migrated])} == {JobStatus.COMPLETED}
+    rds = redis_client(rt.settings.redis_url)
+    hashes = {key.decode().rpartition(":")[2]: key for key in rds.scan_iter(f"{rt.settings.key_prefix}*:job:*")}
+    if not mirror:
+        assert hashes == {}
+        return
+    assert set(hashes) == {str(job_id) for job_id in (handed_over, *migrated, cancelled)}
+    for job_id in (handed_over, *migrated):
+        assert rds.hget(hashes[str(job_id)], "status") == b"completed" and rds.ttl(hashes[str(job_id)]) > 0
+    assert rds.hget(hashes[str(cancelled)], "status") == b"cancelled"
+
+
 def test_job_ids_are_time_ordered_uuid7():
     first = new_job_ids(1000)
     assert len(set(first)) == 1000

@@ -101,7 +101,7 @@ def test_push_puts_each_message_in_its_band_most_urgent_and_oldest_first():
     order = [jobs[1], jobs[0], jobs[2]]
     assert script_keys == [key for job, band in zip(order, ["high", "high", "low"], strict=True)
                            for key in (KEYS.band("q", band), KEYS.job("q", job["id"]))]
-    assert args[1::4] == [message(job["id"], job["attempt_count"]) for job in order]
+    assert args[2::4] == [message(job["id"], job["attempt_count"]) for job in order]
 
 
 def test_a_batch_of_several_queues_is_pushed_one_call_per_queue_in_the_same_order():
@@ -109,10 +109,19 @@ def test_a_batch_of_several_queues_is_pushed_one_call_per_queue_in_the_same_orde
     for job, queue in zip(jobs, ["a", "b", "a", "b"], strict=True):
         job["queue_name"] = queue
     calls = dispatch.push_calls(KEYS, jobs)
-    assert [args[2::4] for _keys, args in calls] == [["b", "b"], ["a", "a"]]  # most urgent queue first
-    assert [args[1::4] for _keys, args in calls] == [
+    assert [args[3::4] for _keys, args in calls] == [["b", "b"], ["a", "a"]]  # most urgent queue first
+    assert [args[2::4] for _keys, args in calls] == [
         [message(jobs[i]["id"], jobs[i]["attempt_count"]) for i in (3, 1)],
         [message(jobs[i]["id"], jobs[i]["attempt_count"]) for i in (2, 0)]]
+
+
+def test_without_status_hashes_push_names_only_the_band_lists_and_mark_has_nothing_to_do():
+    quiet = Keys("p:", status_hashes=False)
+    jobs = one_queue(JOBS)
+    ((script_keys, args),) = dispatch.push_calls(quiet, jobs)
+    assert script_keys == [quiet.band("q", "normal")] * JOBS
+    assert args[1] == 1 and len(args) == 2 + 4 * JOBS  # one key per job, the same arguments
+    assert dispatch.mark_calls(quiet, [dispatch.Mark("a", "q", "running")]) == []
 
 
 def test_mark_leaves_a_field_it_is_not_given_as_it_is():
