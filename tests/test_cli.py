@@ -600,8 +600,11 @@ def test_enqueue_with_postgresql_down_fails_in_the_documented_time_in_one_line(e
     # One line each (error_line checks it): no pool warnings ahead of it.
     assert "Connection refused; nothing was written" in error_line(at_once)
     assert "cannot connect to PostgreSQL" in error_line(after_wait) and "nothing was written" in error_line(after_wait)
-    assert quick < POOL_WAIT  # a refusal is reported at once
-    assert slow < POOL_WAIT + 3  # a silent server after the documented wait (plus the process's start-up)
+    # A refusal is reported before the documented wait, a silent server after
+    # it, not after libpq's own (unbounded) connect timeout; the margins are
+    # the process's start-up on a loaded machine.
+    assert quick < POOL_WAIT
+    assert POOL_WAIT <= slow < POOL_WAIT + 10
 
 
 def test_usage_and_configuration_errors_are_one_line(env):
