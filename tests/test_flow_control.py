@@ -309,7 +309,7 @@ def test_bad_limits_get_one_clear_error_and_change_nothing(pmq):
 
 
 def test_pmq_plugins_shows_declared_limits():
-    from pmq_core.cli import _describe_job_type
+    from pmq_core.cli.plugins import _describe_job_type
 
     described = {jt.name: _describe_job_type(jt.describe()) for jt in FlowPlugin().pmq_register_job_types()}
     assert "limits: queue concurrency 5, each partition none" in described["capped"]

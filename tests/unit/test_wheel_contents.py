@@ -1,6 +1,7 @@
 """A built wheel of pmq carries the files pmq reads at run time from its
-package: the SQL, the Lua scripts and the templates of ``pmq new-plugin``. Built offline from a copy of the
-project, with the setuptools already installed; no server needed."""
+package: the SQL, the Lua scripts and the templates of ``pmq new-plugin``; and every module, those of its
+subpackages (``pmq_core.cli``) too. Built offline from a copy of the project, with the setuptools already
+installed; no server needed."""
 
 from __future__ import annotations
 
@@ -31,3 +32,6 @@ def test_the_wheel_carries_the_sql_and_the_lua_scripts(tmp_path):
     wanted = {path.relative_to(ROOT).as_posix() for pattern in DATA for path in (ROOT / "pmq_core").glob(pattern)}
     assert any(path.endswith(".lua") for path in wanted) and any(path.endswith(".tmpl") for path in wanted)
     assert wanted - shipped == set()
+    # A subpackage not listed in [tool.setuptools] packages would be left out.
+    modules = {path.relative_to(ROOT).as_posix() for path in (ROOT / "pmq_core").rglob("*.py")}
+    assert modules - shipped == set()
