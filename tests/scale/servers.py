@@ -100,8 +100,10 @@ class Cluster:
     made with CLUSTER commands (no redis-cli needed)."""
 
     def __init__(self, folder: Path, primaries: int = 3) -> None:
+        # No diskless-sync delay: by default a primary waits 5 s for more
+        # replicas before it sends the first copy.
         options = ("--cluster-enabled", "yes", "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
-                   "--cluster-config-file", "nodes.conf")
+                   "--cluster-config-file", "nodes.conf", "--repl-diskless-sync-delay", "0")
         # The bus port is given: by default it is the port + 10000, beyond
         # the port range for most free ports the system hands out.
         ports = free_ports(4 * primaries)
@@ -139,6 +141,19 @@ class Cluster:
             with replica.client() as client:
                 client.execute_command("CLUSTER REPLICATE", node_id)
         self.wait_healthy()
+        # A replica that has never synced refuses to fail over ("disconnected
+        # from master for longer than allowed"): a test that kills a primary
+        # soon after the start would then wait for a promotion that never
+        # comes.
+        wait_until(lambda: [self._synced(replica) for replica in replicas], all, 30, "the replicas did not sync")
+
+    @staticmethod
+    def _synced(replica: Server) -> bool:
+        try:
+            with replica.client() as client:
+                return client.info("replication").get("master_link_status") == "up"
+        except redis.RedisError:
+            return False
 
     def _known(self, node: Server) -> dict[str, object]:
         try:
