@@ -259,7 +259,7 @@ class Admin:
         """The most recently changed jobs (of one queue and/or state)."""
         statuses = [JobStatus(status)] if status is not None else list(JobStatus)
         with self._translated():
-            return store.list_jobs(self.conn, queue, statuses, limit)
+            return store.job_page(self.conn, store.JobsQuery(statuses, queue), None, limit)
 
     def job_page(self, *, queue: str | None = None, statuses: Sequence[JobStatus | str] = (),
                  error: str | None = None, since: datetime | None = None, until: datetime | None = None,

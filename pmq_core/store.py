@@ -258,13 +258,6 @@ def get_job(job_id: uuid.UUID) -> Steps[Job | None]:
 
 
 @operation
-def list_jobs(queue: str | None, statuses: Sequence[JobStatus], limit: int) -> Steps[list[Job]]:
-    """The most recently changed jobs in ``statuses``, of one queue or all."""
-    rows = yield Query("list_jobs", {"queue": queue, "statuses": [s.value for s in statuses], "limit": limit})
-    return [Job.from_row(row) for row in rows]
-
-
-@operation
 def job_logs(job_id: uuid.UUID) -> Steps[list[DictRow]]:
     """The job's attempts, oldest first (``job_logs`` rows, ``duration`` in seconds)."""
     return (yield from _rows("job_logs", {"id": job_id}))

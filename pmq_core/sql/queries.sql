@@ -382,25 +382,6 @@ SELECT id, queue_name, status, priority, payload, attempt_count, max_attempts,
        created_at, updated_at, worker_id, unique_key
   FROM jobs WHERE id = %(id)s;
 
--- name: list_jobs
--- The most recently changed jobs, optionally of one queue. One backward
--- scan of the (status, updated_at) index per status asked for (of the
--- (queue_name, status, updated_at) index of migration 0010 for one queue),
--- each stopping after %(limit)s rows, then a sort of at most 7 x %(limit)s
--- rows: never a read of the whole table.
-SELECT j.* FROM unnest(%(statuses)s::varchar[]) AS s(status)
- CROSS JOIN LATERAL (
-    SELECT id, queue_name, status, priority, payload, attempt_count, max_attempts,
-           run_at, started_at, completed_at, failed_at, last_error_message,
-           created_at, updated_at, worker_id, unique_key
-      FROM jobs
-     WHERE jobs.status = s.status
-       AND (%(queue)s::text IS NULL OR queue_name = %(queue)s)
-     ORDER BY updated_at DESC
-     LIMIT %(limit)s) j
- ORDER BY j.updated_at DESC
- LIMIT %(limit)s;
-
 -- name: job_logs
 SELECT status, log_message, attempt_number, started_at, finished_at,
        extract(epoch FROM duration)::float8 AS duration
@@ -567,9 +548,10 @@ CREATE DATABASE {name} TEMPLATE {template} STRATEGY FILE_COPY;
 DROP DATABASE IF EXISTS {name} WITH (FORCE);
 
 -- name: job_page
--- One page of jobs for an operator's listing, newest change first, read as
--- list_jobs is: a backward scan of the (status, updated_at) index per
--- status asked for, each stopping after %(limit)s rows. The time bounds
+-- One page of jobs for an operator's listing (and `pmq jobs list`), newest
+-- change first: a backward scan of the (status, updated_at) index per
+-- status asked for, each stopping after %(limit)s rows, then a sort of at
+-- most 7 x %(limit)s rows: never a read of the whole table. The time bounds
 -- and the page's cursor (the last row of the page before, as
 -- (updated_at, id)) are one range on updated_at, written so that the index
 -- serves it whichever are given; text in the error is a filter on the rows
@@ -593,24 +575,46 @@ SELECT j.* FROM unnest(%(statuses)s::varchar[]) AS s(status)
  LIMIT %(limit)s;
 
 -- name: queue_job_page
--- job_page for one queue, on the (queue_name, status, updated_at) index of
--- migration 0010 (the same text with the queue as an index condition: a
--- condition "queue IS NULL OR ..." would keep a generic plan off that
--- index).
+-- job_page for one queue. The states a queue holds by the million
+-- (waiting and finished) are read from the partial (queue_name, status,
+-- updated_at) index of migration 0011: the branch names its states as
+-- constants, which is what lets PostgreSQL prove the index's predicate,
+-- and the queue is an index condition (a condition "queue IS NULL OR ..."
+-- would keep a generic plan off that index). The two states it leaves out
+-- (migrated_to_redis, running) are read from the (status, updated_at)
+-- index, past other queues' jobs in them: few, bounded by redis_depth per
+-- queue and by the workers' slots. Each branch runs only for its own
+-- states (its condition on s.status is checked once, before the scan).
 SELECT j.* FROM unnest(%(statuses)s::varchar[]) AS s(status)
  CROSS JOIN LATERAL (
-    SELECT id, queue_name, status, priority, payload, attempt_count, max_attempts,
+   (SELECT id, queue_name, status, priority, payload, attempt_count, max_attempts,
            run_at, started_at, completed_at, failed_at, last_error_message,
            created_at, updated_at, worker_id, unique_key
       FROM jobs
-     WHERE jobs.queue_name = %(queue)s AND jobs.status = s.status
+     WHERE s.status IN ('queued', 'retry_scheduled', 'completed', 'failed', 'cancelled')
+       AND jobs.status IN ('queued', 'retry_scheduled', 'completed', 'failed', 'cancelled')
+       AND jobs.queue_name = %(queue)s AND jobs.status = s.status
        AND updated_at >= coalesce(%(since)s::timestamptz, '-infinity')
        AND updated_at <= least(coalesce(%(until)s::timestamptz, 'infinity'),
                                coalesce(%(before_at)s::timestamptz, 'infinity'))
        AND (%(before_at)s::timestamptz IS NULL OR (updated_at, id) < (%(before_at)s, %(before_id)s::uuid))
        AND (%(error)s::text IS NULL OR strpos(lower(last_error_message), lower(%(error)s)) > 0)
      ORDER BY updated_at DESC, id DESC
-     LIMIT %(limit)s) j
+     LIMIT %(limit)s)
+   UNION ALL
+   (SELECT id, queue_name, status, priority, payload, attempt_count, max_attempts,
+           run_at, started_at, completed_at, failed_at, last_error_message,
+           created_at, updated_at, worker_id, unique_key
+      FROM jobs
+     WHERE s.status NOT IN ('queued', 'retry_scheduled', 'completed', 'failed', 'cancelled')
+       AND jobs.status = s.status AND jobs.queue_name = %(queue)s
+       AND updated_at >= coalesce(%(since)s::timestamptz, '-infinity')
+       AND updated_at <= least(coalesce(%(until)s::timestamptz, 'infinity'),
+                               coalesce(%(before_at)s::timestamptz, 'infinity'))
+       AND (%(before_at)s::timestamptz IS NULL OR (updated_at, id) < (%(before_at)s, %(before_id)s::uuid))
+       AND (%(error)s::text IS NULL OR strpos(lower(last_error_message), lower(%(error)s)) > 0)
+     ORDER BY updated_at DESC, id DESC
+     LIMIT %(limit)s)) j
  ORDER BY j.updated_at DESC, j.id DESC
  LIMIT %(limit)s;
 
