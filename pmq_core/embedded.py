@@ -241,6 +241,21 @@ class _ServerInstance(ABC):
         """Whether our server runs and answers on our port as itself."""
         return self._port is not None and self.pid is not None and self._answers(self._port)
 
+    def runs_deleted_files(self) -> bool:
+        """Whether the running server's executable was deleted since it
+        started (the virtualenv or checkout that started it is gone). Such a
+        server still answers, but fails once it needs a file it has not
+        loaded yet (PostgreSQL's procedural languages, say)."""
+        pid = self.pid
+        if pid is None:
+            return False
+        psutil = _psutil()
+        try:
+            executable = psutil.Process(pid).exe()
+        except psutil.Error:  # not ours to inspect: take it as it is
+            return False
+        return executable.endswith(" (deleted)") or not Path(executable).exists()
+
     def start(self) -> None:
         """Start the server unless it already runs; wait until it answers."""
         if self.is_running():
@@ -638,9 +653,10 @@ def ensure_running(data_dir: Path) -> tuple[str, str]:
     """Return ``(database_url, redis_url)`` of the embedded servers of
     ``data_dir``, starting each one that does not already run.
 
-    A recorded server is reused only if its pid is alive and it answers on
-    its port as itself; otherwise a fresh one starts on a new free port and
-    the record is replaced.
+    A recorded server is reused only if its pid is alive, it answers on
+    its port as itself, and its executable still exists; otherwise a fresh
+    one starts on a new free port and the record is replaced (a server whose
+    files were deleted with the install that started it is stopped first).
     """
     data_dir = _resolved(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -652,6 +668,8 @@ def ensure_running(data_dir: Path) -> tuple[str, str]:
         urls = []
         for instance in _instances(data_dir, state):
             recorded = state.get(instance.name, {})
+            if instance.runs_deleted_files():
+                instance.stop()
             if not (instance.is_running() and recorded.get("pid") == instance.pid):
                 instance = type(instance)(instance.path)
                 instance.start()

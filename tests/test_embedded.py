@@ -127,6 +127,31 @@ def test_ensure_running_starts_once_reuses_and_replaces_dead_servers(data_dir: P
     assert {name: entry["pid"] for name, entry in recorded.items()} == _pids(data_dir)
 
 
+def test_a_server_whose_install_was_deleted_is_replaced(data_dir: Path, workdir: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server started from an install since deleted (a removed virtualenv
+    or clone) still answers, but PostgreSQL then fails on the first file it
+    had not loaded yet: ensure_running starts a fresh one instead of reusing
+    it. Shown with Valkey, a single binary easy to copy and delete."""
+    original = embedded._valkey_server()
+    copy = workdir / "gone" / "valkey-server"
+    copy.parent.mkdir()
+    shutil.copy2(original, copy)
+    monkeypatch.setattr(embedded, "_valkey_server", lambda: copy)
+    _, first_url = embedded.ensure_running(data_dir)
+    first = _pids(data_dir)["valkey"]
+    assert first is not None and psutil.Process(first).exe() == str(copy)
+    shutil.rmtree(copy.parent)
+    monkeypatch.setattr(embedded, "_valkey_server", lambda: original)
+
+    _, url = embedded.ensure_running(data_dir)
+
+    pid = _pids(data_dir)["valkey"]
+    assert pid is not None and pid != first and not _alive(first)
+    assert psutil.Process(pid).exe() == str(original.resolve())
+    assert _redis(url).ping() is True
+
+
 def test_status_and_stop_keep_data_for_the_next_start(data_dir: Path) -> None:
     assert {name: server["running"] for name, server in embedded.status(data_dir).items()} == {
         "postgres": False,
