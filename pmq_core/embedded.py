@@ -582,11 +582,14 @@ class ValkeyInstance(_ServerInstance):
         )
         try:
             directory = client.config_get("dir").get("dir")
-        except redis.RedisError:  # includes "LOADING": still replaying its AOF
+            # CONFIG and INFO answer while the server still replays its AOF,
+            # when every data command fails with LOADING: not ready yet.
+            loading = client.info("persistence").get("loading")
+        except redis.RedisError:
             return False
         finally:
             client.close()
-        return directory is not None and Path(directory).resolve() == self.path
+        return directory is not None and Path(directory).resolve() == self.path and loading == 0
 
 
 class ServerStatus(TypedDict):

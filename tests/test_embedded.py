@@ -211,6 +211,22 @@ def test_kill_and_restart_keep_port_and_data(
     assert _redis(valkey.url).get("survivor") == "42"
 
 
+def test_start_returns_only_once_the_append_only_file_is_replayed(valkey: embedded.ValkeyInstance,
+                                                                  workdir: Path) -> None:
+    """A restart replays the AOF; CONFIG answers meanwhile but every data
+    command fails with LOADING, so start() must wait for the replay's end
+    (a big AOF left by earlier runs once failed the first test of a suite)."""
+    valkey.start()
+    keys = 500_000  # about half a second to replay here
+    _redis(valkey.url).eval("for i = 1, tonumber(ARGV[1]) do redis.call('SET', 'k' .. i, i) end", 0, keys)
+    valkey.stop()
+
+    restarted = embedded.ValkeyInstance(workdir / "valkey")
+    restarted.start()
+
+    assert _redis(restarted.url).dbsize() == keys
+
+
 def test_instances_are_context_managers(workdir: Path) -> None:
     with embedded.ValkeyInstance(workdir / "valkey") as valkey:
         assert _redis(valkey.url).ping() is True
