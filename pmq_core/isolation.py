@@ -208,7 +208,8 @@ class Isolation:
 def _fields(ctx: JobContext) -> dict[str, Any]:
     return {"id": ctx.id, "queue": ctx.queue, "attempt": ctx.attempt, "max_attempts": ctx.max_attempts,
             "priority": ctx.priority, "created_at": ctx.created_at, "started_at": ctx.started_at,
-            "raw_payload": ctx.raw_payload, "headers": dict(ctx.headers)}
+            "raw_payload": ctx.raw_payload, "headers": dict(ctx.headers), "run_at": ctx.run_at,
+            "partition": ctx.partition}
 
 
 def _receive(process: Any, conn: multiprocessing.connection.Connection) -> tuple[str, Any]:

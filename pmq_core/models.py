@@ -69,6 +69,8 @@ class Job:
     updated_at: datetime
     worker_id: uuid.UUID | None = None
     unique_key: str | None = None
+    #: None for the queue's default partition.
+    partition_key: str | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Job:
@@ -129,6 +131,9 @@ class JobContext:
     #: When this attempt was due (``jobs.run_at`` as claimed): its wait for a
     #: worker is ``started_at - run_at``. None outside a worker's run.
     run_at: datetime | None = None
+    #: The job's partition key (given at enqueue, by the job type's rule, or
+    #: by a plain-SQL producer); None for the queue's default partition.
+    partition: str | None = None
     _cancel_event: threading.Event = attrs.field(factory=threading.Event, alias="cancel_event")
     _stop_reason: str | None = attrs.field(default=None, init=False)
 
@@ -145,7 +150,8 @@ class JobContext:
             payload = stored
         return cls(id=row["id"], queue=row["queue_name"], payload=payload, attempt=row["attempt_count"],
                    max_attempts=row["max_attempts"], priority=row["priority"], created_at=row["created_at"],
-                   started_at=row["started_at"] or row["created_at"], raw_payload=stored)
+                   started_at=row["started_at"] or row["created_at"], raw_payload=stored,
+                   partition=row.get("partition_key"))
 
     @property
     def cancelled(self) -> bool:

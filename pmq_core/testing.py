@@ -53,13 +53,15 @@ TEST_POP_TIMEOUT = 0.05
 
 
 def run_inline(job_type: JobType, payload: Any = None, *, attempt: int = 1, max_attempts: int | None = None,
-               settings: Settings | None = None, resources: Mapping[str, Any] | None = None) -> Any:
+               settings: Settings | None = None, resources: Mapping[str, Any] | None = None,
+               partition: str | None = None) -> Any:
     """Run ``job_type``'s handler once, in this thread, with a real job
     context (the payload checked and structured as the worker would), and
     return its result or raise its exception. No server is needed.
     ``settings`` and ``resources`` become ``job.settings`` and
     ``job.resources`` (a worker's come from its plugins'
-    ``pmq_worker_resources``; here the caller gives them)."""
+    ``pmq_worker_resources``; here the caller gives them). ``partition``
+    becomes ``job.partition``, as given (the job type's rule is not applied)."""
     text = payloads.to_json(payload or {}, queue=job_type.name, payload_class=job_type.payload, limit=1 << 30)
     import json
 
@@ -68,7 +70,7 @@ def run_inline(job_type: JobType, payload: Any = None, *, attempt: int = 1, max_
     ctx = JobContext(id=uuid.uuid4(), queue=job_type.name, payload=payloads.structure(raw, job_type.payload),
                      attempt=attempt, max_attempts=max_attempts or job_type.retry.max_attempts,
                      priority=job_type.priority, created_at=now, started_at=now, raw_payload=raw,
-                     settings=settings, resources=resources or {})
+                     settings=settings, resources=resources or {}, partition=partition)
     result = job_type.handler(ctx)
     if inspect.isawaitable(result):
         return asyncio.run(_await(result))

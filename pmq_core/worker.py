@@ -367,7 +367,7 @@ class Worker:
                              max_attempts=row["max_attempts"], priority=row["priority"],
                              created_at=row["created_at"], started_at=row["started_at"],
                              raw_payload=row["payload"], settings=self.settings, resources=self.resources,
-                             headers=row["headers"], run_at=row["run_at"])
+                             headers=row["headers"], run_at=row["run_at"], partition=row["partition_key"])
             if not self.slots.claimed(Claim(ctx, job_type, suspect=row["rescue_count"] > 0), sent):
                 paused.append(ctx.id)  # its queue was paused while the claim was in flight
                 continue

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-from pmq_core import JobType, Settings, hookimpl
+from pmq_core import JobType, RetryPolicy, Settings, hookimpl
 from pmq_core.flow import Limit, Limits
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,6 +42,11 @@ async def held_open(job: Any) -> None:
         await asyncio.sleep(0.05)
 
 
+async def report_partition(job: Any) -> None:
+    """Fails for good, naming the partition it saw: the test reads the error."""
+    raise RuntimeError(f"partition={job.partition!r}")
+
+
 class FlowPlugin:
     @hookimpl
     def pmq_register_job_types(self) -> list[JobType]:
@@ -50,6 +55,7 @@ class FlowPlugin:
             JobType(name="rated", handler=noop, limits=RATED),
             JobType(name="fair", handler=noop, limits=Limits(), partition=lambda payload: payload.get("tenant")),
             JobType(name="plain", handler=held_open),
+            JobType(name="partitioned", handler=report_partition, retry=RetryPolicy(max_attempts=1)),
         ]
 
 

@@ -217,6 +217,26 @@ def test_a_partition_rule_and_an_explicit_partition_are_stored_and_bad_ones_refu
             conn.execute("INSERT INTO jobs (queue_name, partition_key) VALUES ('plain', '')")
 
 
+def test_handlers_see_their_jobs_partition_in_the_worker_and_in_the_isolation_child(pmq_runtime):
+    from pmq_core.cli.jobs import _describe_job
+
+    rt = pmq_runtime(FlowPlugin(), worker=False)
+    expected = {rt.client.enqueue("partitioned", {}, partition="mailbox:42"): "partition='mailbox:42'",
+                rt.client.enqueue("partitioned", {}): "partition=None"}
+    suspect = rt.client.enqueue("partitioned", {}, partition="mailbox:7")  # runs in the isolation child
+    expected[suspect] = "partition='mailbox:7'"
+    with psycopg.connect(rt.settings.database_url) as conn:
+        conn.execute("UPDATE jobs SET rescue_count = 1 WHERE id = %s", (suspect,))
+    rt.start_worker()
+
+    ended = {job.id: job for job in rt.wait_all(expected)}
+
+    assert {job_id: job.last_error_message for job_id, job in ended.items()} == {
+        job_id: f"RuntimeError: {seen}" for job_id, seen in expected.items()}
+    assert "partition    mailbox:7\n" in _describe_job(ended[suspect])
+    assert ended[suspect].to_dict()["partition_key"] == "mailbox:7"
+
+
 @pytest.mark.parametrize("row", [
     "('plain', 'queue', '', 'operator', NULL, 5, NULL)",  # a rate without a period
     "('plain', 'queue', '', 'operator', 0, NULL, NULL)",  # a cap of 0

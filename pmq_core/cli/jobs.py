@@ -74,6 +74,7 @@ def _describe_job(job: Job) -> str:
         ("job", job.id), ("queue", job.queue_name), ("status", job.status.value),
         ("priority", f"{job.priority} ({band_of(job.priority)} band)"),
         ("attempts", f"{job.attempt_count} of {job.max_attempts}"),
+        ("partition", job.partition_key or "(the queue's default)"),
         ("payload", json.dumps(job.payload, default=str)),
         ("run at", _when(job.run_at)), ("created at", _when(job.created_at)),
         ("started at", _when(job.started_at)), ("completed at", _when(job.completed_at)),

@@ -225,7 +225,8 @@ WITH r AS (
        AND j.queue_name = ANY(%(queues)s::varchar[])
        AND q.name = j.queue_name AND q.is_active
     RETURNING j.id, j.queue_name, j.payload, j.attempt_count, j.max_attempts,
-              j.priority, j.run_at, j.created_at, j.started_at, j.rescue_count, j.limited, j.headers
+              j.priority, j.run_at, j.created_at, j.started_at, j.rescue_count, j.limited, j.headers,
+              j.partition_key
 ), ticketed AS (
     -- Flow-controlled jobs whose handler started since the last round: their
     -- rate tickets end at that start (a ticket issued later belongs to a
@@ -235,13 +236,13 @@ WITH r AS (
      WHERE t.job_id = s.id AND t.ended_at IS NULL AND t.issued_at <= s.started_at
 )
 SELECT 'claimed' AS kind, id, queue_name, payload, attempt_count, max_attempts,
-       priority, run_at, created_at, started_at, rescue_count, limited, headers
+       priority, run_at, created_at, started_at, rescue_count, limited, headers, partition_key
   FROM claimed
 UNION ALL
-SELECT 'finished', job_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT 'finished', job_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
   FROM logged
 UNION ALL
-SELECT 'woke', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+SELECT 'woke', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL
   FROM woke;
 
 -- name: worker_session
@@ -379,7 +380,7 @@ RETURNING id;
 -- name: get_job
 SELECT id, queue_name, status, priority, payload, attempt_count, max_attempts,
        run_at, started_at, completed_at, failed_at, last_error_message,
-       created_at, updated_at, worker_id, unique_key
+       created_at, updated_at, worker_id, unique_key, partition_key
   FROM jobs WHERE id = %(id)s;
 
 -- name: job_logs
@@ -561,7 +562,7 @@ SELECT j.* FROM unnest(%(statuses)s::varchar[]) AS s(status)
  CROSS JOIN LATERAL (
     SELECT id, queue_name, status, priority, payload, attempt_count, max_attempts,
            run_at, started_at, completed_at, failed_at, last_error_message,
-           created_at, updated_at, worker_id, unique_key
+           created_at, updated_at, worker_id, unique_key, partition_key
       FROM jobs
      WHERE jobs.status = s.status
        AND updated_at >= coalesce(%(since)s::timestamptz, '-infinity')
@@ -589,7 +590,7 @@ SELECT j.* FROM unnest(%(statuses)s::varchar[]) AS s(status)
  CROSS JOIN LATERAL (
    (SELECT id, queue_name, status, priority, payload, attempt_count, max_attempts,
            run_at, started_at, completed_at, failed_at, last_error_message,
-           created_at, updated_at, worker_id, unique_key
+           created_at, updated_at, worker_id, unique_key, partition_key
       FROM jobs
      WHERE s.status IN ('queued', 'retry_scheduled', 'completed', 'failed', 'cancelled')
        AND jobs.status IN ('queued', 'retry_scheduled', 'completed', 'failed', 'cancelled')
@@ -604,7 +605,7 @@ SELECT j.* FROM unnest(%(statuses)s::varchar[]) AS s(status)
    UNION ALL
    (SELECT id, queue_name, status, priority, payload, attempt_count, max_attempts,
            run_at, started_at, completed_at, failed_at, last_error_message,
-           created_at, updated_at, worker_id, unique_key
+           created_at, updated_at, worker_id, unique_key, partition_key
       FROM jobs
      WHERE s.status NOT IN ('queued', 'retry_scheduled', 'completed', 'failed', 'cancelled')
        AND jobs.status = s.status AND jobs.queue_name = %(queue)s

@@ -84,14 +84,14 @@ def test_closing_closes_each_once_even_when_one_fails(caplog):
     assert "closing job resource 'broken' failed" in caplog.text
 
 
-def test_run_inline_hands_the_handler_its_settings_and_resources():
+def test_run_inline_hands_the_handler_its_settings_resources_and_partition():
     from pmq_core import JobType
 
     def handler(job: Any) -> Any:
-        return job.resources["x.pool"], job.settings.key_prefix
+        return job.resources["x.pool"], job.settings.key_prefix, job.partition
 
     settings = Settings(key_prefix="inline:")
     kind = JobType(name="x:inline", handler=handler)
-    assert run_inline(kind, {}, settings=settings, resources={"x.pool": 7}) == (7, "inline:")
+    assert run_inline(kind, {}, settings=settings, resources={"x.pool": 7}, partition="m:1") == (7, "inline:", "m:1")
     with pytest.raises(KeyError, match="no job resource 'x.pool'"):
         run_inline(kind, {})
