@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from pmq_core.admin import Admin
-from pmq_core.cli.output import _check_queue, _deferred, _emit_json, _settings, _shorten, _table, _when, json_option
+from pmq_core.cli.output import _check_queue, _deferred, _emit_listing, _settings, _shorten, _when, json_option
 
 
 @click.group()
@@ -24,15 +24,9 @@ def dlq_list(queue: str | None, limit: int, as_json: bool) -> None:
     with Admin(_settings()) as admin:
         _check_queue(admin, queue)
         rows = admin.dead(queue=queue, limit=limit)
-    if as_json:
-        _emit_json(rows)
-        return
-    if not rows:
-        click.echo("no dead jobs")
-        return
-    click.echo(_table(["ID", "QUEUE", "ATTEMPTS", "FAILED AT", "ERROR"],
-                      [(row["id"], row["queue_name"], row["attempt_count"], _when(row["failed_at"]),
-                        _shorten(row["last_error_message"])) for row in rows]))
+    _emit_listing(rows, as_json, empty="no dead jobs", headers=["ID", "QUEUE", "ATTEMPTS", "FAILED AT", "ERROR"],
+                  row=lambda row: (row["id"], row["queue_name"], row["attempt_count"], _when(row["failed_at"]),
+                                   _shorten(row["last_error_message"])))
 
 
 def _dead_selection(ids: tuple[str, ...], queue: str | None, everything: bool) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from pmq_core.cli.output import (
     _check_queue,
     _deferred,
     _emit_json,
+    _emit_listing,
     _seconds,
     _settings,
     _shorten,
@@ -37,16 +38,11 @@ def jobs_list(queue: str | None, status: str | None, limit: int, as_json: bool) 
     with Admin(_settings()) as admin:
         _check_queue(admin, queue)
         found = admin.jobs(queue=queue, status=status, limit=limit)
-    if as_json:
-        _emit_json([job.to_dict() for job in found])
-        return
-    if not found:
-        click.echo("no jobs")
-        return
-    click.echo(_table(
-        ["ID", "QUEUE", "STATUS", "PRIORITY", "ATTEMPTS", "RUN AT", "LAST ERROR"],
-        [(job.id, job.queue_name, job.status.value, job.priority, f"{job.attempt_count}/{job.max_attempts}",
-          _when(job.run_at), _shorten(job.last_error_message)) for job in found]))
+    _emit_listing(found, as_json, empty="no jobs", to_json=Job.to_dict,
+                  headers=["ID", "QUEUE", "STATUS", "PRIORITY", "ATTEMPTS", "RUN AT", "LAST ERROR"],
+                  row=lambda job: (job.id, job.queue_name, job.status.value, job.priority,
+                                   f"{job.attempt_count}/{job.max_attempts}", _when(job.run_at),
+                                   _shorten(job.last_error_message)))
 
 
 @jobs.command("show")

@@ -10,9 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -21,6 +21,8 @@ from pmq_core.admin import Admin
 from pmq_core.config import Settings
 from pmq_core.errors import UnknownQueueError, shown
 from pmq_core.keys import BANDS
+
+T = TypeVar("T")
 
 
 def _warn(message: str) -> None:
@@ -33,6 +35,18 @@ def _settings(**overrides: Any) -> Settings:
 
 def _emit_json(data: Any) -> None:
     click.echo(json.dumps(data, default=str, indent=2))
+
+
+def _emit_listing(items: Sequence[T], as_json: bool, *, empty: str, headers: Sequence[str],
+                  row: Callable[[T], Sequence[Any]], to_json: Callable[[T], Any] = lambda item: item) -> None:
+    """A listing command's output: the items as JSON with ``--json``, else
+    ``empty`` when there are none, else a table of one ``row`` per item."""
+    if as_json:
+        _emit_json([to_json(item) for item in items])
+    elif not items:
+        click.echo(empty)
+    else:
+        click.echo(_table(headers, [row(item) for item in items]))
 
 
 def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

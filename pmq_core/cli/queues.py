@@ -10,7 +10,7 @@ import click
 
 from pmq_core import flow
 from pmq_core.admin import UNCHANGED, Admin
-from pmq_core.cli.output import BAND_HEADERS, _bands, _deferred, _emit_json, _settings, _table, json_option
+from pmq_core.cli.output import BAND_HEADERS, _bands, _deferred, _emit_listing, _settings, json_option
 from pmq_core.errors import shown
 
 
@@ -25,16 +25,10 @@ def queues_list(as_json: bool) -> None:
     """Every queue with its depth: waiting, in Redis by band, running, dead."""
     with Admin(_settings()) as admin:
         rows = admin.queues()
-    if as_json:
-        _emit_json(rows)
-        return
-    if not rows:
-        click.echo("no queues (they appear when a plugin's job types are registered)")
-        return
-    click.echo(_table(
-        ["QUEUE", "STATE", "PRIORITY", "WAITING", "HELD", *BAND_HEADERS, "RUNNING", "DEAD"],
-        [(row["name"], "active" if row["is_active"] else "paused", row["default_priority"], row["waiting"],
-          row["held"], *_bands(row["bands"]), row["running"], row["dead"]) for row in rows]))
+    _emit_listing(rows, as_json, empty="no queues (they appear when a plugin's job types are registered)",
+                  headers=["QUEUE", "STATE", "PRIORITY", "WAITING", "HELD", *BAND_HEADERS, "RUNNING", "DEAD"],
+                  row=lambda row: (row["name"], "active" if row["is_active"] else "paused", row["default_priority"],
+                                   row["waiting"], row["held"], *_bands(row["bands"]), row["running"], row["dead"]))
 
 
 @queues.command("pause")
@@ -94,16 +88,10 @@ def queues_limits(queue: str | None, as_json: bool) -> None:
     listed = [{"queue": r.queue, "scope": r.scope, "partition": r.partition or None, "origin": r.origin,
                "concurrency": r.limit.concurrency, "rate": str(r.limit.rate) if r.limit.rate else None,
                "in_force": in_force[(r.queue, r.scope, r.partition)] is r} for r in rows]
-    if as_json:
-        _emit_json(listed)
-        return
-    if not listed:
-        click.echo("no limits")
-        return
-    click.echo(_table(["QUEUE", "SCOPE", "CONCURRENCY", "RATE", "ORIGIN"],
-                      [(r["queue"], r["scope"] if r["partition"] is None else f"partition {r['partition']}",
-                        r["concurrency"] or "-", r["rate"] or "-",
-                        r["origin"] if r["in_force"] else f"{r['origin']} (overridden)") for r in listed]))
+    _emit_listing(listed, as_json, empty="no limits", headers=["QUEUE", "SCOPE", "CONCURRENCY", "RATE", "ORIGIN"],
+                  row=lambda r: (r["queue"], r["scope"] if r["partition"] is None else f"partition {r['partition']}",
+                                 r["concurrency"] or "-", r["rate"] or "-",
+                                 r["origin"] if r["in_force"] else f"{r['origin']} (overridden)"))
 
 
 @queues.command("unlimit")
