@@ -21,7 +21,7 @@ import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import attrs
 import cattrs
@@ -59,17 +59,25 @@ def split_hosts(url: str) -> tuple[str, list[tuple[str, int]]]:
     return f"{scheme}{separator}{userinfo}{at}{first}{slash}{path}", nodes
 
 
+#: The options a Sentinel URL's query may hold: the Sentinels' own
+#: credentials, when they require one (``requirepass`` in sentinel.conf).
+SENTINEL_OPTIONS = ("sentinel_username", "sentinel_password")
+
+
 @attrs.frozen
 class SentinelAddress:
-    """What a ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]``
-    URL names: the Sentinels to ask, the service (the primary's name in
-    their configuration), and the database and credentials to use on it."""
+    """What a ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]
+    [?sentinel_password=...]`` URL names: the Sentinels to ask, the service
+    (the primary's name in their configuration), the database and
+    credentials to use on it, and the Sentinels' own credentials if any."""
 
     sentinels: list[tuple[str, int]]
     service: str
     db: int = 0
     username: str | None = None
     password: str | None = None
+    sentinel_username: str | None = None
+    sentinel_password: str | None = None
 
     @classmethod
     def parse(cls, url: str) -> SentinelAddress:
@@ -78,6 +86,12 @@ class SentinelAddress:
         if scheme.lower() != SENTINEL_SCHEME:
             raise ValueError(f"a Sentinel URL starts with {SENTINEL_SCHEME}://")
         userinfo, _, rest = rest.rpartition("@")
+        rest, _, query = rest.partition("?")
+        options = dict(parse_qsl(query, keep_blank_values=True))
+        unknown = sorted(set(options) - set(SENTINEL_OPTIONS))
+        if unknown:
+            raise ValueError(f"a Sentinel URL takes only {' and '.join(SENTINEL_OPTIONS)} after '?', "
+                             f"not {shown(unknown[0])}")
         hosts, _, path = rest.partition("/")
         sentinels = []
         for host in hosts.split(","):
@@ -92,7 +106,8 @@ class SentinelAddress:
             raise ValueError(f"the database after the service must be a number, not {shown(db)}")
         username, _, password = userinfo.partition(":")
         return cls(sentinels, unquote(service), int(db or 0), unquote(username) or None,
-                   unquote(password) or None)
+                   unquote(password) or None, options.get("sentinel_username") or None,
+                   options.get("sentinel_password") or None)
 
 
 def _default_data_dir() -> Path:

@@ -4,6 +4,7 @@ failures into pmq's errors (with passwords never shown)."""
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -93,7 +94,8 @@ def redis_client(url: str, *, timeout: float | None = None, mode: str = "standal
             return redis.RedisCluster.from_url(first, startup_nodes=nodes, **options)  # type: ignore[return-value]
         if mode == "sentinel":
             address = SentinelAddress.parse(url)
-            sentinel = redis.sentinel.Sentinel(address.sentinels, **_sentinel_options(timeout))  # type: ignore[no-untyped-call]
+            sentinel = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+                address.sentinels, **_sentinel_options(timeout, address))
             primary: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
                 address.service, db=address.db, username=address.username, password=address.password, **options)
             return primary
@@ -118,7 +120,7 @@ def aredis_client(url: str, *, timeout: float | None = None, mode: str = "standa
         if mode == "sentinel":
             address = SentinelAddress.parse(url)
             sentinel = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
-                address.sentinels, **_sentinel_options(timeout))
+                address.sentinels, **_sentinel_options(timeout, address))
             primary: redis.asyncio.Redis = sentinel.master_for(
                 address.service, db=address.db, username=address.username, password=address.password, **options)
             return primary
@@ -131,12 +133,13 @@ def _redis_options(timeout: float | None) -> dict[str, Any]:
     return {"socket_connect_timeout": timeout or 5, "socket_timeout": timeout, "health_check_interval": 30}
 
 
-def _sentinel_options(timeout: float | None) -> dict[str, Any]:
-    """How to ask the Sentinels (without credentials: the URL's are the
-    primary's) for the primary: with short timeouts, so that a dead Sentinel
-    is soon skipped for the next."""
+def _sentinel_options(timeout: float | None, address: SentinelAddress) -> dict[str, Any]:
+    """How to ask the Sentinels for the primary: with their own credentials
+    if the URL gives them (its user information is the primary's), and with
+    short timeouts, so that a dead Sentinel is soon skipped for the next."""
     brief = {"socket_timeout": timeout or 1, "socket_connect_timeout": timeout or 1}
-    return {**brief, "sentinel_kwargs": brief}
+    credentials = {"username": address.sentinel_username, "password": address.sentinel_password}
+    return {**brief, "sentinel_kwargs": {**brief, **credentials}}
 
 
 def prepare_threshold(settings: Settings) -> int | None:
@@ -163,10 +166,19 @@ def translated(database_url: str | None = None, redis_url: str | None = None) ->
             f"Redis at {redact_url(redis_url)} is unavailable: {reason(exc, redis_url)}") from None
 
 
+#: What each Sentinel answered, in redis-py's MasterNotFoundError: its text
+#: follows each Sentinel client's long repr with " - " and the error.
+_SENTINEL_ANSWER = re.compile(r" - (?:\w+:)?(\w+: .*?)(?=, <redis\.|$)", re.DOTALL)
+
+
 def reason(exc: BaseException, url: str | None) -> str:
     """The first line of a library's error, with ``url`` and its passwords
     hidden: libraries quote the connection string back in some errors."""
     text = str(exc)
+    if isinstance(exc, redis.sentinel.MasterNotFoundError):  # one line, not every client's repr
+        head, _, answers = text.partition(" : ")
+        found = list(dict.fromkeys(_SENTINEL_ANSWER.findall(answers)))
+        text = f"{head} ({'; '.join(found)})" if found else head
     if url:
         text = scrub(text.replace(url, redact_url(url)), passwords_in(url))
     lines = text.strip().splitlines()

@@ -41,6 +41,10 @@ MASK = "***"
 #: next ``&``, space or end.
 _PASSWORD_PARAM = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^&\s]*)", re.IGNORECASE | re.DOTALL)
 
+#: Every query value of a ``redis+sentinel://`` URL but the user name: its
+#: query holds the Sentinels' password, under whatever name a typo gave it.
+_SENTINEL_QUERY_VALUE = re.compile(r"([?&](?!sentinel_username=)[^=&]*=)([^&]*)")
+
 _known: set[str] = set()
 
 
@@ -68,6 +72,8 @@ def redact_url(url: str | None) -> str:
     if span is not None:
         url = url[:span[0]] + MASK + url[span[1]:]
     url = _PASSWORD_PARAM.sub(lambda m: m.group(1) + MASK, url)
+    if _is_sentinel(url):
+        url = _SENTINEL_QUERY_VALUE.sub(lambda m: m.group(1) + MASK, url)
     return scrub(url, secrets)
 
 
@@ -84,7 +90,13 @@ def passwords_in(url: str | None) -> set[str]:
         written.append(value)
         if value.startswith("'"):
             written.append(re.sub(r"\\(.)", r"\1", value[1:].removesuffix("'"), flags=re.DOTALL))
+    if _is_sentinel(url):
+        written.extend(match.group(2) for match in _SENTINEL_QUERY_VALUE.finditer(url[span[1] if span else 0:]))
     return _forms({s for raw in written for s in (raw, unquote(raw), unquote_plus(raw))})
+
+
+def _is_sentinel(url: str) -> bool:
+    return url.lower().startswith("redis+sentinel://")
 
 
 def _forms(secrets: Iterable[str]) -> set[str]:

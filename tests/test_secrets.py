@@ -54,6 +54,7 @@ class Shape:
     redis_url: str = "redis://{redis}"
     secrets: tuple[str, ...] = ()
     bad: str | None = None
+    redis_mode: str = "standalone"
 
 
 SHAPES = [
@@ -99,6 +100,13 @@ SHAPES = [
           secrets=("Tls%2BSecret17", "Tls+Secret17")),
     Shape("unreachable", "postgresql://{user}:Far-Secret18@127.0.0.1:1/{db}", "redis://:Far-Redis19@127.0.0.1:1/0",
           secrets=("Far-Secret18", "Far-Redis19")),
+    # Sentinels (none listening): the primary's password and the Sentinels' own.
+    Shape("sentinel", "postgresql://{user}@{host}:{port}/{db}",
+          "redis+sentinel://:Primary-Secret20@127.0.0.1:1,127.0.0.1:2/pmq/0?sentinel_password=Sent%26Secret21",
+          secrets=("Primary-Secret20", "Sent%26Secret21", "Sent&Secret21"), redis_mode="sentinel"),
+    Shape("sentinel-typo", "postgresql://{user}@{host}:{port}/{db}",
+          "redis+sentinel://127.0.0.1:1/pmq/0?sentinel_pasword=Typo-Secret22", secrets=("Typo-Secret22",),
+          bad="redis_url", redis_mode="sentinel"),
 ]
 
 #: Every command that touches a server, run in this process; ``{id}`` is a job id.
@@ -134,6 +142,7 @@ def urls(shape: Shape, database_url: str, redis_url: str) -> dict[str, str]:
 def environment(shape: Shape, database: str, pmq_servers: Servers) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PMQ_")}
     env.update(urls(shape, database, pmq_servers.redis_url or ""))
+    env["PMQ_REDIS_MODE"] = shape.redis_mode
     env.update({"PMQ_PLUGINS": "webhook", "PMQ_WEBHOOK_SECRET": "not-under-test",
                 "PMQ_KEY_PREFIX": f"pmqtest:{uuid.uuid4().hex[:8]}:"})
     env.update({f"PMQ_{name.upper()}": str(value) for name, value in FAST.items()})

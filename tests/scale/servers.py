@@ -58,11 +58,13 @@ def free_ports(count: int) -> list[int]:
 class Server:
     """One redis-server process, in a folder of its own."""
 
-    def __init__(self, folder: Path, *args: str, port: int | None = None) -> None:
+    def __init__(self, folder: Path, *args: str, port: int | None = None, password: str | None = None) -> None:
         self.port = port or free_ports(1)[0]
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
         self.args = args
+        self.password = password
+        """What the server requires of clients (its ``requirepass``), if anything."""
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -77,13 +79,13 @@ class Server:
             log = (self.folder / "server.log").read_text(errors="replace").strip().splitlines()
             raise AssertionError(f"server on port {self.port} exited: {log[-1] if log else 'no log'}")
         try:
-            with redis.Redis(port=self.port, socket_timeout=1) as client:
+            with redis.Redis(port=self.port, socket_timeout=1, password=self.password) as client:
                 return bool(client.ping())
         except redis.ConnectionError:
             return False
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=5, decode_responses=True)
+        return redis.Redis(port=self.port, socket_timeout=5, password=self.password, decode_responses=True)
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -216,33 +218,40 @@ def cluster_state(client: redis.Redis) -> str:
 
 class SentinelGroup:
     """A primary, one replica and three Sentinels watching them under the
-    service name ``pmq``."""
+    service name ``pmq``, secured as in production: the Redis servers
+    require one password, the Sentinels another (so a client must give
+    each its own)."""
 
     SERVICE = "pmq"
+    PASSWORD = "redis-s3cret"
+    SENTINEL_PASSWORD = "sentinel-s3cret"
 
     def __init__(self, folder: Path) -> None:
-        self.primary = Server(folder / "primary")
-        self.replica = Server(folder / "replica")
+        secured = ("--requirepass", self.PASSWORD, "--masterauth", self.PASSWORD)
+        self.primary = Server(folder / "primary", *secured, password=self.PASSWORD)
+        self.replica = Server(folder / "replica", *secured, password=self.PASSWORD)
         self.folder = folder
         self.sentinels: list[Server] = []
 
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
-        return f"redis+sentinel://{hosts}/{self.SERVICE}/0"
+        return f"redis+sentinel://:{self.PASSWORD}@{hosts}/{self.SERVICE}/0?sentinel_password={self.SENTINEL_PASSWORD}"
 
     def start(self) -> None:
         self.primary.start()
-        self.replica.args = ("--replicaof", "127.0.0.1", str(self.primary.port))
+        self.replica.args = (*self.replica.args, "--replicaof", "127.0.0.1", str(self.primary.port))
         self.replica.start()
         for index in range(3):
             folder = self.folder / f"sentinel{index}"
             folder.mkdir(parents=True)
             config = folder / "sentinel.conf"
             config.write_text(f"sentinel monitor {self.SERVICE} 127.0.0.1 {self.primary.port} 2\n"
+                              f"sentinel auth-pass {self.SERVICE} {self.PASSWORD}\n"
                               f"sentinel down-after-milliseconds {self.SERVICE} {NODE_TIMEOUT_MS}\n"
-                              f"sentinel failover-timeout {self.SERVICE} 5000\n")
-            sentinel = Server(folder, str(config), "--sentinel")
+                              f"sentinel failover-timeout {self.SERVICE} 5000\n"
+                              f"requirepass {self.SENTINEL_PASSWORD}\n")
+            sentinel = Server(folder, str(config), "--sentinel", password=self.SENTINEL_PASSWORD)
             sentinel.start()
             self.sentinels.append(sentinel)
         wait_until(self._replica_synced, bool, 20, "the replica did not sync")

@@ -1,5 +1,6 @@
 """pmq on a Sentinel-managed Redis: a primary, one replica and three
-Sentinels started by the test. The primary is killed under load; the
+Sentinels started by the test, the servers and the Sentinels each with a
+password of their own, as in production. The primary is killed under load; the
 Sentinels promote the replica, pmq's clients follow them, and every job
 completes. The time to recover is printed (docs/deployment.md quotes it)."""
 
@@ -9,6 +10,7 @@ import threading
 import time
 
 import pytest
+import redis
 
 from pmq_core import JobStatus
 from pmq_core.testing import wait_until
@@ -22,6 +24,9 @@ LOAD = 2000
 
 
 def test_the_primary_killed_under_load_is_replaced_and_every_job_completes(pmq_runtime, sentinels: SentinelGroup):
+    with redis.Redis(port=sentinels.sentinels[0].port, socket_timeout=5) as anonymous, \
+            pytest.raises(redis.AuthenticationError):  # the Sentinels' own password is required
+        anonymous.sentinel_get_master_addr_by_name(sentinels.SERVICE)
     recorder = Recorder()
     rt = pmq_runtime(make_plugin(recorder), redis_url=sentinels.url, redis_mode="sentinel", concurrency=20)
     ids: list = []

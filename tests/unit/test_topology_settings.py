@@ -10,6 +10,7 @@ import pytest
 
 from pmq_core import ConfigurationError, Settings
 from pmq_core.config import SentinelAddress, split_hosts
+from pmq_core.redaction import redact_url
 
 DATABASE = "postgresql://pmq@db:5432/app"
 
@@ -34,6 +35,20 @@ def test_a_sentinel_url_names_the_sentinels_the_service_and_the_database(tmp_pat
     assert SentinelAddress.parse(url) == SentinelAddress(
         [("s1", 26379), ("s2", 26380), ("::1", 26381)], "pmq-primary", 2, None, "s3cret")
     assert SentinelAddress.parse("redis+sentinel://s1:26379/main").db == 0
+
+
+def test_sentinels_with_a_password_of_their_own_take_it_from_the_query(tmp_path: Path):
+    url = "redis+sentinel://:s3cret@s1:26379,s2:26380/main/1?sentinel_username=watch&sentinel_password=w%40tch"
+    settings = load(tmp_path, PMQ_REDIS_URL=url, PMQ_REDIS_MODE="sentinel")
+    assert "s3cret" not in repr(settings) and "w%40tch" not in repr(settings)
+    assert SentinelAddress.parse(url) == SentinelAddress(
+        [("s1", 26379), ("s2", 26380)], "main", 1, None, "s3cret", "watch", "w@tch")
+    assert redact_url(url).endswith("/main/1?sentinel_username=watch&sentinel_password=***")
+    typo = "redis+sentinel://s1:26379/main?sentinel_pasword=Typo-S3cret"  # hidden all the same
+    with pytest.raises(ConfigurationError, match="takes only sentinel_username and sentinel_password after '.', "
+                                                 "not 'sentinel_pasword'") as refused:
+        load(tmp_path, PMQ_REDIS_URL=typo, PMQ_REDIS_MODE="sentinel")
+    assert "Typo-S3cret" not in str(refused.value) and "sentinel_pasword=***" in str(refused.value)
 
 
 @pytest.mark.parametrize(("environ", "message"), [
@@ -67,3 +82,18 @@ def test_a_direct_url_marks_the_other_as_pooled_and_serves_for_sessions(tmp_path
     assert "s3cret" not in repr(pooled)
     with pytest.raises(ConfigurationError, match="database_direct_url"):
         load(tmp_path, PMQ_REDIS_URL="redis://r/0", PMQ_DATABASE_DIRECT_URL="mysql://db/app")
+
+
+def test_sentinels_that_name_no_primary_are_one_line_with_each_answer():
+    """redis-py's error holds each Sentinel client's long repr; what an
+    operator reads is the service and what each Sentinel answered."""
+    import redis.sentinel
+
+    from pmq_core.db import reason
+
+    sentinels = redis.sentinel.Sentinel([("127.0.0.1", 1), ("127.0.0.1", 2)], socket_connect_timeout=1)
+    with pytest.raises(redis.sentinel.MasterNotFoundError) as raised:
+        sentinels.discover_master("pmq")
+    text = reason(raised.value, None)
+    assert text.startswith("No master found for 'pmq' (ConnectionError: ")
+    assert "127.0.0.1:1" in text and "127.0.0.1:2" in text and "<redis." not in text and "\n" not in text
