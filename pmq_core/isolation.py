@@ -39,9 +39,9 @@ import attrs
 from pmq_core import payloads
 from pmq_core.config import Settings
 from pmq_core.errors import HandlerCrashed
-from pmq_core.models import JobContext
+from pmq_core.models import JobContext, Resources
 from pmq_core.plugins import Plugins
-from pmq_core.resources import Resources, close_resources, open_resources
+from pmq_core.resources import close_resources, open_resources
 
 log = logging.getLogger(__name__)
 

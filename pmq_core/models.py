@@ -1,4 +1,5 @@
-"""The records pmq reads back: a job's row, and the running job a handler sees."""
+"""The records pmq reads back and what a handler sees: a job's row, the
+running job, and the resources its worker's plugins share with it."""
 
 from __future__ import annotations
 
@@ -7,19 +8,45 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from pmq_core import payloads
+from pmq_core.errors import shown
 from pmq_core.headers import NO_HEADERS, from_stored
 from pmq_core.payloads import UnreadablePayload
-from pmq_core.resources import Resources
 
 if TYPE_CHECKING:
     from pmq_core.config import Settings
+
+
+class Resources(Mapping[str, Any]):
+    """A read-only mapping of resource names to objects; a name no plugin
+    provides is a KeyError that lists the names there are."""
+
+    def __init__(self, values: Mapping[str, Any] | None = None) -> None:
+        self._values = dict(values or {})
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            return self._values[name]
+        except KeyError:
+            have = ", ".join(repr(n) for n in sorted(self._values)) or "none"
+            raise KeyError(f"no job resource {shown(name)} (this process has: {have}); resources come from "
+                           "plugins' pmq_worker_resources hook, and one that failed is named in the worker's "
+                           "log") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"Resources({sorted(self._values)!r})"
 
 
 class JobStatus(enum.StrEnum):

@@ -14,42 +14,17 @@ import asyncio
 import inspect
 import logging
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pmq_core.errors import PluginError, shown
+from pmq_core.errors import PluginError
+from pmq_core.models import Resources
 
 if TYPE_CHECKING:
     from pmq_core.config import Settings
     from pmq_core.plugins import Plugins
 
 log = logging.getLogger(__name__)
-
-
-class Resources(Mapping[str, Any]):
-    """A read-only mapping of resource names to objects; a name no plugin
-    provides is a KeyError that lists the names there are."""
-
-    def __init__(self, values: Mapping[str, Any] | None = None) -> None:
-        self._values = dict(values or {})
-
-    def __getitem__(self, name: str) -> Any:
-        try:
-            return self._values[name]
-        except KeyError:
-            have = ", ".join(repr(n) for n in sorted(self._values)) or "none"
-            raise KeyError(f"no job resource {shown(name)} (this process has: {have}); resources come from "
-                           "plugins' pmq_worker_resources hook, and one that failed is named in the worker's "
-                           "log") from None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __repr__(self) -> str:
-        return f"Resources({sorted(self._values)!r})"
 
 
 def open_resources(plugins: Plugins, settings: Settings, worker_id: uuid.UUID) -> Resources:

@@ -63,7 +63,7 @@ def upgrade(conn: psycopg.Connection[Any], extra: Iterable[Migration] = ()) -> l
         done = store.applied_migrations(conn)
         for migration in todo:
             if (migration.component, migration.version) not in done:
-                store.apply_migration(conn, migration)
+                store.apply_migration(conn, migration.component, migration.version, migration.name, migration.sql)
                 applied_now.append(migration)
     return applied_now
 

@@ -45,7 +45,6 @@ from pmq_core.queries import q
 
 if TYPE_CHECKING:
     from pmq_core.jobtypes import JobType
-    from pmq_core.schema import Migration
 
 #: Advisory lock held while migrating the schema ("pmq" + "schema").
 SCHEMA_LOCK = 0x706D71_5343
@@ -466,11 +465,10 @@ def applied_migrations() -> Steps[set[tuple[str, int]]]:
 
 
 @atomic
-def apply_migration(migration: Migration) -> Steps[None]:
-    """Run a migration and record it, in one transaction."""
-    yield Script(migration.sql)
-    yield Query("record_migration", {"component": migration.component, "version": migration.version,
-                                     "name": migration.name})
+def apply_migration(component: str, version: int, name: str, script: str) -> Steps[None]:
+    """Run a migration's script and record it, in one transaction."""
+    yield Script(script)
+    yield Query("record_migration", {"component": component, "version": version, "name": name})
 
 
 # -- the migrator ---------------------------------------------------------------------------

@@ -48,13 +48,13 @@ from pmq_core.isolation import Isolation
 from pmq_core.jobtypes import JobType
 from pmq_core.keys import Keys, parse_message
 from pmq_core.limits import error_text, later
-from pmq_core.models import JobContext, JobStatus, LogStatus
+from pmq_core.models import JobContext, JobStatus, LogStatus, Resources
 from pmq_core.payloads import UnreadablePayload
 from pmq_core.plugins import Plugins
 from pmq_core.popping import Popper, pop_groups
 from pmq_core.prefetch import Prefetch
 from pmq_core.reconnect import Backoff
-from pmq_core.resources import Resources, close_resources, open_resources
+from pmq_core.resources import close_resources, open_resources
 from pmq_core.slots import Claim, SlotBook
 
 log = logging.getLogger(__name__)

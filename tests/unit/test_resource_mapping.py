@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from pmq_core import PluginError, Settings, hookimpl
+from pmq_core.models import Resources
 from pmq_core.plugins import Plugins
-from pmq_core.resources import Resources, close_resources, open_resources
+from pmq_core.resources import close_resources, open_resources
 from pmq_core.testing import run_inline
 
 
