@@ -54,6 +54,30 @@ def session_pids(sid: int) -> list[int]:
     return found
 
 
+def rss_kb(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (the high-water mark) of a process, in kB; empty if
+    it is gone."""
+    found = {}
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return found
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found[key] = int(value.split()[0])
+    return found
+
+
+def peak_rss_kb(sids: list[int]) -> int:
+    """The largest resident-memory high-water mark among the live processes
+    of the sessions ``sids`` (each worker command starts its own), read
+    before they stop. ``getrusage(RUSAGE_CHILDREN)`` would not do: Linux
+    keeps a child's memory from before its exec, which is the harness's own,
+    holding every payload it enqueued."""
+    return max((rss_kb(pid).get("VmHWM", 0) for sid in sids for pid in session_pids(sid)), default=0)
+
+
 def machine_busy_seconds() -> float:
     """Busy CPU of the whole machine (all cores) since boot, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]

@@ -31,7 +31,6 @@ import importlib.metadata
 import inspect
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -302,9 +301,9 @@ async def s_drain(adapter: Any, lib: str) -> dict[str, Any]:
         done = int(r.get(CNT) or 0)
         cpu = meter.end(done - first_count)
         timed = done - first_count
+        peak_rss_kb = costs.peak_rss_kb([p.pid for p in procs])
     finally:
         stop(procs)
-    peak_rss_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     first = float(r.get(FIRST) or 0)
     last = float(r.get(LAST) or 0) if ok else done_at
     result: dict[str, Any] = {

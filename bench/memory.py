@@ -34,16 +34,6 @@ BACKLOG = 20_000
 SAMPLE_EVERY = 2.0
 
 
-def rss_kb(pid: int) -> dict[str, int]:
-    """VmRSS and VmHWM of a process, in kB."""
-    found = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            found[key] = int(value.split()[0])
-    return found
-
-
 def slope_mb_per_100k(samples: list[dict[str, Any]]) -> float | None:
     """Least-squares slope of VmRSS against jobs done, after the warm-up."""
     if not samples:
@@ -67,6 +57,7 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1_000_000, help="stop after this many jobs (default: %(default)s)")
     args = ap.parse_args()
     os.environ["BENCH_N"] = str(args.jobs)  # the handler marks the last job of this many
+    import costs
     import harness
 
     bench_pmq = harness.load("pmq")
@@ -87,7 +78,7 @@ def main() -> None:
             done = int(r.get(harness.CNT) or 0)
             now = time.monotonic()
             if now >= next_sample:
-                samples.append({"t": round(now - started, 1), "jobs": done, "rss_kb": rss_kb(pid)["VmRSS"]})
+                samples.append({"t": round(now - started, 1), "jobs": done, "rss_kb": costs.rss_kb(pid)["VmRSS"]})
                 next_sample = now + SAMPLE_EVERY
             if done >= args.jobs or now - started >= args.seconds:
                 break
@@ -97,7 +88,7 @@ def main() -> None:
                 enqueued += count
             else:
                 time.sleep(0.2)
-        peak = rss_kb(pid)
+        peak = costs.rss_kb(pid)
         bench_pmq.close(client)
     finally:
         harness.stop(procs)
