@@ -20,24 +20,34 @@ TICK = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    """CPU of a process and of the children it has reaped (a fork-per-job
-    worker's work-horses included), 0 if it is gone."""
+    """CPU of a process, to the nanosecond, and of the children it has
+    reaped (a fork-per-job worker's work-horses, counted in ticks); 0 if it
+    is gone. A small run's workers can spend less than the 10 ms tick that
+    utime and stime count in."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (FileNotFoundError, ProcessLookupError):
         return 0.0
-    return sum(int(v) for v in fields[11:15]) / TICK  # utime stime cutime cstime
+    return on_cpu_seconds(pid) + sum(int(v) for v in fields[13:15]) / TICK  # cutime cstime
 
 
 def on_cpu_seconds(pid: int) -> float:
-    """Time a process has run on a CPU, to the nanosecond (the scheduler's
-    own count), for the PostgreSQL backends and Redis: their share of a
-    small run is often below the 10 ms tick that ``cpu_seconds`` counts in.
-    0 if it is gone."""
+    """Time a process's threads have run on a CPU, to the nanosecond (the
+    scheduler's own count, per thread: a worker's thread pool and its
+    migrator thread count too); 0 if it is gone. A thread that ends takes
+    its share with it, which the processes measured here do not do during
+    a run (their threads live as long as they do)."""
+    total = 0
     try:
-        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[0]) / 1e9
-    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except (FileNotFoundError, ProcessLookupError):
         return 0.0
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+    return total / 1e9
 
 
 def session_pids(sid: int) -> list[int]:
