@@ -803,6 +803,12 @@ def mark_suspect_started(job_id: uuid.UUID, attempt: int, worker_id: uuid.UUID) 
 
 
 @operation
+def jobs_running_under(worker_id: uuid.UUID) -> Steps[list[uuid.UUID]]:
+    rows = yield Query("jobs_running_under", {"worker_id": worker_id})
+    return [row["id"] for row in rows]
+
+
+@operation
 def release_jobs(ids: list[uuid.UUID], worker_id: uuid.UUID, stuck: Sequence[uuid.UUID] = (),
                  delay: float = 0.0) -> Steps[None]:
     """Give back jobs this worker claimed and will not finish, the attempt

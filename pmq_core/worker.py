@@ -138,6 +138,10 @@ class Worker:
         self._mirror_order = asyncio.Lock()
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._backoff = Backoff()
+        #: The connection was replaced: a statement's reply may have been
+        #: lost with the old one after its commit (see :meth:`_reconcile`).
+        self._reconnected = False
+        self._connected_before = False
         self.redis_link = RedisLink(POP_TIMEOUT)
         #: Jobs given back at shutdown whose sync handler still ran: nonzero
         #: means the process must end now (``os._exit``; its threads cannot be
@@ -289,6 +293,27 @@ class Worker:
                 self._slot_freed.set()  # messages that claimed nothing give their slots back
             if outcomes:
                 self._in_background(self._finished(outcomes, applied))
+            if self._reconnected:
+                await self._reconcile(stop)
+
+    async def _reconcile(self, stop: asyncio.Event) -> None:
+        """Give back the jobs PostgreSQL says this worker runs but it does
+        not know of. A round whose commit happened but whose reply was lost
+        with the connection (a failover, a restart) is sent again, and its
+        claims then match nothing: without this, those jobs would stay
+        running under a live worker, which no rescue takes from it. Their
+        attempt does not count; the migrator hands them over again."""
+        self._reconnected = False
+
+        async def orphans(conn: psycopg.AsyncConnection[Any]) -> list[uuid.UUID]:
+            running = await store.jobs_running_under.run_async(conn, self.id)
+            recording = {outcome.ctx.id for outcome in self._outcomes}
+            return [job_id for job_id in running if self.slots.get(job_id) is None and job_id not in recording]
+
+        found = await self._db(orphans, give_up=stop.is_set)
+        if found:
+            log.warning("worker gives back %d job(s) whose claim committed while its reply was lost", len(found))
+            await self._give_back(found)
 
     async def _round(self, conn: psycopg.AsyncConnection[Any], messages: list[tuple[uuid.UUID, int]],
                      outcomes: list[_Outcome], starts: Sequence[tuple[uuid.UUID, datetime]] = ()
@@ -672,6 +697,8 @@ class Worker:
                                                           pooled=self.settings.database_pooled)
                     if not self.settings.database_pooled:  # a session parameter would leak to other clients
                         await store.start_session.run_async(conn)
+                    self._reconnected = self._reconnected or self._connected_before
+                    self._connected_before = True
                 result = await op(conn)
                 self._backoff.reset()
                 return result

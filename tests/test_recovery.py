@@ -212,6 +212,29 @@ def test_migrator_warns_about_a_redis_that_may_evict_or_forget(pmq_settings, own
 # -- PostgreSQL lost -------------------------------------------------------------------
 
 
+def test_a_claim_committed_while_its_reply_was_lost_is_given_back(pmq_runtime):
+    """A failover or a restart can cut the connection after a round's
+    commit and before its reply: the worker sends the round again, and its
+    claims then match nothing. The job must not stay running under a live
+    worker (no rescue takes it): the worker gives it back once it is
+    connected again. Staged here: a job marked running under the worker,
+    as that lost commit leaves it, then the worker's connection cut."""
+    rt = pmq_runtime(make_plugin(Recorder()), worker=False)
+    worker = rt.start_worker()
+    url = rt.settings.database_url
+    rt.wait(rt.client.enqueue("echo", {"n": 0}))  # the worker's connection is open
+    orphan = rt.client.enqueue("echo", {"n": 1}, delay=3600)
+    sql(url, "UPDATE jobs SET status = 'running', attempt_count = 1, started_at = now(), worker_id = %s "
+             "WHERE id = %s", (worker.id, orphan))
+    sql(url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "  # the runtime's, not the client's
+             "WHERE datname = current_database() AND application_name = 'pmq'")
+
+    rt.wait(rt.client.enqueue("echo", {"n": 2}))  # the worker's next round meets the cut connection
+
+    job = rt.wait(orphan, timeout=20)
+    assert (job.status, job.attempt_count) == (JobStatus.COMPLETED, 1)
+
+
 def test_postgres_restarted_under_load_loses_nothing(pmq_runtime, own_postgres):
     url = own_postgres.url
     sql(url, RUNS_TABLE)

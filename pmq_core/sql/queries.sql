@@ -253,6 +253,11 @@ SELECT 'woke', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
 -- serve the status tests.
 SET plan_cache_mode = force_generic_plan;
 
+-- name: jobs_running_under
+-- The jobs PostgreSQL says a worker runs: few (its slots and claims ahead),
+-- read from the status index.
+SELECT id FROM jobs WHERE status = 'running' AND worker_id = %(worker_id)s;
+
 -- name: release_jobs
 -- Give back jobs a stopping worker did not finish; the attempt does not count.
 -- Those whose sync handler still runs (%(stuck)s) are due only %(delay)s
