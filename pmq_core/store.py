@@ -21,6 +21,12 @@ Connections stay with the callers (pools, reconnects, transactions that
 span a caller's own work); an operation marked :func:`atomic` runs in a
 transaction of its own. Rows come back as dicts whatever the connection's
 row factory.
+
+The operations are grouped by who calls them, in this order (each group
+under a ``# --`` heading): the statement types; enqueueing; reading and
+managing jobs; dead letters; health and statistics; the schema; the
+migrator; flow control (the migrator's limits and tickets); the worker;
+databases (embedded servers and the test kit); and the executors.
 """
 
 from __future__ import annotations
